@@ -1,0 +1,1 @@
+"""gradcheck: check softmax, cross-entropy and their gradients against finite differences."""

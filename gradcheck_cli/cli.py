@@ -1,0 +1,222 @@
+"""The command line: parse options, then inputs -> report -> render -> exit code. Nothing else lives here.
+
+numpy and rich are imported inside the commands, not at the top, so `--help`, `--version` and usage
+errors answer without paying for them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from gradcheck_cli.errors import InputError
+
+EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 3, 130
+_debug = False
+
+
+class FiniteFloat(click.ParamType):
+    """A finite float above (or at) a lower bound; 'nan', 'inf' and '1e999' are refused by name."""
+
+    name = "float"
+
+    def __init__(self, minimum: float, inclusive: bool) -> None:
+        self.minimum, self.inclusive = minimum, inclusive
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            number = float(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if number < self.minimum or (number == self.minimum and not self.inclusive):
+            bound = ">=" if self.inclusive else ">"
+            self.fail(f"{value} is out of range; it must be {bound} {self.minimum:g}", param, ctx)
+        return number
+
+
+POSITIVE = FiniteFloat(0.0, inclusive=False)
+NON_NEGATIVE = FiniteFloat(0.0, inclusive=True)
+
+
+class GradcheckGroup(click.Group):
+    """Maps every way a run can end onto the documented exit codes, each with at most one line on stderr."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as error:
+            error.show()
+            code = EXIT_USAGE
+        except click.UsageError as error:
+            hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
+            _fail(f"{error.format_message()}{hint}")
+            code = EXIT_USAGE
+        except InputError as error:
+            _fail(str(error))
+            code = EXIT_USAGE
+        except click.exceptions.Abort:
+            code = EXIT_INTERRUPTED
+        except click.ClickException as error:
+            _fail(error.format_message())
+            code = EXIT_USAGE
+        except Exception as error:  # noqa: BLE001 - the last line of defence: one line, exit 3
+            if _debug:
+                traceback.print_exc()
+            _fail(f"internal error: {type(error).__name__}: {error} (re-run with --debug for the traceback)")
+            code = EXIT_INTERNAL
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"gradcheck: error: {' '.join(message.split())}", err=True)
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    global _debug
+    _debug = value
+    return value
+
+
+@click.group(cls=GradcheckGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gradcheck", prog_name="gradcheck")
+@click.option(
+    "--debug",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=_set_debug,
+    help="Show the full traceback of an internal error.",
+)
+def main() -> None:
+    """Check softmax, cross-entropy and their gradients against finite differences.
+
+    Exit codes: 0 every check agrees, 1 a check disagrees, 2 usage or input error, 3 internal error.
+    """
+
+
+def _compose(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def apply(function: Any) -> Any:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+input_options = _compose(
+    click.option("--logits", "logits_args", multiple=True, metavar="ROW",
+                 help="One sample's logits, numbers separated by commas and/or spaces. Repeat for more samples."),
+    click.option("--labels", "labels_arg", metavar="LIST",
+                 help="One class index per sample, comma-separated (0-based)."),
+    click.option("--targets", "targets_args", multiple=True, metavar="ROW",
+                 help="One sample's target distribution (one-hot or soft), instead of --labels. Repeatable."),
+    click.option("-i", "--input", "input_path", metavar="PATH",
+                 help="Read logits (and labels or targets) from a CSV or JSON file; '-' reads stdin."),
+    click.option("--input-format", type=click.Choice(["auto", "csv", "json"]), default="auto", show_default=True,
+                 help="Format of --input; auto goes by the extension, then by the first character."),
+    click.option("--labels-file", "labels_path", metavar="PATH",
+                 help="A file of class indices, one per line, for the rows of --input."),
+    click.option("--targets-file", "targets_path", metavar="PATH",
+                 help="A CSV of target distributions, one row per sample, for the rows of --input."),
+)
+
+check_options = _compose(
+    click.option("--method", type=click.Choice(["central", "forward", "backward"]), default="central",
+                 show_default=True, help="Finite-difference formula."),
+    click.option("--eps", type=POSITIVE, default=None,
+                 help="Relative step: each logit z moves by eps*max(1,|z|). "
+                      "[default: 6.1e-6 central, 1.5e-8 one-sided]"),
+    click.option("--atol", type=NON_NEGATIVE, default=None, envvar="GRADCHECK_ATOL", show_envvar=True,
+                 help="Absolute tolerance (numpy.isclose). [default: 1e-10 central, 1e-8 one-sided]"),
+    click.option("--rtol", type=NON_NEGATIVE, default=None, envvar="GRADCHECK_RTOL", show_envvar=True,
+                 help="Relative tolerance (numpy.isclose). [default: 1e-7 central, 1e-5 one-sided]"),
+    click.option("--reduction", type=click.Choice(["mean", "sum", "none"]), default="mean", show_default=True,
+                 help="How row losses combine; 'none' reports each row's loss and gradient."),
+)
+
+output_options = _compose(
+    click.option("-f", "--format", "output_format", type=click.Choice(["table", "json"]), default="table",
+                 show_default=True, help="Rich tables for people, or one JSON object for programs."),
+    click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+                 help="Colour in table mode; auto means only on a terminal and without NO_COLOR."),
+    click.option("--no-color", is_flag=True, help="Same as --color never."),
+)
+
+
+def make_console(color: str) -> Any:
+    """One rich Console for the run; data is never styled by accident (markup and highlighting off)."""
+    from rich.console import Console
+
+    if color == "never" or (color == "auto" and os.environ.get("NO_COLOR")):
+        return Console(color_system=None, markup=False, highlight=False, emoji=False)
+    return Console(force_terminal=color == "always" or None, markup=False, highlight=False, emoji=False)
+
+
+def write_stdout(emit: Callable[[], None]) -> None:
+    """Write results; if the reader went away (`| head`), stop quietly instead of raising at exit."""
+    try:
+        emit()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+@main.command()
+@input_options
+@check_options
+@output_options
+def check(
+    logits_args: tuple[str, ...],
+    labels_arg: str | None,
+    targets_args: tuple[str, ...],
+    input_path: str | None,
+    input_format: str,
+    labels_path: str | None,
+    targets_path: str | None,
+    method: str,
+    eps: float | None,
+    atol: float | None,
+    rtol: float | None,
+    reduction: str,
+    output_format: str,
+    color: str,
+    no_color: bool,
+) -> int:
+    """Check the softmax Jacobian and the cross-entropy gradient against finite differences.
+
+    Example:
+
+        gradcheck check --logits 1.1,2.2,0.2,-1.7 --labels 2
+    """
+    from gradcheck_cli.inputs import load_batch
+    from gradcheck_cli.render import render_json, render_tables
+    from gradcheck_cli.report import Settings, run_check
+
+    batch = load_batch(
+        logits_args=logits_args,
+        labels_arg=labels_arg,
+        targets_args=targets_args,
+        input_path=input_path,
+        input_format=input_format,
+        labels_path=labels_path,
+        targets_path=targets_path,
+    )
+    report = run_check(batch, Settings(method=method, eps=eps, atol=atol, rtol=rtol, reduction=reduction))
+    if output_format == "json":
+        write_stdout(lambda: click.echo(render_json(report)))
+    else:
+        console = make_console("never" if no_color else color)
+        write_stdout(lambda: render_tables(report, console))
+    return report.exit_code

@@ -1,0 +1,433 @@
+"""Read logits and labels or targets from arguments, CSV and JSON into numpy arrays, or say exactly why not.
+
+Every problem raises InputError with a message that names what was wrong and where (`path:line:col`, a
+JSON path such as `logits[1][2]`, or the option and its occurrence). Nothing here prints or exits.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gradcheck_cli.core import one_hot
+from gradcheck_cli.errors import InputError
+
+FORMATS = ("auto", "csv", "json")
+
+# Exactly what a decimal number looks like: no underscores, no hex, no 'nan' or 'inf' (float() takes all).
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
+_INTEGER = re.compile(r"[+-]?\d+\Z")
+_NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)\Z", re.IGNORECASE)
+_SEPARATORS = re.compile(r"[,\s]+")
+_JSON_KEYS = ("logits", "labels", "targets")
+_LABEL_COLUMN = "label"
+
+
+@dataclass
+class Batch:
+    """One batch of samples: N x C logits with N class labels or an N x C target distribution."""
+
+    logits: np.ndarray
+    labels: np.ndarray | None
+    targets: np.ndarray
+    source: str | None = None
+    # The line of the input file each row came from, for annotations; None when rows came from arguments.
+    row_lines: list[int] | None = field(default=None, repr=False)
+
+
+@dataclass
+class _Parsed:
+    """What one input source supplied; the parts it did not supply stay None."""
+
+    logits: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    targets: np.ndarray | None = None
+    row_lines: list[int] | None = None
+    labels_from: str = ""
+    targets_from: str = ""
+
+
+# --- numbers and rows -------------------------------------------------------------------------------
+
+
+def parse_number(text: str, where: str) -> float:
+    token = text.strip()
+    if _NUMBER.match(token):
+        value = float(token)
+        if np.isfinite(value):
+            return value
+        raise InputError(f"{where}: {token!r} overflows float64")
+    if _NON_FINITE.match(token):
+        raise InputError(f"{where}: {token!r} is not finite; logits and targets must be finite numbers")
+    if not token:
+        raise InputError(f"{where}: empty value where a number was expected")
+    raise InputError(f"{where}: {token!r} is not a number")
+
+
+def parse_label(text: str, where: str) -> int:
+    token = text.strip()
+    if _INTEGER.match(token):
+        return int(token)
+    if _NUMBER.match(token) and float(token).is_integer():
+        return int(float(token))
+    if not token:
+        raise InputError(f"{where}: empty value where a class index was expected")
+    raise InputError(f"{where}: {token!r} is not an integer class index")
+
+
+def _split(text: str) -> list[str]:
+    return [token for token in _SEPARATORS.split(text.strip()) if token]
+
+
+def parse_row(text: str, where: str) -> list[float]:
+    """A row given on the command line: numbers separated by commas and/or spaces."""
+    tokens = _split(text)
+    if not tokens:
+        raise InputError(f"{where}: no numbers in {text!r}")
+    return [parse_number(token, f"{where}, value {k + 1}") for k, token in enumerate(tokens)]
+
+
+def parse_labels(text: str, where: str) -> list[int]:
+    tokens = _split(text)
+    if not tokens:
+        raise InputError(f"{where}: no class indices in {text!r}")
+    return [parse_label(token, f"{where}, value {k + 1}") for k, token in enumerate(tokens)]
+
+
+def _rows_to_matrix(rows: list[list[float]], what: str, where_row: list[str]) -> np.ndarray:
+    widths = {len(row) for row in rows}
+    if len(widths) > 1:
+        first = len(rows[0])
+        bad = next(k for k, row in enumerate(rows) if len(row) != first)
+        raise InputError(
+            f"{where_row[bad]}: ragged {what}: this row has {len(rows[bad])} values, the first has {first}"
+        )
+    return np.array(rows, dtype=np.float64)
+
+
+def rows_from_args(texts: tuple[str, ...], option: str) -> np.ndarray:
+    wheres = [f"{option} #{k + 1}" for k in range(len(texts))]
+    rows = [parse_row(text, where) for text, where in zip(texts, wheres)]
+    return _rows_to_matrix(rows, option.lstrip("-"), wheres)
+
+
+# --- files --------------------------------------------------------------------------------------------
+
+
+def read_text(path: str) -> tuple[str, str]:
+    """The UTF-8 text of a file (or of stdin for '-') and the name to use in messages."""
+    name = "<stdin>" if path == "-" else path
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{name}: is a directory, not a file") from None
+    except PermissionError:
+        raise InputError(f"{name}: permission denied") from None
+    except OSError as error:
+        raise InputError(f"{name}: cannot read: {error.strerror or error}") from None
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise InputError(f"{name}: binary data (a NUL byte at offset {nul}), expected text")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{name}: not UTF-8 text (byte {data[error.start]:#04x} at offset {error.start})") from None
+    if not text.strip():
+        raise InputError(f"{name}: empty input")
+    return text, name
+
+
+def detect_format(path: str, text: str, requested: str) -> str:
+    if requested != "auto":
+        return requested
+    suffix = Path(path).suffix.lower() if path != "-" else ""
+    if suffix == ".json":
+        return "json"
+    if suffix in (".csv", ".txt"):
+        return "csv"
+    return "json" if text.lstrip()[:1] in ("{", "[") else "csv"
+
+
+def _csv_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, line) for each line that holds data: blank lines and '#' comments are skipped."""
+    numbered = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            numbered.append((number, line))
+    return numbered
+
+
+def _csv_cells(line: str) -> list[tuple[int, str]]:
+    """(1-based character column, cell text) for each comma-separated cell; one trailing comma is allowed."""
+    cells = []
+    column = 1
+    for cell in line.split(","):
+        cells.append((column + len(cell) - len(cell.lstrip()), cell.strip()))
+        column += len(cell) + 1
+    if len(cells) > 1 and cells[-1][1] == "":
+        cells.pop()
+    return cells
+
+
+def _is_header(cells: list[tuple[int, str]]) -> bool:
+    return any(not _NUMBER.match(cell) and not _NON_FINITE.match(cell) for _, cell in cells)
+
+
+def read_csv(text: str, name: str) -> _Parsed:
+    """One sample per line. A header row is optional; in it, a column named 'label' holds class indices."""
+    lines = _csv_lines(text)
+    if not lines:
+        raise InputError(f"{name}: no data rows (only blank lines or comments)")
+    header: list[str] | None = None
+    if _is_header(_csv_cells(lines[0][1])):
+        header = [cell for _, cell in _csv_cells(lines[0][1])]
+        lines = lines[1:]
+        if not lines:
+            raise InputError(f"{name}: a header but no data rows")
+    label_at = header.index(_LABEL_COLUMN) if header and _LABEL_COLUMN in header else None
+    width = len(header) if header else len(_csv_cells(lines[0][1]))
+    logits_rows: list[list[float]] = []
+    labels: list[int] = []
+    for number, line in lines:
+        cells = _csv_cells(line)
+        if len(cells) != width:
+            expected = "the header has" if header else "the first row has"
+            raise InputError(f"{name}:{number}: ragged row: {len(cells)} values, {expected} {width}")
+        row = []
+        for k, (column, cell) in enumerate(cells):
+            where = f"{name}:{number}:{column}"
+            if k == label_at:
+                labels.append(parse_label(cell, where))
+            else:
+                row.append(parse_number(cell, where))
+        logits_rows.append(row)
+    if label_at is not None and width == 1:
+        raise InputError(f"{name}: only a 'label' column; the other columns must hold the logits")
+    return _Parsed(
+        logits=np.array(logits_rows, dtype=np.float64),
+        labels=np.array(labels, dtype=np.int64) if label_at is not None else None,
+        row_lines=[number for number, _ in lines],
+        labels_from=f"the '{_LABEL_COLUMN}' column of {name}",
+    )
+
+
+def read_labels_file(text: str, name: str) -> np.ndarray:
+    """One class index per line (blank lines and '#' comments skipped)."""
+    labels = [parse_label(line, f"{name}:{number}") for number, line in _csv_lines(text)]
+    if not labels:
+        raise InputError(f"{name}: no labels")
+    return np.array(labels, dtype=np.int64)
+
+
+def read_targets_file(text: str, name: str) -> np.ndarray:
+    """A CSV of probability rows, one per sample; a header row of class names is skipped."""
+    lines = _csv_lines(text)
+    if lines and _is_header(_csv_cells(lines[0][1])):
+        lines = lines[1:]
+    if not lines:
+        raise InputError(f"{name}: no target rows")
+    rows = [[parse_number(cell, f"{name}:{number}:{column}") for column, cell in _csv_cells(line)] for number, line in lines]
+    return _rows_to_matrix(rows, "targets", [f"{name}:{number}" for number, _ in lines])
+
+
+# --- JSON -------------------------------------------------------------------------------------------------
+
+
+def _reject_constant(token: str) -> float:
+    raise ValueError(f"{token} is not allowed; JSON numbers must be finite")
+
+
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if not np.isfinite(value):
+        raise ValueError(f"the number {token} overflows float64")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    seen: dict[str, object] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"duplicate key {key!r}")
+        seen[key] = value
+    return seen
+
+
+def _line_col(text: str, position: int) -> str:
+    line = text.count("\n", 0, position) + 1
+    return f"{line}:{position - (text.rfind(chr(10), 0, position) + 1) + 1}"
+
+
+def _load_json(text: str, name: str) -> object:
+    decoder = json.JSONDecoder(
+        parse_constant=_reject_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys
+    )
+    try:
+        value, end = decoder.raw_decode(text, len(text) - len(text.lstrip()))
+    except json.JSONDecodeError as error:
+        raise InputError(f"{name}:{error.lineno}:{error.colno}: malformed JSON: {error.msg}") from None
+    except ValueError as error:
+        # Raised by the hooks above; the decoder does not say where, so name the file only.
+        raise InputError(f"{name}: {error}") from None
+    except RecursionError:
+        raise InputError(f"{name}: JSON nested too deeply") from None
+    if text[end:].strip():
+        position = end + len(text[end:]) - len(text[end:].lstrip())
+        raise InputError(f"{name}:{_line_col(text, position)}: unexpected data after the JSON value")
+    return value
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _json_matrix(value: object, key: str, name: str) -> np.ndarray:
+    """A list of numbers (one row) or a list of equally long lists of numbers, as an N x C array."""
+    if isinstance(value, list) and value and all(_is_number(x) for x in value):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise InputError(f"{name}: {key}: expected a non-empty list of numbers or of rows")
+    for n, row in enumerate(value):
+        if not isinstance(row, list) or not row:
+            raise InputError(f"{name}: {key}[{n}]: expected a non-empty list of numbers")
+        for c, x in enumerate(row):
+            if not _is_number(x):
+                raise InputError(f"{name}: {key}[{n}][{c}]: expected a number, got {json.dumps(x)[:40]}")
+        if len(row) != len(value[0]):
+            raise InputError(
+                f"{name}: {key}[{n}]: ragged {key}: this row has {len(row)} values, the first has {len(value[0])}"
+            )
+    try:
+        matrix = np.array(value, dtype=np.float64)
+    except OverflowError:
+        matrix = np.full((len(value), len(value[0])), np.inf)
+    if not np.isfinite(matrix).all():
+        n, c = (int(i) for i in np.argwhere(~np.isfinite(matrix))[0])
+        raise InputError(f"{name}: {key}[{n}][{c}]: the number overflows float64")
+    return matrix
+
+
+def _json_labels(value: object, name: str) -> np.ndarray:
+    if _is_number(value):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise InputError(f"{name}: labels: expected a non-empty list of class indices")
+    for n, x in enumerate(value):
+        if not (_is_number(x) and float(x).is_integer()):
+            raise InputError(f"{name}: labels[{n}]: expected an integer class index, got {json.dumps(x)[:40]}")
+    return np.array([int(x) for x in value], dtype=np.int64)
+
+
+def read_json(text: str, name: str) -> _Parsed:
+    document = _load_json(text, name)
+    if not isinstance(document, dict):
+        raise InputError(f'{name}: expected a JSON object such as {{"logits": [...], "labels": [...]}}')
+    unknown = sorted(set(document) - set(_JSON_KEYS))
+    if unknown:
+        raise InputError(f"{name}: unknown key {unknown[0]!r}; expected {', '.join(_JSON_KEYS)}")
+    if "logits" not in document:
+        raise InputError(f'{name}: no "logits" key')
+    parsed = _Parsed(logits=_json_matrix(document["logits"], "logits", name))
+    if "labels" in document:
+        parsed.labels = _json_labels(document["labels"], name)
+        parsed.labels_from = f'"labels" in {name}'
+    if "targets" in document:
+        parsed.targets = _json_matrix(document["targets"], "targets", name)
+        parsed.targets_from = f'"targets" in {name}'
+    return parsed
+
+
+# --- putting a batch together -----------------------------------------------------------------------------
+
+
+def _validate_labels(labels: np.ndarray, classes: int, source: str) -> None:
+    bad = np.flatnonzero((labels < 0) | (labels >= classes))
+    if bad.size:
+        n = int(bad[0])
+        raise InputError(
+            f"{source}: label {int(labels[n])} of row {n + 1} is out of range; "
+            f"with {classes} classes a label is 0 to {classes - 1}"
+        )
+
+
+def _validate_targets(targets: np.ndarray, logits: np.ndarray, source: str) -> None:
+    if targets.shape[1] != logits.shape[1]:
+        raise InputError(f"{source}: targets have {targets.shape[1]} classes, the logits have {logits.shape[1]}")
+    if targets.shape[0] != logits.shape[0]:
+        raise InputError(f"{source}: {targets.shape[0]} target rows for {logits.shape[0]} rows of logits")
+    negative = np.argwhere(targets < 0)
+    if negative.size:
+        n, c = (int(i) for i in negative[0])
+        raise InputError(f"{source}: target {targets[n, c]!r} at row {n + 1}, class {c} is negative")
+
+
+def load_batch(
+    *,
+    logits_args: tuple[str, ...] = (),
+    labels_arg: str | None = None,
+    targets_args: tuple[str, ...] = (),
+    input_path: str | None = None,
+    input_format: str = "auto",
+    labels_path: str | None = None,
+    targets_path: str | None = None,
+) -> Batch:
+    """Gather logits and exactly one of labels or targets from wherever they were given, and validate them."""
+    if input_path is not None and logits_args:
+        raise InputError("give the logits either with --logits or with --input, not both")
+    parsed = _Parsed()
+    source = None
+    if input_path is not None:
+        text, source = read_text(input_path)
+        reader = read_json if detect_format(input_path, text, input_format) == "json" else read_csv
+        parsed = reader(text, source)
+    elif logits_args:
+        parsed.logits = rows_from_args(logits_args, "--logits")
+    else:
+        raise InputError("no logits: give --logits ROW (repeatable) or --input PATH")
+
+    label_sources: list[tuple[str, np.ndarray, bool]] = []  # (where, values, are they labels)
+    if parsed.labels is not None:
+        label_sources.append((parsed.labels_from, parsed.labels, True))
+    if parsed.targets is not None:
+        label_sources.append((parsed.targets_from, parsed.targets, False))
+    if labels_arg is not None:
+        label_sources.append(("--labels", np.array(parse_labels(labels_arg, "--labels"), dtype=np.int64), True))
+    if targets_args:
+        label_sources.append(("--targets", rows_from_args(targets_args, "--targets"), False))
+    if labels_path is not None:
+        text, name = read_text(labels_path)
+        label_sources.append((name, read_labels_file(text, name), True))
+    if targets_path is not None:
+        text, name = read_text(targets_path)
+        label_sources.append((name, read_targets_file(text, name), False))
+
+    if not label_sources:
+        raise InputError("no labels or targets: give --labels, --targets, a 'label' column, or a labels file")
+    if len(label_sources) > 1:
+        names = " and ".join(where for where, _, _ in label_sources[:2])
+        raise InputError(f"both {names} give the answers; give labels or targets once")
+
+    logits = parsed.logits
+    assert logits is not None
+    where, values, are_labels = label_sources[0]
+    if are_labels:
+        if values.shape[0] != logits.shape[0]:
+            raise InputError(f"{where}: {values.shape[0]} labels for {logits.shape[0]} rows of logits")
+        _validate_labels(values, logits.shape[1], where)
+        labels: np.ndarray | None = values
+        targets = one_hot(values, logits.shape[1])
+    else:
+        _validate_targets(values, logits, where)
+        labels, targets = None, values
+    return Batch(logits=logits, labels=labels, targets=targets, source=source, row_lines=parsed.row_lines)

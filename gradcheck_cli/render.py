@@ -1,0 +1,188 @@
+"""Turn a Report into strict JSON or into rich tables that stay readable at 80 columns."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gradcheck_cli.checks import CheckResult
+from gradcheck_cli.report import Report
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+SCHEMA_VERSION = 1
+# Tables show at most this many samples (and gradient entries); JSON always carries everything.
+MAX_TABLE_ROWS = 10
+MAX_GRADIENT_ENTRIES = 24
+MAX_JACOBIAN_CLASSES = 6
+MAX_JACOBIAN_ROWS = 3
+
+
+# --- JSON ---------------------------------------------------------------------------------------------------
+
+
+def finite_or_none(values: Any) -> Any:
+    """Nested lists of floats with every non-finite value as null, so the JSON stays strict."""
+    array = np.asarray(values, dtype=np.float64)
+    if np.isfinite(array).all():
+        return array.tolist()
+    return np.where(np.isfinite(array), array, None).tolist()
+
+
+def check_to_dict(check: CheckResult) -> dict[str, Any]:
+    index = list(check.worst_index)
+    return {
+        "name": check.name,
+        "passed": check.passed,
+        "max_abs_error": check.max_abs_error,
+        "max_rel_error": check.max_rel_error,
+        "worst": {
+            "index": index,
+            "row": index[0] if index else None,
+            "column": index[-1] if index else None,
+            "actual": finite_or_none(check.actual),
+            "expected": finite_or_none(check.expected),
+        },
+    }
+
+
+def report_to_dict(report: Report) -> dict[str, Any]:
+    settings = report.settings
+    logits = report.batch.logits
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "passed": report.passed,
+        "settings": {
+            "method": settings.method,
+            "eps": settings.eps,
+            "atol": settings.atol,
+            "rtol": settings.rtol,
+            "dtype": settings.dtype,
+            "loss": settings.loss,
+            "reduction": settings.reduction,
+        },
+        "shape": {"rows": int(logits.shape[0]), "classes": int(logits.shape[1])},
+        "probabilities": finite_or_none(report.probabilities),
+        "jacobian": finite_or_none(report.jacobian),
+        "loss": finite_or_none(report.loss),
+        "gradient": {
+            "analytic": finite_or_none(report.analytic_gradient),
+            "numeric": finite_or_none(report.numeric_gradient),
+        },
+        "checks": [check_to_dict(check) for check in report.checks],
+    }
+
+
+def render_json(report: Report) -> str:
+    # allow_nan=False: a NaN that slipped past finite_or_none is a bug, and must not become invalid JSON.
+    return json.dumps(report_to_dict(report), allow_nan=False)
+
+
+# --- tables -------------------------------------------------------------------------------------------------
+
+
+def _number(value: float) -> str:
+    return f"{value:.6g}" if np.isfinite(value) else str(value)
+
+
+def _error(value: float | None) -> str:
+    return "non-finite" if value is None else f"{value:.2e}"
+
+
+def _where(check: CheckResult) -> str:
+    index = check.worst_index
+    if check.name == "jacobian" and len(index) == 3:
+        return f"row {index[0]}, ds_{index[1]}/dz_{index[2]}"
+    if len(index) == 2:
+        return f"row {index[0]}, class {index[1]}"
+    return ", ".join(str(i) for i in index)
+
+
+def verdict_line(report: Report) -> str:
+    failed = [check for check in report.checks if not check.passed]
+    if not failed:
+        names = " and ".join(check.name for check in report.checks)
+        return f"PASS: {names} agree with finite differences ({len(report.checks)} checks)"
+    first = failed[0]
+    return (
+        f"FAIL: {first.name} disagrees at {_where(first)}: {_number(first.actual)} vs reference "
+        f"{_number(first.expected)} ({len(failed)} of {len(report.checks)} checks failed)"
+    )
+
+
+def _table(title: str, *columns: str) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in columns:
+        table.add_column(column, justify="right")
+    return table
+
+
+def _more(console: Console, shown: int, total: int, what: str) -> None:
+    if total > shown:
+        console.print(f"  ... {total - shown} more {what} not shown; --format json has them all")
+
+
+def render_tables(report: Report, console: Console) -> None:
+    settings = report.settings
+    rows, classes = report.batch.logits.shape
+    console.print(
+        f"gradcheck: {rows} sample(s) x {classes} classes, {settings.loss} ({settings.reduction}), "
+        f"{settings.method} differences, eps {settings.eps:.3g}, atol {settings.atol:g}, rtol {settings.rtol:g}"
+    )
+
+    probabilities = _table("Softmax probabilities s", "row", *(f"s_{c}" for c in range(classes)))
+    for n in range(min(rows, MAX_TABLE_ROWS)):
+        probabilities.add_row(str(n), *(_number(v) for v in report.probabilities[n]))
+    console.print(probabilities)
+    _more(console, MAX_TABLE_ROWS, rows, "rows")
+
+    if classes <= MAX_JACOBIAN_CLASSES:
+        for n in range(min(rows, MAX_JACOBIAN_ROWS)):
+            title = f"Softmax Jacobian of row {n}: J_ij = ds_i/dz_j = s_i (d_ij - s_j)"
+            jacobian = _table(title, "", *(f"z_{j}" for j in range(classes)))
+            for i in range(classes):
+                jacobian.add_row(f"s_{i}", *(_number(v) for v in report.jacobian[n, i]))
+            console.print(jacobian)
+        _more(console, MAX_JACOBIAN_ROWS, rows, "Jacobians")
+    else:
+        console.print(f"Softmax Jacobian: {rows} x {classes} x {classes}, checked in full (--format json shows it)")
+
+    loss = report.loss
+    if isinstance(loss, np.ndarray):
+        shown = ", ".join(_number(v) for v in loss[:MAX_TABLE_ROWS])
+        console.print(f"\nLoss per row ({settings.reduction}): {shown}")
+        _more(console, MAX_TABLE_ROWS, rows, "row losses")
+    else:
+        console.print(f"\nLoss ({settings.loss}, {settings.reduction}): {loss!r}")
+
+    gradient = _table("\nGradient dL/dz", "row", "class", "analytic", "numeric", "abs error", "rel error")
+    analytic, numeric = report.analytic_gradient, report.numeric_gradient
+    entries = [(n, c) for n in range(min(rows, MAX_GRADIENT_ENTRIES)) for c in range(classes)][:MAX_GRADIENT_ENTRIES]
+    for n, c in entries:
+        a, b = analytic[n, c], numeric[n, c]
+        error = abs(a - b)
+        relative = error / max(abs(a), abs(b), np.finfo(np.float64).tiny)
+        gradient.add_row(str(n), str(c), _number(a), _number(b), f"{error:.2e}", f"{relative:.2e}")
+    console.print(gradient)
+    _more(console, len(entries), rows * classes, "gradient entries")
+
+    checks = _table("Checks", "check", "result", "max abs err", "max rel err", "worst element")
+    for check in report.checks:
+        result = "pass" if check.passed else "FAIL"
+        checks.add_row(check.name, result, _error(check.max_abs_error), _error(check.max_rel_error), _where(check))
+    checks.columns[0].justify = "left"
+    checks.columns[-1].justify = "left"
+    console.print(checks)
+    for check in report.checks:
+        if not check.passed:
+            console.print(
+                f"{check.name} fails worst at {_where(check)}: {_number(check.actual)} vs finite differences "
+                f"{_number(check.expected)} (abs error {abs(check.actual - check.expected):.2e})"
+            )
+    console.print(verdict_line(report))

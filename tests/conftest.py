@@ -1,0 +1,45 @@
+"""Shared fixtures: a pinned, colourless 80-column environment and a CliRunner helper."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from click.testing import CliRunner
+
+from gradcheck_cli.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _plain_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test sees the same terminal: no colour, 80 columns, no GRADCHECK_* settings from outside."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("GRADCHECK_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+
+
+@dataclass
+class Run:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        return f"exit {self.exit_code}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+@pytest.fixture
+def gradcheck() -> Callable[..., Run]:
+    """Run the CLI in-process: gradcheck("check", "--logits", "1,2", input="...")."""
+
+    def run(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None) -> Run:
+        result = CliRunner().invoke(main, list(args), input=input, env=env, catch_exceptions=False)
+        return Run(result.exit_code, result.stdout, result.stderr)
+
+    return run
