@@ -1,4 +1,4 @@
-"""The numbers: softmax, its Jacobian, losses on top of it, and finite differences.
+"""The numbers every check starts from: softmax, log-softmax and the softmax Jacobian.
 
 Arrays in, arrays out. Every function works on a whole batch (N x C, one sample per row) at once; nothing
 here loops over rows, prints, or knows about click or rich.
@@ -6,13 +6,7 @@ here loops over rows, prints, or knows about click or rich.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import numpy as np
-
-REDUCTIONS = ("mean", "sum", "none")
-METHODS = ("central", "forward", "backward")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -34,128 +28,7 @@ def softmax_jacobian(probabilities: np.ndarray) -> np.ndarray:
     return s[..., :, None] * (np.eye(s.shape[-1], dtype=s.dtype) - s[..., None, :])
 
 
-@dataclass(frozen=True)
-class CrossEntropy:
-    """Cross-entropy of softmax(logits) against fixed per-class coefficients.
-
-    Every variant (one-hot labels, soft targets, and later class weights or smoothing) reduces to
-    row losses l_n = -sum_c a[n, c] log s[n, c] with coefficients `a` that do not depend on the logits,
-    and a total L = sum_n l_n / normalizer. So one loss function and one gradient cover them all:
-    dl_n/dz = s_n * sum_c a[n, c] - a[n].
-    """
-
-    coefficients: np.ndarray
-    reduction: str = "mean"
-    normalizer: float = 1.0
-    name: str = "cross_entropy"
-
-    def row_losses(self, logits: np.ndarray) -> np.ndarray:
-        return -(self.coefficients * log_softmax(logits)).sum(axis=-1)
-
-    def row_gradients(self, logits: np.ndarray) -> np.ndarray:
-        """The gradient of each row's own loss, before the reduction's scale."""
-        s = softmax(logits)
-        return s * self.coefficients.sum(axis=-1, keepdims=True) - self.coefficients
-
-    @property
-    def scale(self) -> float:
-        """What the reduction multiplies each row's loss (and so its gradient) by."""
-        return 1.0 / self.normalizer if self.reduction == "mean" else 1.0
-
-    def loss(self, logits: np.ndarray) -> float | np.ndarray:
-        """The reduced loss: a float for mean and sum, the row losses for none."""
-        rows = self.row_losses(logits)
-        return rows if self.reduction == "none" else float(rows.sum() * self.scale)
-
-    def gradient(self, logits: np.ndarray) -> np.ndarray:
-        """dL/dz for mean and sum; for none, the gradient of the sum of rows (each row's own)."""
-        return self.row_gradients(logits) * self.scale
-
-
-def cross_entropy(targets: np.ndarray, reduction: str = "mean") -> CrossEntropy:
-    """Plain categorical cross-entropy -sum_i y_i log s_i, averaged over rows for reduction=mean."""
-    return CrossEntropy(coefficients=targets, reduction=reduction, normalizer=float(targets.shape[0]))
-
-
 def one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
     targets = np.zeros((labels.shape[0], classes))
     targets[np.arange(labels.shape[0]), labels] = 1.0
     return targets
-
-
-def default_eps(method: str, dtype: np.dtype = np.dtype(np.float64)) -> float:
-    """The base step that balances truncation against rounding error.
-
-    A one-sided difference errs by about (h/2)|f''| + eps_mach |f| / h, least at h ~ sqrt(eps_mach);
-    a central one by (h^2/6)|f'''| + eps_mach |f| / h, least at h ~ eps_mach^(1/3). The step is then
-    scaled by max(1, |z|) (see `steps`), because the loss grows like |z| and so does its rounding error.
-    """
-    machine_eps = float(np.finfo(dtype).eps)
-    return machine_eps ** (1.0 / 3.0) if method == "central" else machine_eps**0.5
-
-
-def default_tolerances(method: str) -> tuple[float, float]:
-    """(atol, rtol) that a correct gradient always meets and a 1e-6 relative slip does not.
-
-    Central differences with the default step err by about eps^(2/3) ~ 4e-11 in rounding and
-    (h^2/6)|f'''| ~ 6e-12 |z|^2 |f'''| in truncation; for softmax losses |f'''| <= 0.1 |f'| roughly, so
-    rtol 1e-7 keeps a margin of ten at logit scale 100 while still failing an error of 1e-6.
-    One-sided differences err by (h/2)|f''| ~ 1e-8 |z| |f''|, hence rtol 1e-5.
-    """
-    if method == "central":
-        return 1e-10, 1e-7
-    return 1e-8, 1e-5
-
-
-def steps(logits: np.ndarray, eps: float) -> np.ndarray:
-    """Per-element steps eps * max(1, |z|), adjusted so z + h - z == h exactly in binary.
-
-    Otherwise the perturbation actually applied differs from the h we divide by, which adds an error of
-    order eps_mach |z| / h to every difference.
-    """
-    nominal = eps * np.maximum(1.0, np.abs(logits))
-    return (logits + nominal) - logits
-
-
-def finite_difference(
-    function: Callable[[np.ndarray], np.ndarray],
-    logits: np.ndarray,
-    eps: float,
-    method: str = "central",
-) -> np.ndarray:
-    """Differentiate a row-wise function with respect to each logit, all rows at once.
-
-    `function` maps an N x C batch to N x ... (one value or vector per row, each depending only on its own
-    row). Column j of every row is perturbed together, so the whole batch costs 2C evaluations (C+1 for
-    one-sided methods), never a loop over rows. Returns N x ... x C: the last axis is the logit index.
-    """
-    h = steps(logits, eps)
-    base = function(logits) if method != "central" else None
-    columns = []
-    for j in range(logits.shape[1]):
-        step = np.zeros_like(logits)
-        step[:, j] = h[:, j]
-        if method == "central":
-            difference = function(logits + step) - function(logits - step)
-            width = 2.0 * h[:, j]
-        elif method == "forward":
-            difference = function(logits + step) - base
-            width = h[:, j]
-        else:
-            difference = base - function(logits - step)
-            width = h[:, j]
-        columns.append(difference / width.reshape((-1,) + (1,) * (difference.ndim - 1)))
-    return np.stack(columns, axis=-1)
-
-
-def numeric_gradient(loss: CrossEntropy, logits: np.ndarray, eps: float, method: str) -> np.ndarray:
-    """Finite differences of each row's own loss, scaled by the reduction as the analytic gradient is.
-
-    Differencing the row losses rather than the batch total keeps the rounding error of one row from
-    swamping the others, and costs the same.
-    """
-    return finite_difference(loss.row_losses, logits, eps, method) * loss.scale
-
-
-def numeric_jacobian(logits: np.ndarray, eps: float, method: str) -> np.ndarray:
-    return finite_difference(softmax, logits, eps, method)

@@ -6,9 +6,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from gradcheck_cli import core
+from gradcheck_cli import core, differences
 from gradcheck_cli.checks import CheckResult, compare
 from gradcheck_cli.inputs import Batch
+from gradcheck_cli.losses import cross_entropy
 
 EXIT_AGREE, EXIT_DISAGREE, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -26,10 +27,10 @@ class Settings:
     reduction: str = "mean"
 
     def resolved(self) -> Settings:
-        atol, rtol = core.default_tolerances(self.method)
+        atol, rtol = differences.default_tolerances(self.method)
         return replace(
             self,
-            eps=core.default_eps(self.method) if self.eps is None else self.eps,
+            eps=differences.default_eps(self.method) if self.eps is None else self.eps,
             atol=atol if self.atol is None else self.atol,
             rtol=rtol if self.rtol is None else self.rtol,
         )
@@ -59,12 +60,12 @@ def run_check(batch: Batch, settings: Settings) -> Report:
     settings = settings.resolved()
     assert settings.eps is not None and settings.atol is not None and settings.rtol is not None
     logits = batch.logits
-    loss = core.cross_entropy(batch.targets, settings.reduction)
+    loss = cross_entropy(batch.targets, settings.reduction)
     probabilities = core.softmax(logits)
     jacobian = core.softmax_jacobian(probabilities)
     analytic = loss.gradient(logits)
-    numeric = core.numeric_gradient(loss, logits, settings.eps, settings.method)
-    numeric_jacobian = core.numeric_jacobian(logits, settings.eps, settings.method)
+    numeric = differences.numeric_gradient(loss, logits, settings.eps, settings.method)
+    numeric_jacobian = differences.numeric_jacobian(logits, settings.eps, settings.method)
     tolerances = {"atol": settings.atol, "rtol": settings.rtol}
     checks = [
         compare("gradient", analytic, numeric, **tolerances, description="dL/dz, analytic vs finite differences"),
