@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,8 @@ class _Parsed:
     row_lines: list[int] | None = None
     labels_from: str = ""
     targets_from: str = ""
+    locate_labels: Callable[[int], str] = lambda n: f"row {n}"
+    locate_targets: Callable[[int], str] = lambda n: f"row {n}"
 
 
 # --- numbers and rows -------------------------------------------------------------------------------
@@ -214,31 +217,35 @@ def read_csv(text: str, name: str) -> _Parsed:
         logits_rows.append(row)
     if label_at is not None and width == 1:
         raise InputError(f"{name}: only a 'label' column; the other columns must hold the logits")
+    row_lines = [number for number, _ in lines]
     return _Parsed(
         logits=np.array(logits_rows, dtype=np.float64),
         labels=np.array(labels, dtype=np.int64) if label_at is not None else None,
-        row_lines=[number for number, _ in lines],
+        row_lines=row_lines,
         labels_from=f"the '{_LABEL_COLUMN}' column of {name}",
+        locate_labels=lambda n: f"{name}:{row_lines[n]}",
     )
 
 
-def read_labels_file(text: str, name: str) -> np.ndarray:
-    """One class index per line (blank lines and '#' comments skipped)."""
-    labels = [parse_label(line, f"{name}:{number}") for number, line in _csv_lines(text)]
+def read_labels_file(text: str, name: str) -> tuple[np.ndarray, list[int]]:
+    """One class index per line (blank lines and '#' comments skipped), and the line of each."""
+    lines = _csv_lines(text)
+    labels = [parse_label(line, f"{name}:{number}") for number, line in lines]
     if not labels:
         raise InputError(f"{name}: no labels")
-    return np.array(labels, dtype=np.int64)
+    return np.array(labels, dtype=np.int64), [number for number, _ in lines]
 
 
-def read_targets_file(text: str, name: str) -> np.ndarray:
-    """A CSV of probability rows, one per sample; a header row of class names is skipped."""
+def read_targets_file(text: str, name: str) -> tuple[np.ndarray, list[int]]:
+    """A CSV of probability rows, one per sample (a header row of class names is skipped), and their lines."""
     lines = _csv_lines(text)
     if lines and _is_header(_csv_cells(lines[0][1])):
         lines = lines[1:]
     if not lines:
         raise InputError(f"{name}: no target rows")
     rows = [[parse_number(cell, f"{name}:{number}:{column}") for column, cell in _csv_cells(line)] for number, line in lines]
-    return _rows_to_matrix(rows, "targets", [f"{name}:{number}" for number, _ in lines])
+    matrix = _rows_to_matrix(rows, "targets", [f"{name}:{number}" for number, _ in lines])
+    return matrix, [number for number, _ in lines]
 
 
 # --- JSON -------------------------------------------------------------------------------------------------
@@ -294,27 +301,29 @@ def _is_number(value: object) -> bool:
 
 def _json_matrix(value: object, key: str, name: str) -> np.ndarray:
     """A list of numbers (one row) or a list of equally long lists of numbers, as an N x C array."""
-    if isinstance(value, list) and value and all(_is_number(x) for x in value):
-        value = [value]
     if not isinstance(value, list) or not value:
         raise InputError(f"{name}: {key}: expected a non-empty list of numbers or of rows")
-    for n, row in enumerate(value):
+    single_row = not any(isinstance(row, list) for row in value)
+    rows = [value] if single_row else value
+    for n, row in enumerate(rows):
+        path = key if single_row else f"{key}[{n}]"
         if not isinstance(row, list) or not row:
-            raise InputError(f"{name}: {key}[{n}]: expected a non-empty list of numbers")
+            raise InputError(f"{name}: {path}: expected a non-empty list of numbers")
         for c, x in enumerate(row):
             if not _is_number(x):
-                raise InputError(f"{name}: {key}[{n}][{c}]: expected a number, got {json.dumps(x)[:40]}")
-        if len(row) != len(value[0]):
+                raise InputError(f"{name}: {path}[{c}]: expected a number, got {json.dumps(x)[:40]}")
+        if len(row) != len(rows[0]):
             raise InputError(
-                f"{name}: {key}[{n}]: ragged {key}: this row has {len(row)} values, the first has {len(value[0])}"
+                f"{name}: {path}: ragged {key}: this row has {len(row)} values, the first has {len(rows[0])}"
             )
     try:
-        matrix = np.array(value, dtype=np.float64)
+        matrix = np.array(rows, dtype=np.float64)
     except OverflowError:
-        matrix = np.full((len(value), len(value[0])), np.inf)
+        matrix = np.array([[float(x) if abs(x) < 1e308 else np.inf for x in row] for row in rows])
     if not np.isfinite(matrix).all():
         n, c = (int(i) for i in np.argwhere(~np.isfinite(matrix))[0])
-        raise InputError(f"{name}: {key}[{n}][{c}]: the number overflows float64")
+        path = f"{key}[{c}]" if single_row else f"{key}[{n}][{c}]"
+        raise InputError(f"{name}: {path}: the number overflows float64")
     return matrix
 
 
@@ -342,34 +351,48 @@ def read_json(text: str, name: str) -> _Parsed:
     if "labels" in document:
         parsed.labels = _json_labels(document["labels"], name)
         parsed.labels_from = f'"labels" in {name}'
+        parsed.locate_labels = lambda n: f"{name}: labels[{n}]"
     if "targets" in document:
         parsed.targets = _json_matrix(document["targets"], "targets", name)
         parsed.targets_from = f'"targets" in {name}'
+        parsed.locate_targets = lambda n: f"{name}: targets[{n}]"
     return parsed
 
 
 # --- putting a batch together -----------------------------------------------------------------------------
 
 
-def _validate_labels(labels: np.ndarray, classes: int, source: str) -> None:
+@dataclass
+class _Answers:
+    """Labels or targets from one place, and how to name the place of row n in a message."""
+
+    values: np.ndarray
+    are_labels: bool
+    source: str
+    locate: Callable[[int], str]
+
+
+def _validate_labels(answers: _Answers, classes: int) -> None:
+    labels = answers.values
     bad = np.flatnonzero((labels < 0) | (labels >= classes))
     if bad.size:
         n = int(bad[0])
         raise InputError(
-            f"{source}: label {int(labels[n])} of row {n + 1} is out of range; "
+            f"{answers.locate(n)}: label {int(labels[n])} is out of range; "
             f"with {classes} classes a label is 0 to {classes - 1}"
         )
 
 
-def _validate_targets(targets: np.ndarray, logits: np.ndarray, source: str) -> None:
+def _validate_targets(answers: _Answers, logits: np.ndarray) -> None:
+    targets = answers.values
     if targets.shape[1] != logits.shape[1]:
-        raise InputError(f"{source}: targets have {targets.shape[1]} classes, the logits have {logits.shape[1]}")
-    if targets.shape[0] != logits.shape[0]:
-        raise InputError(f"{source}: {targets.shape[0]} target rows for {logits.shape[0]} rows of logits")
+        raise InputError(
+            f"{answers.source}: targets have {targets.shape[1]} classes, the logits have {logits.shape[1]}"
+        )
     negative = np.argwhere(targets < 0)
     if negative.size:
         n, c = (int(i) for i in negative[0])
-        raise InputError(f"{source}: target {targets[n, c]!r} at row {n + 1}, class {c} is negative")
+        raise InputError(f"{answers.locate(n)}: target {float(targets[n, c])!r} for class {c} is negative")
 
 
 def load_batch(
@@ -396,38 +419,47 @@ def load_batch(
     else:
         raise InputError("no logits: give --logits ROW (repeatable) or --input PATH")
 
-    label_sources: list[tuple[str, np.ndarray, bool]] = []  # (where, values, are they labels)
+    answers: list[_Answers] = []
     if parsed.labels is not None:
-        label_sources.append((parsed.labels_from, parsed.labels, True))
+        answers.append(_Answers(parsed.labels, True, parsed.labels_from, parsed.locate_labels))
     if parsed.targets is not None:
-        label_sources.append((parsed.targets_from, parsed.targets, False))
+        answers.append(_Answers(parsed.targets, False, parsed.targets_from, parsed.locate_targets))
     if labels_arg is not None:
-        label_sources.append(("--labels", np.array(parse_labels(labels_arg, "--labels"), dtype=np.int64), True))
+        values = np.array(parse_labels(labels_arg, "--labels"), dtype=np.int64)
+        answers.append(_Answers(values, True, "--labels", lambda n: f"--labels, value {n + 1}"))
     if targets_args:
-        label_sources.append(("--targets", rows_from_args(targets_args, "--targets"), False))
+        values = rows_from_args(targets_args, "--targets")
+        answers.append(_Answers(values, False, "--targets", lambda n: f"--targets #{n + 1}"))
     if labels_path is not None:
         text, name = read_text(labels_path)
-        label_sources.append((name, read_labels_file(text, name), True))
+        values, lines = read_labels_file(text, name)
+        answers.append(_Answers(values, True, name, lambda n: f"{name}:{lines[n]}"))
     if targets_path is not None:
         text, name = read_text(targets_path)
-        label_sources.append((name, read_targets_file(text, name), False))
+        values, lines = read_targets_file(text, name)
+        answers.append(_Answers(values, False, name, lambda n: f"{name}:{lines[n]}"))
 
-    if not label_sources:
-        raise InputError("no labels or targets: give --labels, --targets, a 'label' column, or a labels file")
-    if len(label_sources) > 1:
-        names = " and ".join(where for where, _, _ in label_sources[:2])
-        raise InputError(f"both {names} give the answers; give labels or targets once")
+    if not answers:
+        raise InputError(
+            "no labels or targets: give --labels, --targets, --labels-file, --targets-file, "
+            "a 'label' column in the CSV, or \"labels\"/\"targets\" in the JSON"
+        )
+    if len(answers) > 1:
+        raise InputError(
+            f"both {answers[0].source} and {answers[1].source} give the answers; give labels or targets once"
+        )
 
     logits = parsed.logits
     assert logits is not None
-    where, values, are_labels = label_sources[0]
-    if are_labels:
-        if values.shape[0] != logits.shape[0]:
-            raise InputError(f"{where}: {values.shape[0]} labels for {logits.shape[0]} rows of logits")
-        _validate_labels(values, logits.shape[1], where)
-        labels: np.ndarray | None = values
-        targets = one_hot(values, logits.shape[1])
+    given = answers[0]
+    what = "labels" if given.are_labels else "target rows"
+    if given.values.shape[0] != logits.shape[0]:
+        raise InputError(f"{given.source}: {given.values.shape[0]} {what} for {logits.shape[0]} rows of logits")
+    if given.are_labels:
+        _validate_labels(given, logits.shape[1])
+        labels: np.ndarray | None = given.values
+        targets = one_hot(given.values, logits.shape[1])
     else:
-        _validate_targets(values, logits, where)
-        labels, targets = None, values
+        _validate_targets(given, logits)
+        labels, targets = None, given.values
     return Batch(logits=logits, labels=labels, targets=targets, source=source, row_lines=parsed.row_lines)
