@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gradcheck_cli.core import log_softmax, softmax
+from gradcheck_cli.core import log_softmax, softmax, softmax_complement
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -31,8 +31,11 @@ class CrossEntropy:
 
     def row_gradients(self, logits: np.ndarray) -> np.ndarray:
         """The gradient of each row's own loss, before the reduction's scale."""
-        s = softmax(logits)
-        return s * self.coefficients.sum(axis=-1, keepdims=True) - self.coefficients
+        # s_j A - a_j rewritten as s_j (A - a_j) - a_j (1 - s_j), with 1 - s_j from softmax_complement: the
+        # naive form cancels catastrophically at the label of a confident row.
+        a = self.coefficients
+        others = a.sum(axis=-1, keepdims=True) - a
+        return softmax(logits) * others - a * softmax_complement(logits)
 
     @property
     def scale(self) -> float:

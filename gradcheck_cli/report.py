@@ -62,7 +62,7 @@ def run_check(batch: Batch, settings: Settings) -> Report:
     logits = batch.logits
     loss = cross_entropy(batch.targets, settings.reduction)
     probabilities = core.softmax(logits)
-    jacobian = core.softmax_jacobian(probabilities)
+    jacobian = core.softmax_jacobian(probabilities, core.softmax_complement(logits))
     analytic = loss.gradient(logits)
     numeric = differences.numeric_gradient(loss, logits, settings.eps, settings.method)
     numeric_jacobian = differences.numeric_jacobian(logits, settings.eps, settings.method)
