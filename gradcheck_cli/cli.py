@@ -159,12 +159,20 @@ def make_console(color: str) -> Any:
     from rich.console import Console
 
     if color == "never" or (color == "auto" and os.environ.get("NO_COLOR")):
-        return Console(color_system=None, markup=False, highlight=False, emoji=False)
-    return Console(force_terminal=color == "always" or None, markup=False, highlight=False, emoji=False)
+        console = Console(color_system=None, markup=False, highlight=False, emoji=False)
+    else:
+        console = Console(force_terminal=color == "always" or None, markup=False, highlight=False, emoji=False)
+    # rich exits 1 on a closed pipe, which here would mean "a check disagrees"; let write_stdout decide.
+    console.on_broken_pipe = _raise_broken_pipe  # type: ignore[method-assign]
+    return console
+
+
+def _raise_broken_pipe() -> None:
+    raise BrokenPipeError
 
 
 def write_stdout(emit: Callable[[], None]) -> None:
-    """Write results; if the reader went away (`| head`), stop quietly instead of raising at exit."""
+    """Write results; if the reader went away (`| head`), stop quietly: the exit code still says the verdict."""
     try:
         emit()
         sys.stdout.flush()

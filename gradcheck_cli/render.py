@@ -108,8 +108,8 @@ def verdict_line(report: Report) -> str:
         return f"PASS: {names} agree with finite differences ({len(report.checks)} checks)"
     first = failed[0]
     return (
-        f"FAIL: {first.name} disagrees at {_where(first)}: {_number(first.actual)} vs reference "
-        f"{_number(first.expected)} ({len(failed)} of {len(report.checks)} checks failed)"
+        f"FAIL: {first.name} disagrees at {_where(first)}, abs error {abs(first.actual - first.expected):.2e} "
+        f"({len(failed)} of {len(report.checks)} checks failed)"
     )
 
 
@@ -131,8 +131,8 @@ def _more(console: Console, shown: int, total: int, what: str) -> None:
 def render_tables(report: Report, console: Console) -> None:
     settings = report.settings
     rows, classes = report.batch.logits.shape
+    console.print(f"gradcheck: {rows} x {classes} logits, {settings.loss} ({settings.reduction}), {settings.dtype}")
     console.print(
-        f"gradcheck: {rows} sample(s) x {classes} classes, {settings.loss} ({settings.reduction}), "
         f"{settings.method} differences, eps {settings.eps:.3g}, atol {settings.atol:g}, rtol {settings.rtol:g}"
     )
 
@@ -181,8 +181,9 @@ def render_tables(report: Report, console: Console) -> None:
     console.print(checks)
     for check in report.checks:
         if not check.passed:
+            # Full digits here: the values often agree to the six shown in the tables.
             console.print(
-                f"{check.name} fails worst at {_where(check)}: {_number(check.actual)} vs finite differences "
-                f"{_number(check.expected)} (abs error {abs(check.actual - check.expected):.2e})"
+                f"{check.name} fails worst at {_where(check)}: {check.actual!r} vs reference {check.expected!r}",
+                soft_wrap=True,
             )
-    console.print(verdict_line(report))
+    console.print(verdict_line(report), soft_wrap=True)
