@@ -138,7 +138,7 @@ check_options = _compose(
                  help="Relative step: each logit z moves by eps*max(1,|z|). "
                       "[default: 6.1e-6 central, 1.5e-8 one-sided]"),
     click.option("--atol", type=NON_NEGATIVE, default=None, envvar="GRADCHECK_ATOL", show_envvar=True,
-                 help="Absolute tolerance (numpy.isclose). [default: 1e-10 central, 1e-8 one-sided]"),
+                 help="Absolute tolerance (numpy.isclose). [default: 1e-10 central, 1e-7 one-sided]"),
     click.option("--rtol", type=NON_NEGATIVE, default=None, envvar="GRADCHECK_RTOL", show_envvar=True,
                  help="Relative tolerance (numpy.isclose). [default: 1e-7 central, 1e-5 one-sided]"),
     click.option("--reduction", type=click.Choice(["mean", "sum", "none"]), default="mean", show_default=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,23 @@ class CrossEntropy:
         a = self.coefficients
         others = a.sum(axis=-1, keepdims=True) - a
         return softmax(logits) * others - a * softmax_complement(logits)
+
+    def row_losses_relative_to(self, base: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """Row losses less a per-row constant fixed at `base`, for finite differences around `base`.
+
+        l(z) = A m + A log sum_l exp(z_l - m) - a.z; with m and the constant A m - a.z_base taken at `base`,
+        what is left is A log S(z) - a.(z - z_base), of size log C instead of |l|. Differences of it equal
+        differences of l exactly, but carry rounding of eps log C instead of eps |l| (which at a loss of 17
+        swamps a gradient element of 5e-4 under rtol 1e-7).
+        """
+        shift = base.max(axis=-1, keepdims=True)
+        total = self.coefficients.sum(axis=-1)
+
+        def relative(logits: np.ndarray) -> np.ndarray:
+            log_sum = np.log(np.exp(logits - shift).sum(axis=-1))
+            return total * log_sum - (self.coefficients * (logits - base)).sum(axis=-1)
+
+        return relative
 
     @property
     def scale(self) -> float:
