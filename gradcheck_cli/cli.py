@@ -21,7 +21,7 @@ EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 3, 130
 _debug = False
 
 
-class FiniteFloat(click.ParamType):
+class FiniteFloat(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
     """A finite float above (or at) a lower bound; 'nan', 'inf' and '1e999' are refused by name."""
 
     name = "float"
@@ -51,7 +51,7 @@ NON_NEGATIVE = FiniteFloat(0.0, inclusive=True)
 class GradcheckGroup(click.Group):
     """Maps every way a run can end onto the documented exit codes, each with at most one line on stderr."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         try:
             code = super().main(*args, **kwargs)

@@ -115,7 +115,7 @@ def _rows_to_matrix(rows: list[list[float]], what: str, where_row: list[str]) ->
 
 def rows_from_args(texts: tuple[str, ...], option: str) -> np.ndarray:
     wheres = [f"{option} #{k + 1}" for k in range(len(texts))]
-    rows = [parse_row(text, where) for text, where in zip(texts, wheres)]
+    rows = [parse_row(text, where) for text, where in zip(texts, wheres, strict=True)]
     return _rows_to_matrix(rows, option.lstrip("-"), wheres)
 
 
@@ -243,7 +243,9 @@ def read_targets_file(text: str, name: str) -> tuple[np.ndarray, list[int]]:
         lines = lines[1:]
     if not lines:
         raise InputError(f"{name}: no target rows")
-    rows = [[parse_number(cell, f"{name}:{number}:{column}") for column, cell in _csv_cells(line)] for number, line in lines]
+    rows = [
+        [parse_number(cell, f"{name}:{number}:{column}") for column, cell in _csv_cells(line)] for number, line in lines
+    ]
     matrix = _rows_to_matrix(rows, "targets", [f"{name}:{number}" for number, _ in lines])
     return matrix, [number for number, _ in lines]
 

@@ -29,7 +29,9 @@ def finite_or_none(values: Any) -> Any:
     array = np.asarray(values, dtype=np.float64)
     if np.isfinite(array).all():
         return array.tolist()
-    return np.where(np.isfinite(array), array, None).tolist()
+    cleaned = array.astype(object)
+    cleaned[~np.isfinite(array)] = None
+    return cleaned.tolist()
 
 
 def check_to_dict(check: CheckResult) -> dict[str, Any]:

@@ -69,7 +69,9 @@ def run_check(batch: Batch, settings: Settings) -> Report:
     tolerances = {"atol": settings.atol, "rtol": settings.rtol}
     checks = [
         compare("gradient", analytic, numeric, **tolerances, description="dL/dz, analytic vs finite differences"),
-        compare("jacobian", jacobian, numeric_jacobian, **tolerances, description="ds/dz, analytic vs finite differences"),
+        compare(
+            "jacobian", jacobian, numeric_jacobian, **tolerances, description="ds/dz, analytic vs finite differences"
+        ),
     ]
     return Report(
         settings=settings,

@@ -15,7 +15,7 @@ def reference(logits: list[list[float]], labels: list[int]) -> dict:
     """Softmax, Jacobian, mean cross-entropy and its gradient, straight from the definitions."""
     n_rows = len(logits)
     probabilities, jacobians, gradients, total = [], [], [], Decimal(0)
-    for row, label in zip(logits, labels):
+    for row, label in zip(logits, labels, strict=True):
         exps = [Decimal(z).exp() for z in row]
         norm = sum(exps)
         s = [e / norm for e in exps]
