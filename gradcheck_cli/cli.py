@@ -15,7 +15,9 @@ from typing import Any
 
 import click
 
+from gradcheck_cli import terminal
 from gradcheck_cli.errors import InputError
+from gradcheck_cli.terminal import make_console
 
 EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 3, 130
 _debug = False
@@ -65,7 +67,7 @@ class GradcheckGroup(click.Group):
         except InputError as error:
             _fail(str(error))
             code = EXIT_USAGE
-        except click.exceptions.Abort:
+        except (click.exceptions.Abort, KeyboardInterrupt):
             code = EXIT_INTERRUPTED
         except click.ClickException as error:
             _fail(error.format_message())
@@ -88,7 +90,12 @@ def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     return value
 
 
-@click.group(cls=GradcheckGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=GradcheckGroup,
+    # auto_envvar_prefix: every option can also come from GRADCHECK_<COMMAND>_<OPTION>; the ones CI sets
+    # repeatedly have short names of their own (see _env), shown in --help.
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "GRADCHECK"},
+)
 @click.version_option(package_name="gradcheck", prog_name="gradcheck")
 @click.option(
     "--debug",
@@ -103,6 +110,11 @@ def main() -> None:
 
     Exit codes: 0 every check agrees, 1 a check disagrees, 2 usage or input error, 3 internal error.
     """
+
+
+def _env(name: str) -> dict[str, Any]:
+    """The environment variable an option CI sets repeatedly can come from, shown in --help."""
+    return {"envvar": f"GRADCHECK_{name}", "show_envvar": True}
 
 
 def _compose(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -133,42 +145,29 @@ input_options = _compose(
 
 check_options = _compose(
     click.option("--method", type=click.Choice(["central", "forward", "backward"]), default="central",
-                 show_default=True, help="Finite-difference formula."),
-    click.option("--eps", type=POSITIVE, default=None,
+                 show_default=True, **_env("METHOD"), help="Finite-difference formula."),
+    click.option("--eps", type=POSITIVE, default=None, **_env("EPS"),
                  help="Relative step: each logit z moves by eps*max(1,|z|). "
                       "[default: 6.1e-6 central, 1.5e-8 one-sided]"),
-    click.option("--atol", type=NON_NEGATIVE, default=None, envvar="GRADCHECK_ATOL", show_envvar=True,
+    click.option("--atol", type=NON_NEGATIVE, default=None, **_env("ATOL"),
                  help="Absolute tolerance (numpy.isclose). [default: 1e-10 central, 1e-7 one-sided]"),
-    click.option("--rtol", type=NON_NEGATIVE, default=None, envvar="GRADCHECK_RTOL", show_envvar=True,
+    click.option("--rtol", type=NON_NEGATIVE, default=None, **_env("RTOL"),
                  help="Relative tolerance (numpy.isclose). [default: 1e-7 central, 1e-5 one-sided]"),
     click.option("--reduction", type=click.Choice(["mean", "sum", "none"]), default="mean", show_default=True,
                  help="How row losses combine; 'none' reports each row's loss and gradient."),
 )
 
 output_options = _compose(
-    click.option("-f", "--format", "output_format", type=click.Choice(["table", "json"]), default="table",
-                 show_default=True, help="Rich tables for people, or one JSON object for programs."),
+    click.option("-f", "--format", "output_format", type=click.Choice(["table", "json", "github"]),
+                 default="table", show_default=True, **_env("FORMAT"),
+                 help="Rich tables for people, one JSON object for programs, or GitHub Actions annotations."),
     click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
-                 help="Colour in table mode; auto means only on a terminal and without NO_COLOR."),
+                 **_env("COLOR"),
+                 help="Colour in table mode; auto means a terminal, NO_COLOR unset and TERM not dumb."),
     click.option("--no-color", is_flag=True, help="Same as --color never."),
+    terminal.quiet_option,
+    terminal.verbose_option,
 )
-
-
-def make_console(color: str) -> Any:
-    """One rich Console for the run; data is never styled by accident (markup and highlighting off)."""
-    from rich.console import Console
-
-    if color == "never" or (color == "auto" and os.environ.get("NO_COLOR")):
-        console = Console(color_system=None, markup=False, highlight=False, emoji=False)
-    else:
-        console = Console(force_terminal=color == "always" or None, markup=False, highlight=False, emoji=False)
-    # rich exits 1 on a closed pipe, which here would mean "a check disagrees"; let write_stdout decide.
-    console.on_broken_pipe = _raise_broken_pipe  # type: ignore[method-assign]
-    return console
-
-
-def _raise_broken_pipe() -> None:
-    raise BrokenPipeError
 
 
 def write_stdout(emit: Callable[[], None]) -> None:
@@ -179,6 +178,19 @@ def write_stdout(emit: Callable[[], None]) -> None:
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+
+
+def emit_report(report: Any, output_format: str, color: str) -> None:
+    """Write a report to stdout in the chosen format; -q leaves only the verdict line in the text formats."""
+    from gradcheck_cli import render
+
+    if output_format == "json":
+        write_stdout(lambda: click.echo(render.render_json(report)))
+    elif output_format == "github":
+        write_stdout(lambda: click.echo(render.render_github(report)))
+    else:
+        console = make_console(color)
+        write_stdout(lambda: render.render_tables(report, console, quiet=terminal.quiet()))
 
 
 @main.command()
@@ -209,9 +221,10 @@ def check(
         gradcheck check --logits 1.1,2.2,0.2,-1.7 --labels 2
     """
     from gradcheck_cli.inputs import load_batch
-    from gradcheck_cli.render import render_json, render_tables
     from gradcheck_cli.report import Settings, run_check
 
+    terminal.note(f"reading {input_path or 'the command line'}")
+    watch = terminal.Stopwatch()
     batch = load_batch(
         logits_args=logits_args,
         labels_arg=labels_arg,
@@ -221,10 +234,9 @@ def check(
         labels_path=labels_path,
         targets_path=targets_path,
     )
+    watch.lap(f"read {batch.logits.shape[0]} x {batch.logits.shape[1]} logits from {batch.source or 'arguments'}")
     report = run_check(batch, Settings(method=method, eps=eps, atol=atol, rtol=rtol, reduction=reduction))
-    if output_format == "json":
-        write_stdout(lambda: click.echo(render_json(report)))
-    else:
-        console = make_console("never" if no_color else color)
-        write_stdout(lambda: render_tables(report, console))
+    watch.lap(f"computed and compared {', '.join(check.name for check in report.checks)}")
+    emit_report(report, output_format, "never" if no_color else color)
+    watch.lap(f"wrote the {output_format} report")
     return report.exit_code

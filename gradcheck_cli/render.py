@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gradcheck_cli import layout
 from gradcheck_cli.checks import CheckResult
 from gradcheck_cli.report import Report
 
@@ -17,8 +19,8 @@ SCHEMA_VERSION = 1
 # Tables show at most this many samples (and gradient entries); JSON always carries everything.
 MAX_TABLE_ROWS = 10
 MAX_GRADIENT_ENTRIES = 24
-MAX_JACOBIAN_CLASSES = 6
-MAX_JACOBIAN_ROWS = 3
+MAX_JACOBIAN_ROWS = 3  # samples whose Jacobian is shown
+MAX_JACOBIAN_CLASSES = 8  # rows s_i of one Jacobian shown before it is cut in the middle
 
 
 # --- JSON ---------------------------------------------------------------------------------------------------
@@ -125,12 +127,46 @@ def _table(title: str, *columns: str) -> Any:
     return table
 
 
+def _cells(matrix: np.ndarray) -> Callable[[int, int], str]:
+    return lambda i, j: _number(float(matrix[i, j]))
+
+
+def _matrix(
+    console: Console,
+    title: str,
+    corner: str,
+    row_names: list[str],
+    column_names: list[str],
+    cell: Callable[[int, int], str],
+    columns_are: str,
+    max_rows: int | None = None,
+) -> None:
+    """A titled matrix that fits the console, with a line saying which rows and columns were cut."""
+    table, rows, columns = layout.matrix_table(console, corner, row_names, column_names, cell, max_rows)
+    console.print(title, soft_wrap=True)
+    console.print(table)
+    for note in (layout.cut_note(rows, row_names, "rows"), layout.cut_note(columns, column_names, columns_are)):
+        if note:
+            console.print(f"  {note}; --format json has them all", soft_wrap=True)
+
+
 def _more(console: Console, shown: int, total: int, what: str) -> None:
     if total > shown:
-        console.print(f"  ... {total - shown} more {what} not shown; --format json has them all")
+        console.print(f"  {layout.GAP} {total - shown} more {what} not shown; --format json has them all")
 
 
-def render_tables(report: Report, console: Console) -> None:
+def _verdict(report: Report) -> Any:
+    from rich.text import Text
+
+    return Text(verdict_line(report), style="bold green" if report.passed else "bold red")
+
+
+def render_tables(report: Report, console: Console, quiet: bool = False) -> None:
+    from rich.text import Text
+
+    if quiet:
+        console.print(_verdict(report), soft_wrap=True)
+        return
     settings = report.settings
     rows, classes = report.batch.logits.shape
     console.print(f"gradcheck: {rows} x {classes} logits, {settings.loss} ({settings.reduction}), {settings.dtype}")
@@ -138,22 +174,16 @@ def render_tables(report: Report, console: Console) -> None:
         f"{settings.method} differences, eps {settings.eps:.3g}, atol {settings.atol:g}, rtol {settings.rtol:g}"
     )
 
-    probabilities = _table("Softmax probabilities s", "row", *(f"s_{c}" for c in range(classes)))
-    for n in range(min(rows, MAX_TABLE_ROWS)):
-        probabilities.add_row(str(n), *(_number(v) for v in report.probabilities[n]))
-    console.print(probabilities)
+    shown_rows = min(rows, MAX_TABLE_ROWS)
+    _matrix(console, "Softmax probabilities s", "row", [str(n) for n in range(shown_rows)],
+            [f"s_{c}" for c in range(classes)], _cells(report.probabilities), "classes")
     _more(console, MAX_TABLE_ROWS, rows, "rows")
 
-    if classes <= MAX_JACOBIAN_CLASSES:
-        for n in range(min(rows, MAX_JACOBIAN_ROWS)):
-            title = f"Softmax Jacobian of row {n}: J_ij = ds_i/dz_j = s_i (d_ij - s_j)"
-            jacobian = _table(title, "", *(f"z_{j}" for j in range(classes)))
-            for i in range(classes):
-                jacobian.add_row(f"s_{i}", *(_number(v) for v in report.jacobian[n, i]))
-            console.print(jacobian)
-        _more(console, MAX_JACOBIAN_ROWS, rows, "Jacobians")
-    else:
-        console.print(f"Softmax Jacobian: {rows} x {classes} x {classes}, checked in full (--format json shows it)")
+    names = ([f"s_{i}" for i in range(classes)], [f"z_{j}" for j in range(classes)])
+    for n in range(min(rows, MAX_JACOBIAN_ROWS)):
+        _matrix(console, f"Softmax Jacobian of row {n}: J_ij = ds_i/dz_j = s_i (d_ij - s_j)", "", *names,
+                _cells(report.jacobian[n]), "columns", max_rows=MAX_JACOBIAN_CLASSES)
+    _more(console, MAX_JACOBIAN_ROWS, rows, "Jacobians")
 
     loss = report.loss
     if isinstance(loss, np.ndarray):
@@ -176,7 +206,7 @@ def render_tables(report: Report, console: Console) -> None:
 
     checks = _table("Checks", "check", "result", "max abs err", "max rel err", "worst element")
     for check in report.checks:
-        result = "pass" if check.passed else "FAIL"
+        result = Text("pass", style="green") if check.passed else Text("FAIL", style="bold red")
         checks.add_row(check.name, result, _error(check.max_abs_error), _error(check.max_rel_error), _where(check))
     checks.columns[0].justify = "left"
     checks.columns[-1].justify = "left"
@@ -188,4 +218,38 @@ def render_tables(report: Report, console: Console) -> None:
                 f"{check.name} fails worst at {_where(check)}: {check.actual!r} vs reference {check.expected!r}",
                 soft_wrap=True,
             )
-    console.print(verdict_line(report), soft_wrap=True)
+    console.print(_verdict(report), soft_wrap=True)
+
+
+# --- GitHub Actions annotations -------------------------------------------------------------------------
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def github_annotation(report: Report, check: CheckResult) -> str:
+    """One `::error` workflow command for a failing check, placed on the file line of its worst row if known."""
+    batch = report.batch
+    properties = []
+    if batch.source and batch.source != "<stdin>":
+        properties.append(f"file={_escape_property(batch.source)}")
+        row = check.worst_index[0] if check.worst_index else None
+        if batch.row_lines is not None and row is not None and row < len(batch.row_lines):
+            properties.append(f"line={batch.row_lines[row]}")
+    properties.append(f"title={_escape_property(f'gradcheck: {check.name} disagrees')}")
+    message = (
+        f"{check.name} disagrees at {_where(check)}: {check.actual!r} vs reference {check.expected!r} "
+        f"(atol {report.settings.atol:g}, rtol {report.settings.rtol:g})"
+    )
+    return f"::error {','.join(properties)}::{_escape_data(message)}"
+
+
+def render_github(report: Report) -> str:
+    """An annotation per failing check, for the pull request, then the verdict line for the log."""
+    lines = [github_annotation(report, check) for check in report.checks if not check.passed]
+    return "\n".join([*lines, verdict_line(report)])
