@@ -17,6 +17,7 @@ import click
 
 from gradcheck_cli import terminal
 from gradcheck_cli.errors import InputError
+from gradcheck_cli.schema import schema_command
 from gradcheck_cli.terminal import make_console
 
 EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 3, 130
@@ -240,3 +241,6 @@ def check(
     emit_report(report, output_format, "never" if no_color else color)
     watch.lap(f"wrote the {output_format} report")
     return report.exit_code
+
+
+main.add_command(schema_command)

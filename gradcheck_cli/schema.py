@@ -1,0 +1,25 @@
+"""The JSON Schema (draft 2020-12) of the report, shipped in the package as schema.json, and `gradcheck schema`."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+import click
+
+SCHEMA_FILE = "schema.json"
+
+
+def schema_text() -> str:
+    """The schema exactly as shipped (it is also in the repository at gradcheck_cli/schema.json)."""
+    return files("gradcheck_cli").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+
+
+@click.command("schema")
+def schema_command() -> None:
+    """Print the JSON Schema of the `--format json` report.
+
+    Example:
+
+        gradcheck schema > gradcheck-report.schema.json
+    """
+    click.echo(schema_text(), nl=False)

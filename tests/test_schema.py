@@ -1,0 +1,192 @@
+"""The JSON contract: the shipped schema is valid draft 2020-12, every real report validates against it, every
+field a report carries is described in it and documented in the README, and schema_version follows its rules."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from gradcheck_cli.render import SCHEMA_VERSION
+from gradcheck_cli.schema import schema_text
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+SCHEMA = json.loads(schema_text())
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+# The field paths schema_version 1 promised. Removing or renaming any of them must bump schema_version (and
+# start a new list here); adding fields keeps the version.
+VERSION_1_FIELDS = {
+    "schema_version", "passed", "settings", "settings.method", "settings.eps", "settings.atol", "settings.rtol",
+    "settings.dtype", "settings.loss", "settings.reduction", "shape", "shape.rows", "shape.classes",
+    "probabilities", "jacobian", "loss", "gradient", "gradient.analytic", "gradient.numeric", "checks",
+    "checks[].name", "checks[].passed", "checks[].max_abs_error", "checks[].max_rel_error", "checks[].worst",
+    "checks[].worst.index", "checks[].worst.row", "checks[].worst.column", "checks[].worst.actual",
+    "checks[].worst.expected",
+}
+
+
+def _resolve(node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        node = SCHEMA["$defs"][node["$ref"].split("/")[-1]]
+    return node
+
+
+def schema_fields(node: dict[str, Any] = SCHEMA, prefix: str = "") -> set[str]:
+    """Every field path the schema describes: 'settings.method', 'checks[].worst.row', ..."""
+    node = _resolve(node)
+    fields = set()
+    if node.get("type") == "array" and "properties" in _resolve(node.get("items", {})):
+        return schema_fields(node["items"], f"{prefix}[]")
+    for name, child in node.get("properties", {}).items():
+        path = f"{prefix}.{name}" if prefix else name
+        fields.add(path)
+        fields |= schema_fields(child, path)
+    return fields
+
+
+def closed(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with additionalProperties false on every object, so an undescribed field fails validation.
+
+    The shipped schema stays open, because readers should ignore fields they do not know; the tests hold the
+    report to the closed one, so that every field that lands is described (and so documented) first.
+    """
+    schema = copy.deepcopy(schema)
+
+    def close(node: Any) -> None:
+        if isinstance(node, dict):
+            if "properties" in node:
+                node.setdefault("additionalProperties", False)
+            for value in node.values():
+                close(value)
+        elif isinstance(node, list):
+            for value in node:
+                close(value)
+
+    close(schema)
+    return schema
+
+
+VALIDATOR = jsonschema.Draft202012Validator(closed(SCHEMA))
+
+
+def assert_valid(document: Any) -> None:
+    errors = sorted(VALIDATOR.iter_errors(document), key=lambda error: list(error.absolute_path))
+    messages = [f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}" for error in errors[:5]]
+    assert not errors, (
+        "the report does not match gradcheck_cli/schema.json; describe new fields there (and in the README's "
+        "JSON fields table):\n" + "\n".join(messages)
+    )
+
+
+def test_the_schema_is_valid_draft_2020_12():
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    assert SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+def test_the_command_prints_the_shipped_file(gradcheck):
+    run = gradcheck("schema")
+    assert run.exit_code == 0, run
+    assert run.stdout == (ROOT / "gradcheck_cli" / "schema.json").read_text(encoding="utf-8")
+    assert json.loads(run.stdout) == SCHEMA
+
+
+def test_schema_version_matches_the_reports():
+    assert SCHEMA["properties"]["schema_version"]["const"] == SCHEMA_VERSION
+
+
+def test_no_promised_field_disappears_without_a_version_bump():
+    missing = VERSION_1_FIELDS - schema_fields()
+    assert SCHEMA_VERSION != 1 or not missing, (
+        f"{sorted(missing)} left the schema: removing or renaming a field bumps schema_version"
+    )
+
+
+def test_every_field_has_a_description():
+    def undescribed(node: dict[str, Any], path: str) -> list[str]:
+        found = []
+        for name, child in _resolve(node).get("properties", {}).items():
+            if "description" not in child:
+                found.append(f"{path}{name}")
+            found += undescribed(child, f"{path}{name}.")
+            items = _resolve(child).get("items")
+            if isinstance(items, dict):
+                found += undescribed(items, f"{path}{name}[].")
+        return found
+
+    assert undescribed(SCHEMA, "") == []
+
+
+def test_the_readme_documents_every_field():
+    section = README.split("### JSON fields", 1)[-1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([^`]+)` \|", section, flags=re.M))
+    assert schema_fields() - documented == set(), "README's JSON fields table misses these"
+
+
+def test_the_closed_schema_rejects_an_undescribed_field(gradcheck):
+    report = json.loads(gradcheck("check", "--logits", "1,2", "--labels", "0", "-f", "json").stdout)
+    report["settings"]["surprise"] = 1
+    with pytest.raises(AssertionError, match="settings: Additional properties are not allowed"):
+        assert_valid(report)
+
+
+def test_the_open_schema_lets_readers_ignore_new_fields(gradcheck):
+    report = json.loads(gradcheck("check", "--logits", "1,2", "--labels", "0", "-f", "json").stdout)
+    report["a_field_from_a_later_version"] = {"x": 1}
+    jsonschema.validate(report, SCHEMA, cls=jsonschema.Draft202012Validator)
+
+
+ONE = ["--logits", "1.1,2.2,0.2,-1.7", "--labels", "2"]
+BATCH = ["-i", str(EXAMPLES / "batch.csv")]
+REPORTS = {
+    "labels": ONE,
+    "targets": ["--logits", "1,2,3", "--targets", "0.2,0.3,0.5"],
+    "csv file": BATCH,
+    "json file": ["-i", str(EXAMPLES / "batch.json")],
+    "labels file": ["-i", str(EXAMPLES / "logits.csv"), "--labels-file", str(EXAMPLES / "labels.txt")],
+    "targets file": ["-i", str(EXAMPLES / "logits.csv"), "--targets-file", str(EXAMPLES / "targets.csv")],
+    "forward": [*BATCH, "--method", "forward"],
+    "backward": [*BATCH, "--method", "backward"],
+    "eps": [*BATCH, "--eps", "1e-4"],
+    "sum": [*BATCH, "--reduction", "sum"],
+    "none": [*BATCH, "--reduction", "none"],
+    "failing": [*BATCH, "--atol", "0", "--rtol", "0", "--method", "forward"],
+    "quiet verbose": [*ONE, "-q", "-v"],
+    "one class": ["--logits", "3", "--labels", "0"],
+}
+
+
+@pytest.mark.parametrize("args", REPORTS.values(), ids=REPORTS.keys())
+def test_real_reports_validate(gradcheck, args):
+    run = gradcheck("check", *args, "--format", "json")
+    assert run.exit_code in (0, 1), run
+    report = json.loads(run.stdout)
+    assert_valid(report)
+    assert report["passed"] is (run.exit_code == 0)
+
+
+def test_reports_from_stdin_validate(gradcheck):
+    run = gradcheck("check", "-i", "-", "-f", "json", input=(EXAMPLES / "batch.json").read_text())
+    assert_valid(json.loads(run.stdout))
+
+
+def test_a_non_finite_value_is_null_and_still_valid():
+    """The schema's null for non-finite numbers, exercised directly: the CLI refuses non-finite input."""
+    import numpy as np
+
+    from gradcheck_cli.inputs import Batch
+    from gradcheck_cli.render import report_to_dict
+    from gradcheck_cli.report import Settings, run_check
+
+    batch = Batch(logits=np.array([[1.0, 2.0]]), labels=np.array([0]), targets=np.array([[1.0, 0.0]]))
+    report = run_check(batch, Settings())
+    report.analytic_gradient[0, 1] = np.nan
+    document = report_to_dict(report)
+    assert document["gradient"]["analytic"][0][1] is None
+    assert_valid(document)
