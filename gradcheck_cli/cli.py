@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from gradcheck_cli import terminal
+from gradcheck_cli.completion import completion_command
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.schema import schema_command
 from gradcheck_cli.terminal import make_console
@@ -49,6 +50,8 @@ class FiniteFloat(click.ParamType):  # type: ignore[type-arg]  # generic only in
 
 POSITIVE = FiniteFloat(0.0, inclusive=False)
 NON_NEGATIVE = FiniteFloat(0.0, inclusive=True)
+# A path that shells complete as a file name; inputs.py reads it and words every error itself.
+INPUT_FILE = click.Path(readable=False, allow_dash=True)
 
 
 class GradcheckGroup(click.Group):
@@ -134,13 +137,13 @@ input_options = _compose(
                  help="One class index per sample, comma-separated (0-based)."),
     click.option("--targets", "targets_args", multiple=True, metavar="ROW",
                  help="One sample's target distribution (one-hot or soft), instead of --labels. Repeatable."),
-    click.option("-i", "--input", "input_path", metavar="PATH",
+    click.option("-i", "--input", "input_path", type=INPUT_FILE, metavar="PATH",
                  help="Read logits (and labels or targets) from a CSV or JSON file; '-' reads stdin."),
     click.option("--input-format", type=click.Choice(["auto", "csv", "json"]), default="auto", show_default=True,
                  help="Format of --input; auto goes by the extension, then by the first character."),
-    click.option("--labels-file", "labels_path", metavar="PATH",
+    click.option("--labels-file", "labels_path", type=INPUT_FILE, metavar="PATH",
                  help="A file of class indices, one per line, for the rows of --input."),
-    click.option("--targets-file", "targets_path", metavar="PATH",
+    click.option("--targets-file", "targets_path", type=INPUT_FILE, metavar="PATH",
                  help="A CSV of target distributions, one row per sample, for the rows of --input."),
 )
 
@@ -244,3 +247,4 @@ def check(
 
 
 main.add_command(schema_command)
+main.add_command(completion_command)
