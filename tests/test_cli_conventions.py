@@ -10,6 +10,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -330,3 +331,26 @@ def test_github_annotation_escapes_workflow_command_characters():
 
     assert _escape_data("50% a\nb\r") == "50%25 a%0Ab%0D"
     assert _escape_property("C:\\x,y%") == "C%3A\\x%2Cy%25"
+
+
+def test_the_readme_ci_job_steps_pass_under_pipefail(tmp_path):
+    """The gradcheck steps of the README's GitHub Actions job, run as GitHub runs `shell: bash` steps."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    job = re.search(r"```yaml\n(.*?)```", readme, flags=re.S)
+    assert job and "shell: bash" in job[1] and "jq -e .passed" in job[1]
+    # Run from elsewhere (the job writes a report file), with the example paths made absolute.
+    steps = [line.split("run: ", 1)[1].replace("examples/", f"{ROOT}/examples/") for line in job[1].splitlines()
+             if line.strip().startswith(("run: gradcheck", "- run: gradcheck"))]
+    assert len(steps) == 2, steps
+    if "jq" in " ".join(steps) and shutil.which("jq") is None:
+        pytest.skip("jq is not installed")
+    env = _env(PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", GRADCHECK_RTOL="1e-7")
+    for step in steps:
+        result = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step], cwd=tmp_path,
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, (step, result.stdout, result.stderr)
+    # And the gate closes: a failing check fails the same pipeline.
+    failing = steps[1].replace("-f json", "-f json --method forward --atol 0 --rtol 0")
+    result = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", failing], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, (failing, result.stdout, result.stderr)
