@@ -24,6 +24,7 @@ from gradcheck_cli.completion import FILE_NAMES, SHELLS, completion_script
 ROOT = Path(__file__).resolve().parent.parent
 COMPLETIONS = ROOT / "completions"
 MARK = "@@"
+CONTROL = re.compile(r"\x1b\[[?0-9;]*[A-Za-z@]|\r")
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -104,7 +105,8 @@ class Terminal:
             ready, _, _ = select.select([self.leader], [], [], 0.1)
             if ready:
                 try:
-                    self.output += os.read(self.leader, 65536).decode(errors="replace")
+                    # Without carriage returns and the control sequences (bracketed paste, cursor moves) a TERM adds.
+                    self.output += CONTROL.sub("", os.read(self.leader, 65536).decode(errors="replace"))
                 except OSError:
                     break
         return re.search(pattern, self.output, flags=re.M)
