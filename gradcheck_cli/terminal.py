@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 
-
 def wants_color(choice: str, stream: object = None) -> bool:
     """Whether to colour: an explicit --color wins; auto means a terminal, no NO_COLOR, and TERM is not dumb.
 
