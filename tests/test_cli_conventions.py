@@ -360,3 +360,27 @@ def test_the_readme_ci_job_steps_pass_under_pipefail(tmp_path):
     result = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", failing], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, (failing, result.stdout, result.stderr)
+
+
+# --- help ---------------------------------------------------------------------------------------------------
+
+
+def _commands():
+    import click
+
+    from gradcheck_cli.cli import main
+
+    context = click.Context(main)
+    return [(name, main.get_command(context, name)) for name in main.list_commands(context)]
+
+
+@pytest.mark.parametrize("name, command", _commands(), ids=[name for name, _ in _commands()])
+def test_every_command_and_option_has_help_and_an_example(gradcheck, name, command):
+    import click
+
+    assert command.help and "Example:" in command.help, f"{name} needs help text with an Example: block"
+    undocumented = [param.name for param in command.params if isinstance(param, click.Option) and not param.help]
+    assert undocumented == [], f"options of {name} without help"
+    run = gradcheck(name, "--help")
+    assert run.exit_code == 0 and run.stdout.startswith(f"Usage: main {name}"), run
+    assert max(len(line) for line in run.stdout.splitlines()) <= 80
