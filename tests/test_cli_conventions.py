@@ -131,6 +131,12 @@ def test_color_always_forces_colour_even_with_no_color_set(gradcheck):
     assert ANSI.sub("", run.stdout) == gradcheck(*FAILING).stdout
 
 
+@pytest.mark.parametrize("output_format", ["json", "github"])
+def test_machine_formats_are_never_coloured(gradcheck, output_format):
+    run = gradcheck(*FAILING, "-f", output_format, "--color", "always")
+    assert run.exit_code == 1 and not ANSI.search(run.stdout), run
+
+
 def _run_on_a_terminal(args: list[str], env: dict[str, str]) -> str:
     """Run gradcheck with stdout on a pseudo-terminal, as a person at a shell does; return what it printed."""
     leader, follower = pty.openpty()
