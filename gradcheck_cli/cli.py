@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from gradcheck_cli import terminal
+from gradcheck_cli import registry, terminal
 from gradcheck_cli.completion import completion_command
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.schema import schema_command
@@ -148,16 +148,19 @@ input_options = _compose(
 )
 
 check_options = _compose(
-    click.option("--method", type=click.Choice(["central", "forward", "backward"]), default="central",
-                 show_default=True, **_env("METHOD"), help="Finite-difference formula."),
+    click.option("--method", type=click.Choice(registry.METHOD_NAMES), default="central", show_default=True,
+                 **_env("METHOD"), help="Finite-difference formula (see the README for each one's accuracy)."),
     click.option("--eps", type=POSITIVE, default=None, **_env("EPS"),
-                 help="Relative step: each logit z moves by eps*max(1,|z|). "
-                      "[default: 6.1e-6 central, 1.5e-8 one-sided]"),
+                 help="Step h, rounded down to a power of two. [default: per method, e.g. 6.1e-6 central]"),
     click.option("--atol", type=NON_NEGATIVE, default=None, **_env("ATOL"),
-                 help="Absolute tolerance (numpy.isclose). [default: 1e-10 central, 1e-7 one-sided]"),
+                 help="Absolute tolerance (numpy.isclose). [default: per method and dtype, 1e-10 central]"),
     click.option("--rtol", type=NON_NEGATIVE, default=None, **_env("RTOL"),
-                 help="Relative tolerance (numpy.isclose). [default: 1e-7 central, 1e-5 one-sided]"),
-    click.option("--reduction", type=click.Choice(["mean", "sum", "none"]), default="mean", show_default=True,
+                 help="Relative tolerance (numpy.isclose). [default: per method and dtype, 1e-7 central]"),
+    click.option("--dtype", type=click.Choice(registry.DTYPES), default="float64", show_default=True,
+                 **_env("DTYPE"), help="Precision of the analytic quantities; the reference is always float64."),
+    click.option("--order", type=click.IntRange(1, 2), default=1, show_default=True,
+                 help="2 also checks the Hessian of the loss against differences of the gradient."),
+    click.option("--reduction", type=click.Choice(registry.REDUCTIONS), default="mean", show_default=True,
                  help="How row losses combine; 'none' reports each row's loss and gradient."),
 )
 
@@ -213,6 +216,8 @@ def check(
     eps: float | None,
     atol: float | None,
     rtol: float | None,
+    dtype: str,
+    order: int,
     reduction: str,
     output_format: str,
     color: str,
@@ -239,7 +244,8 @@ def check(
         targets_path=targets_path,
     )
     watch.lap(f"read {batch.logits.shape[0]} x {batch.logits.shape[1]} logits from {batch.source or 'arguments'}")
-    report = run_check(batch, Settings(method=method, eps=eps, atol=atol, rtol=rtol, reduction=reduction))
+    settings = Settings(method=method, eps=eps, atol=atol, rtol=rtol, dtype=dtype, order=order, reduction=reduction)
+    report = run_check(batch, settings)
     watch.lap(f"computed and compared {', '.join(check.name for check in report.checks)}")
     emit_report(report, output_format, "never" if no_color else color)
     watch.lap(f"wrote the {output_format} report")

@@ -1,93 +1,192 @@
-"""Finite differences over a whole batch, with steps and tolerances from the error analysis."""
+"""Finite differences over a whole batch, with steps and tolerances from the error analysis.
+
+A method is a stencil: f'(z) ~ sum_k w_k f(z + o_k h) / h. Every method perturbs one class column of every
+row at once, so a batch costs (number of offsets) x C evaluations, never a loop over rows.
+
+What gets evaluated at each perturbed point is a *perturbation*: a function (column j, per-row offsets d)
+-> the value at z + d e_j, less any per-row constant (stencil weights sum to zero, so constants cancel).
+Losses that know their structure supply an exact and cheap one (see CrossEntropy.perturbation): the value
+is still the loss at the perturbed point, just computed without redoing whole rows and without the large
+terms whose rounding would swamp small gradient elements. Anything else (a user's function) goes through
+`column_perturbation`, which re-evaluates the whole batch.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from gradcheck_cli.core import softmax
-from gradcheck_cli.losses import CrossEntropy
+from gradcheck_cli.core import softmax, softmax_complement
 
-METHODS = ("central", "forward", "backward")
+Perturbation = Callable[[int, np.ndarray], np.ndarray]
 
 
-def default_eps(method: str, dtype: np.dtype = np.dtype(np.float64)) -> float:
-    """The base step that balances truncation against rounding error.
+@dataclass(frozen=True)
+class Method:
+    name: str
+    offsets: tuple[float, ...]  # in units of h; imaginary for the complex step
+    weights: tuple[float, ...]  # f'(z) ~ sum w_k f(z + o_k h) / h
+    order: int  # truncation error ~ h^order
+    step_power: float  # default relative step eps_mach ** step_power, from the truncation/rounding balance
+    complex_step: bool = False
 
-    A one-sided difference errs by about (h/2)|f''| + eps_mach |f| / h, least at h ~ sqrt(eps_mach);
-    a central one by (h^2/6)|f'''| + eps_mach |f| / h, least at h ~ eps_mach^(1/3). The step is then
-    scaled by max(1, |z|) (see `steps`), because the loss grows like |z| and so does its rounding error.
+
+def _richardson() -> Method:
+    """Two rounds of Richardson extrapolation on central differences at h, h/2 and h/4.
+
+    D(h) = (f(h) - f(-h)) / 2h errs by c2 h^2 + c4 h^4 + ...; (4 D(h/2) - D(h)) / 3 cancels h^2, and one more
+    round, (16 E(h/2) - E(h)) / 15, cancels h^4, leaving O(h^6). Written out as one stencil on +-h, +-h/2, +-h/4.
     """
-    machine_eps = float(np.finfo(dtype).eps)
-    return machine_eps ** (1.0 / 3.0) if method == "central" else machine_eps**0.5
+    pairs = {1.0: 1 / 90, 0.5: -4 / 9, 0.25: 128 / 45}
+    offsets = tuple(sign * p for p in pairs for sign in (1.0, -1.0))
+    weights = tuple(sign * w for w in pairs.values() for sign in (1.0, -1.0))
+    return Method("richardson", offsets, weights, order=6, step_power=1 / 7)
 
 
-def default_tolerances(method: str) -> tuple[float, float]:
-    """(atol, rtol) that a correct gradient always meets and a 1e-6 relative slip does not.
+METHODS: dict[str, Method] = {
+    method.name: method
+    for method in (
+        # (h^2/6)|f'''| against eps|f|/h: least at h ~ eps^(1/3).
+        Method("central", (-1.0, 1.0), (-0.5, 0.5), order=2, step_power=1 / 3),
+        # Truncation (h/2)|f''| against rounding eps|f|/h: least at h ~ eps^(1/2).
+        Method("forward", (0.0, 1.0), (-1.0, 1.0), order=1, step_power=1 / 2),
+        Method("backward", (-1.0, 0.0), (-1.0, 1.0), order=1, step_power=1 / 2),
+        # (f(-2h) - 8f(-h) + 8f(h) - f(2h)) / 12h: (h^4/30)|f^(5)| against eps|f|/h, least at h ~ eps^(1/5).
+        Method("five-point", (-2.0, -1.0, 1.0, 2.0), (1 / 12, -8 / 12, 8 / 12, -1 / 12), order=4, step_power=1 / 5),
+        _richardson(),
+        # Im f(z + ih) / h: no difference is taken, so nothing cancels and h can be tiny; 1e-20 makes the
+        # h^2 truncation vanish below any rounding. step_power is unused (see default_eps).
+        Method("complex-step", (1.0,), (1.0,), order=2, step_power=0.0, complex_step=True),
+    )
+}
+METHOD_NAMES = tuple(METHODS)
+COMPLEX_STEP = 1e-20
 
-    Central differences with the default step err by about eps^(2/3) ~ 4e-11 in rounding and
-    (h^2/6)|f'''| ~ 6e-12 |z|^2 |f'''| in truncation; for softmax losses |f'''| <= 0.1 |f'| roughly, so
-    rtol 1e-7 keeps a margin of ten at logit scale 100 while still failing an error of 1e-6.
-    One-sided differences err by (h/2)|f''| ~ 1e-8 |z| |f''|, hence rtol 1e-5; their rounding, eps |z| / h
-    from exp(z - m) at the perturbed point, reaches 2e-8 in the Jacobian (measured), hence atol 1e-7.
-    """
-    if method == "central":
-        return 1e-10, 1e-7
-    return 1e-7, 1e-5
+
+def default_eps(method: str, dtype: str | np.dtype = "float64") -> float:
+    """The relative step that balances truncation against rounding in the given dtype."""
+    if METHODS[method].complex_step:
+        return COMPLEX_STEP
+    return float(np.finfo(np.dtype(dtype)).eps) ** METHODS[method].step_power
+
+
+# (atol, rtol) per method for float64: a few times the worst error measured by benchmarks/accuracy.py on
+# random logits up to scale 100, and below 1e-6 in rtol, so a gradient off by 1e-6 relative always fails.
+_TOLERANCES = {
+    "forward": (1e-7, 1e-5),
+    "backward": (1e-7, 1e-5),
+    "central": (1e-10, 1e-7),
+    "five-point": (1e-12, 1e-9),
+    "richardson": (1e-12, 1e-9),
+    "complex-step": (1e-13, 1e-11),
+}
+# In float32 the analytic quantities carry rounding of eps32 |z - m| ~ 1e-5 relative at logit scale 100;
+# every method's reference error is far below that, so the float32 rounding sets the tolerance.
+_FLOAT32_TOLERANCES = (1e-6, 3e-5)
+
+
+def default_tolerances(method: str, dtype: str | np.dtype = "float64") -> tuple[float, float]:
+    """(atol, rtol) that a correct gradient always meets and a 1e-6 relative slip does not (float64)."""
+    if np.dtype(dtype) == np.float32:
+        return _FLOAT32_TOLERANCES
+    return _TOLERANCES[method]
 
 
 def steps(logits: np.ndarray, eps: float) -> np.ndarray:
-    """Per-element steps eps * max(1, |z|), adjusted so z + h - z == h exactly in binary.
+    """Per-element steps: eps rounded down to a power of two (and never below 4 ulps of z).
 
-    Otherwise the perturbation actually applied differs from the h we divide by, which adds an error of
-    order eps_mach |z| / h to every difference.
+    A power of two h, and every o_k h of a stencil, moves z by exactly that much: z + o_k h - z == o_k h in
+    binary. Otherwise the perturbation applied differs from the one we divide by, an error of order
+    eps_mach |z| / h in every difference.
+
+    The textbook scales h with max(1, |z|), assuming the function's derivatives shrink as its argument
+    grows. The softmax's do not: it is shift-invariant, its derivatives are bounded at any logit scale, so
+    a scaled step only adds truncation error (at logit scale 100 a scaled central step errs by 1.5e-8 of
+    the largest gradient element, an unscaled one by 2e-13: benchmarks/accuracy.py). The rounding error
+    eps |f| / h that scaling guards against is small here: the built-in losses evaluate their exact
+    perturbations (rounding relative to the change, not to |f|), and a re-evaluated row loss grows only
+    like |z|, so the balance point moves like |z|^(1/3) at most.
     """
-    nominal = eps * np.maximum(1.0, np.abs(logits))
-    return (logits + nominal) - logits
+    nominal = np.maximum(eps, 4.0 * np.spacing(np.abs(logits)))
+    return np.exp2(np.floor(np.log2(nominal)))
 
 
-def finite_difference(
-    function: Callable[[np.ndarray], np.ndarray],
-    logits: np.ndarray,
-    eps: float,
-    method: str = "central",
-) -> np.ndarray:
-    """Differentiate a row-wise function with respect to each logit, all rows at once.
+def column_perturbation(function: Callable[[np.ndarray], np.ndarray], logits: np.ndarray) -> Perturbation:
+    """The generic perturbation: evaluate `function` on the whole batch with column j moved by d."""
 
-    `function` maps an N x C batch to N x ... (one value or vector per row, each depending only on its own
-    row). Column j of every row is perturbed together, so the whole batch costs 2C evaluations (C+1 for
-    one-sided methods), never a loop over rows. Returns N x ... x C: the last axis is the logit index.
-    """
-    h = steps(logits, eps)
-    base = function(logits) if method != "central" else None
+    def perturb(column: int, offsets: np.ndarray) -> np.ndarray:
+        moved = logits.astype(np.result_type(logits, offsets))
+        moved[:, column] += offsets
+        return function(moved)
+
+    return perturb
+
+
+def differentiate(perturb: Perturbation, h: np.ndarray, method: str) -> np.ndarray:
+    """Apply a method's stencil to every column: N x ... x C, the last axis the logit differentiated."""
+    spec = METHODS[method]
     columns = []
-    for j in range(logits.shape[1]):
-        step = np.zeros_like(logits)
-        step[:, j] = h[:, j]
-        if method == "central":
-            difference = function(logits + step) - function(logits - step)
-            width = 2.0 * h[:, j]
-        elif method == "forward":
-            difference = function(logits + step) - base
-            width = h[:, j]
+    for j in range(h.shape[1]):
+        step = h[:, j]
+        if spec.complex_step:
+            value = perturb(j, 1j * step).imag
         else:
-            difference = base - function(logits - step)
-            width = h[:, j]
-        columns.append(difference / width.reshape((-1,) + (1,) * (difference.ndim - 1)))
+            value = np.zeros(())
+            for offset, weight in zip(spec.offsets, spec.weights, strict=True):
+                value = value + weight * perturb(j, offset * step)
+        columns.append(value / step.reshape((-1,) + (1,) * (np.ndim(value) - 1)))
     return np.stack(columns, axis=-1)
 
 
-def numeric_gradient(loss: CrossEntropy, logits: np.ndarray, eps: float, method: str) -> np.ndarray:
+def finite_difference(
+    function: Callable[[np.ndarray], np.ndarray], logits: np.ndarray, eps: float, method: str = "central"
+) -> np.ndarray:
+    """Differentiate any row-wise batch function by re-evaluating it at every perturbed batch."""
+    return differentiate(column_perturbation(function, logits), steps(logits, eps), method)
+
+
+def softmax_perturbation(logits: np.ndarray) -> Perturbation:
+    """s(z + d e_j) - s(z), exactly, in O(N C) per column instead of a softmax of the whole batch.
+
+    Moving z_j by d multiplies exp(z_j - m) by e^d and the normaliser by 1 + s_j q (q = e^d - 1), so
+    s_i changes by -s_i s_j q / (1 + s_j q) for i != j and s_j by s_j (1 - s_j) q / (1 + s_j q), with 1 - s_j
+    from softmax_complement so that nothing cancels.
+    """
+    s, complement = softmax(logits), softmax_complement(logits)
+
+    def perturb(column: int, offsets: np.ndarray) -> np.ndarray:
+        q = np.expm1(offsets)
+        s_j = s[:, column]
+        denominator = 1.0 + s_j * q
+        change = s * (-s_j * q / denominator)[:, None]
+        change[:, column] = s_j * complement[:, column] * q / denominator
+        return change
+
+    return perturb
+
+
+class Differentiable(Protocol):
+    """What numeric_gradient needs of a loss (the loss objects in losses.py have all of it)."""
+
+    @property
+    def scale(self) -> float: ...
+
+    def row_losses(self, logits: np.ndarray) -> np.ndarray: ...
+
+
+def numeric_gradient(loss: Differentiable, logits: np.ndarray, eps: float, method: str) -> np.ndarray:
     """Finite differences of each row's own loss, scaled by the reduction as the analytic gradient is.
 
     Differencing the row losses rather than the batch total keeps the rounding error of one row from
-    swamping the others, and costs the same.
+    swamping the others, and costs the same. A loss with an exact `perturbation` is evaluated through it.
     """
-    relative = getattr(loss, "row_losses_relative_to", None)
-    function = relative(logits) if relative is not None else loss.row_losses
-    return finite_difference(function, logits, eps, method) * loss.scale
+    make = getattr(loss, "perturbation", None)
+    perturb = make(logits) if make is not None else column_perturbation(loss.row_losses, logits)
+    return differentiate(perturb, steps(logits, eps), method) * loss.scale
 
 
 def numeric_jacobian(logits: np.ndarray, eps: float, method: str) -> np.ndarray:
-    return finite_difference(softmax, logits, eps, method)
+    return differentiate(softmax_perturbation(logits), steps(logits, eps), method)

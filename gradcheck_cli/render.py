@@ -67,6 +67,7 @@ def report_to_dict(report: Report) -> dict[str, Any]:
             "dtype": settings.dtype,
             "loss": settings.loss,
             "reduction": settings.reduction,
+            "order": settings.order,
         },
         "shape": {"rows": int(logits.shape[0]), "classes": int(logits.shape[1])},
         "probabilities": finite_or_none(report.probabilities),
@@ -100,6 +101,8 @@ def _where(check: CheckResult) -> str:
     index = check.worst_index
     if check.name == "jacobian" and len(index) == 3:
         return f"row {index[0]}, ds_{index[1]}/dz_{index[2]}"
+    if check.name == "hessian" and len(index) == 3:
+        return f"row {index[0]}, d2L/dz_{index[1]}dz_{index[2]}"
     if len(index) == 2:
         return f"row {index[0]}, class {index[1]}"
     return ", ".join(str(i) for i in index)

@@ -55,7 +55,7 @@ def test_the_completion_protocol_answers_choices_and_files(tmp_path):
     env = {**_shell_env(_gradcheck_bin(tmp_path)), "COMP_WORDS": "gradcheck check --method ", "COMP_CWORD": "3",
            "_GRADCHECK_COMPLETE": "bash_complete"}
     output = subprocess.run(["gradcheck"], env=env, capture_output=True, text=True, timeout=60).stdout
-    assert output.split() == ["plain,central", "plain,forward", "plain,backward"]
+    assert output.split() == [f"plain,{name}" for name in ("central", "forward", "backward", "five-point", "richardson", "complex-step")]
     env.update(COMP_WORDS="gradcheck check --input ", COMP_CWORD="3")
     assert subprocess.run(["gradcheck"], env=env, capture_output=True, text=True, timeout=60).stdout == "file,\n"
 
@@ -135,8 +135,8 @@ CASES = [
     ("gradcheck ch", "gradcheck check"),
     ("gradcheck check --format j", "gradcheck check --format json"),
     ("gradcheck check --format gi", "gradcheck check --format github"),
-    ("gradcheck check --method c", "gradcheck check --method central"),
-    ("gradcheck check --method f", "gradcheck check --method forward"),
+    ("gradcheck check --method ce", "gradcheck check --method central"),
+    ("gradcheck check --method fo", "gradcheck check --method forward"),
     ("gradcheck check --reduction no", "gradcheck check --reduction none"),
     ("gradcheck check --targets-f", "gradcheck check --targets-file"),
     ("gradcheck check -i bat", "gradcheck check -i batch.csv"),
@@ -189,7 +189,7 @@ def test_shell_completes(shell, typed, completed):
 
 @pytest.mark.parametrize("typed, expected", [
     ("gradcheck check --format j", ["json"]),
-    ("gradcheck check --method ", ["central", "forward", "backward"]),
+    ("gradcheck check --method ", ["central", "forward", "backward", "five-point", "richardson", "complex-step"]),
     ("gradcheck check --targets-f", ["--targets-file"]),
     ("gradcheck check -i bat", ["batch.csv"]),
 ])
