@@ -6,52 +6,21 @@ errors answer without paying for them.
 
 from __future__ import annotations
 
-import math
-import os
 import sys
 import traceback
-from collections.abc import Callable
 from typing import Any
 
 import click
 
-from gradcheck_cli import registry, terminal
+from gradcheck_cli import terminal
 from gradcheck_cli.completion import completion_command
 from gradcheck_cli.errors import InputError
+from gradcheck_cli.options import check_options, emit_report, input_options, output_options
 from gradcheck_cli.schema import schema_command
-from gradcheck_cli.terminal import make_console
+from gradcheck_cli.sweep import sweep as sweep_command
 
 EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 3, 130
 _debug = False
-
-
-class FiniteFloat(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
-    """A finite float above (or at) a lower bound; 'nan', 'inf' and '1e999' are refused by name."""
-
-    name = "float"
-
-    def __init__(self, minimum: float, inclusive: bool) -> None:
-        self.minimum, self.inclusive = minimum, inclusive
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        if isinstance(value, float):
-            return value
-        try:
-            number = float(value)
-        except ValueError:
-            self.fail(f"{value!r} is not a number", param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        if number < self.minimum or (number == self.minimum and not self.inclusive):
-            bound = ">=" if self.inclusive else ">"
-            self.fail(f"{value} is out of range; it must be {bound} {self.minimum:g}", param, ctx)
-        return number
-
-
-POSITIVE = FiniteFloat(0.0, inclusive=False)
-NON_NEGATIVE = FiniteFloat(0.0, inclusive=True)
-# A path that shells complete as a file name; inputs.py reads it and words every error itself.
-INPUT_FILE = click.Path(readable=False, allow_dash=True)
 
 
 class GradcheckGroup(click.Group):
@@ -116,90 +85,6 @@ def main() -> None:
     """
 
 
-def _env(name: str) -> dict[str, Any]:
-    """The environment variable an option CI sets repeatedly can come from, shown in --help."""
-    return {"envvar": f"GRADCHECK_{name}", "show_envvar": True}
-
-
-def _compose(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def apply(function: Any) -> Any:
-        for decorator in reversed(decorators):
-            function = decorator(function)
-        return function
-
-    return apply
-
-
-input_options = _compose(
-    click.option("--logits", "logits_args", multiple=True, metavar="ROW",
-                 help="One sample's logits, numbers separated by commas and/or spaces. Repeat for more samples."),
-    click.option("--labels", "labels_arg", metavar="LIST",
-                 help="One class index per sample, comma-separated (0-based)."),
-    click.option("--targets", "targets_args", multiple=True, metavar="ROW",
-                 help="One sample's target distribution (one-hot or soft), instead of --labels. Repeatable."),
-    click.option("-i", "--input", "input_path", type=INPUT_FILE, metavar="PATH",
-                 help="Read logits (and labels or targets) from a CSV or JSON file; '-' reads stdin."),
-    click.option("--input-format", type=click.Choice(["auto", "csv", "json"]), default="auto", show_default=True,
-                 help="Format of --input; auto goes by the extension, then by the first character."),
-    click.option("--labels-file", "labels_path", type=INPUT_FILE, metavar="PATH",
-                 help="A file of class indices, one per line, for the rows of --input."),
-    click.option("--targets-file", "targets_path", type=INPUT_FILE, metavar="PATH",
-                 help="A CSV of target distributions, one row per sample, for the rows of --input."),
-)
-
-check_options = _compose(
-    click.option("--method", type=click.Choice(registry.METHOD_NAMES), default="central", show_default=True,
-                 **_env("METHOD"), help="Finite-difference formula (see the README for each one's accuracy)."),
-    click.option("--eps", type=POSITIVE, default=None, **_env("EPS"),
-                 help="Step h, rounded down to a power of two. [default: per method, e.g. 6.1e-6 central]"),
-    click.option("--atol", type=NON_NEGATIVE, default=None, **_env("ATOL"),
-                 help="Absolute tolerance (numpy.isclose). [default: per method and dtype, 1e-10 central]"),
-    click.option("--rtol", type=NON_NEGATIVE, default=None, **_env("RTOL"),
-                 help="Relative tolerance (numpy.isclose). [default: per method and dtype, 1e-7 central]"),
-    click.option("--dtype", type=click.Choice(registry.DTYPES), default="float64", show_default=True,
-                 **_env("DTYPE"), help="Precision of the analytic quantities; the reference is always float64."),
-    click.option("--order", type=click.IntRange(1, 2), default=1, show_default=True,
-                 help="2 also checks the Hessian of the loss against differences of the gradient."),
-    click.option("--reduction", type=click.Choice(registry.REDUCTIONS), default="mean", show_default=True,
-                 help="How row losses combine; 'none' reports each row's loss and gradient."),
-)
-
-output_options = _compose(
-    click.option("-f", "--format", "output_format", type=click.Choice(["table", "json", "github"]),
-                 default="table", show_default=True, **_env("FORMAT"),
-                 help="Rich tables for people, one JSON object for programs, or GitHub Actions annotations."),
-    click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
-                 **_env("COLOR"),
-                 help="Colour in table mode; auto means a terminal, NO_COLOR unset and TERM not dumb."),
-    click.option("--no-color", is_flag=True, help="Same as --color never."),
-    terminal.quiet_option,
-    terminal.verbose_option,
-)
-
-
-def write_stdout(emit: Callable[[], None]) -> None:
-    """Write results; if the reader went away (`| head`), stop quietly: the exit code still says the verdict."""
-    try:
-        emit()
-        sys.stdout.flush()
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-
-
-def emit_report(report: Any, output_format: str, color: str) -> None:
-    """Write a report to stdout in the chosen format; -q leaves only the verdict line in the text formats."""
-    from gradcheck_cli import render
-
-    if output_format == "json":
-        write_stdout(lambda: click.echo(render.render_json(report)))
-    elif output_format == "github":
-        write_stdout(lambda: click.echo(render.render_github(report)))
-    else:
-        console = make_console(color)
-        write_stdout(lambda: render.render_tables(report, console, quiet=terminal.quiet()))
-
-
 @main.command()
 @input_options
 @check_options
@@ -254,3 +139,4 @@ def check(
 
 main.add_command(schema_command)
 main.add_command(completion_command)
+main.add_command(sweep_command)

@@ -190,3 +190,44 @@ def numeric_gradient(loss: Differentiable, logits: np.ndarray, eps: float, metho
 
 def numeric_jacobian(logits: np.ndarray, eps: float, method: str) -> np.ndarray:
     return differentiate(softmax_perturbation(logits), steps(logits, eps), method)
+
+
+# --- step-size sweep ----------------------------------------------------------------------------------------
+
+SWEEP_STEPS = tuple(10.0**-k for k in range(1, 14))
+# Below this error relative to the largest gradient element, a sweep's best step counts as agreement.
+SWEEP_AGREEMENT = 1e-6
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    eps: float
+    max_abs_error: float
+    max_rel_error: float
+    error_vs_largest: float  # max |a - n| / max |a|: the curve's height
+
+
+def sweep(
+    analytic: np.ndarray,
+    function: Callable[[np.ndarray], np.ndarray],
+    logits: np.ndarray,
+    eps_values: tuple[float, ...],
+) -> list[SweepPoint]:
+    """Central differences of a re-evaluated row function at each step, against an analytic gradient.
+
+    The whole row is re-evaluated (not the exact perturbation the check uses), so the curve shows the
+    textbook V: truncation error falling as h^2 on the right, rounding error eps |f| / h rising on the left.
+    """
+    largest = max(float(np.max(np.abs(analytic))), float(np.finfo(np.float64).tiny))
+    points = []
+    for eps in eps_values:
+        numeric = finite_difference(function, logits, eps, "central")
+        error = np.abs(analytic - numeric)
+        scale = np.maximum(np.maximum(np.abs(analytic), np.abs(numeric)), np.finfo(np.float64).tiny)
+        points.append(SweepPoint(eps, float(error.max()), float((error / scale).max()), float(error.max()) / largest))
+    return points
+
+
+def sweep_looks_correct(points: list[SweepPoint]) -> bool:
+    """A correct gradient's V dips near machine precision; a wrong one has a floor no step gets under."""
+    return min(point.error_vs_largest for point in points) <= SWEEP_AGREEMENT
