@@ -15,6 +15,7 @@ import click
 from gradcheck_cli import terminal
 from gradcheck_cli.completion import completion_command
 from gradcheck_cli.errors import InputError
+from gradcheck_cli.explain import explain as explain_command
 from gradcheck_cli.options import check_options, emit_report, input_options, output_options
 from gradcheck_cli.schema import schema_command
 from gradcheck_cli.sweep import sweep as sweep_command
@@ -140,3 +141,4 @@ def check(
 main.add_command(schema_command)
 main.add_command(completion_command)
 main.add_command(sweep_command)
+main.add_command(explain_command)
