@@ -26,7 +26,7 @@ def compare(
     name: str,
     actual: np.ndarray,
     expected: np.ndarray,
-    atol: float,
+    atol: float | np.ndarray,
     rtol: float,
     description: str = "",
 ) -> CheckResult:

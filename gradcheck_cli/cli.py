@@ -16,7 +16,14 @@ from gradcheck_cli import terminal
 from gradcheck_cli.completion import completion_command
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.explain import explain as explain_command
-from gradcheck_cli.options import check_options, emit_report, input_options, output_options
+from gradcheck_cli.options import (
+    check_options,
+    emit_report,
+    input_options,
+    loss_options,
+    output_options,
+    supplied_options,
+)
 from gradcheck_cli.schema import schema_command
 from gradcheck_cli.sweep import sweep as sweep_command
 
@@ -86,52 +93,35 @@ def main() -> None:
     """
 
 
+# The options that say where the data is (load_batch's parameters); the rest describe the check (Settings).
+_INPUT_KEYS = ("logits_args", "labels_arg", "targets_args", "input_path", "input_format", "labels_path",
+               "targets_path", "gradient_path", "probabilities_path", "loss_value")
+
+
 @main.command()
 @input_options
+@supplied_options
 @check_options
+@loss_options
 @output_options
-def check(
-    logits_args: tuple[str, ...],
-    labels_arg: str | None,
-    targets_args: tuple[str, ...],
-    input_path: str | None,
-    input_format: str,
-    labels_path: str | None,
-    targets_path: str | None,
-    method: str,
-    eps: float | None,
-    atol: float | None,
-    rtol: float | None,
-    dtype: str,
-    order: int,
-    reduction: str,
-    output_format: str,
-    color: str,
-    no_color: bool,
-) -> int:
-    """Check the softmax Jacobian and the cross-entropy gradient against finite differences.
+def check(impl: str | None, output_format: str, color: str, no_color: bool, **options: Any) -> int:
+    """Check softmax, its Jacobian, the loss and its gradient against finite differences and your values.
 
     Example:
 
         gradcheck check --logits 1.1,2.2,0.2,-1.7 --labels 2
     """
+    from gradcheck_cli.implementation import Implementation
     from gradcheck_cli.inputs import load_batch
     from gradcheck_cli.report import Settings, run_check
 
-    terminal.note(f"reading {input_path or 'the command line'}")
+    inputs = {key: options.pop(key) for key in _INPUT_KEYS}
+    terminal.note(f"reading {inputs['input_path'] or 'the command line'}")
     watch = terminal.Stopwatch()
-    batch = load_batch(
-        logits_args=logits_args,
-        labels_arg=labels_arg,
-        targets_args=targets_args,
-        input_path=input_path,
-        input_format=input_format,
-        labels_path=labels_path,
-        targets_path=targets_path,
-    )
+    batch = load_batch(**inputs, ignore_index=options["ignore_index"])
     watch.lap(f"read {batch.logits.shape[0]} x {batch.logits.shape[1]} logits from {batch.source or 'arguments'}")
-    settings = Settings(method=method, eps=eps, atol=atol, rtol=rtol, dtype=dtype, order=order, reduction=reduction)
-    report = run_check(batch, settings)
+    implementation = Implementation.load(impl) if impl is not None else None
+    report = run_check(batch, Settings(**options), implementation)
     watch.lap(f"computed and compared {', '.join(check.name for check in report.checks)}")
     emit_report(report, output_format, "never" if no_color else color)
     watch.lap(f"wrote the {output_format} report")

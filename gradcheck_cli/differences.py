@@ -188,8 +188,10 @@ def numeric_gradient(loss: Differentiable, logits: np.ndarray, eps: float, metho
     return differentiate(perturb, steps(logits, eps), method) * loss.scale
 
 
-def numeric_jacobian(logits: np.ndarray, eps: float, method: str) -> np.ndarray:
-    return differentiate(softmax_perturbation(logits), steps(logits, eps), method)
+def numeric_jacobian(logits: np.ndarray, eps: float, method: str, temperature: float = 1.0) -> np.ndarray:
+    """ds/dz of s = softmax(z / T): moving z_j by d moves z_j / T by d / T."""
+    perturb = softmax_perturbation(logits / temperature)
+    return differentiate(lambda column, offsets: perturb(column, offsets / temperature), steps(logits, eps), method)
 
 
 # --- step-size sweep ----------------------------------------------------------------------------------------

@@ -25,7 +25,9 @@ _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
 _INTEGER = re.compile(r"[+-]?\d+\Z")
 _NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)\Z", re.IGNORECASE)
 _SEPARATORS = re.compile(r"[,\s]+")
-_JSON_KEYS = ("logits", "labels", "targets")
+# Values a user computed with their own implementation, each checked against gradcheck's reference.
+SUPPLIED_KEYS = ("probabilities", "jacobian", "loss", "gradient")
+_JSON_KEYS = ("logits", "labels", "targets", *SUPPLIED_KEYS)
 _LABEL_COLUMN = "label"
 
 
@@ -39,6 +41,8 @@ class Batch:
     source: str | None = None
     # The line of the input file each row came from, for annotations; None when rows came from arguments.
     row_lines: list[int] | None = field(default=None, repr=False)
+    # The user's own values by name (SUPPLIED_KEYS), shaped as in the report: N x C, N x C x C, () or (N,).
+    supplied: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -53,6 +57,7 @@ class _Parsed:
     targets_from: str = ""
     locate_labels: Callable[[int], str] = lambda n: f"row {n}"
     locate_targets: Callable[[int], str] = lambda n: f"row {n}"
+    supplied: dict[str, tuple[np.ndarray, str]] = field(default_factory=dict)  # name -> (values, where)
 
 
 # --- numbers and rows -------------------------------------------------------------------------------
@@ -301,8 +306,12 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _json_matrix(value: object, key: str, name: str) -> np.ndarray:
-    """A list of numbers (one row) or a list of equally long lists of numbers, as an N x C array."""
+def _json_matrix(value: object, key: str, name: str, nulls: bool = False) -> np.ndarray:
+    """A list of numbers (one row) or a list of equally long lists of numbers, as an N x C array.
+
+    With `nulls`, null stands for a value that was not finite (strict JSON has no NaN): it becomes NaN,
+    which fails its check. Only the user's supplied values may hold it, never the logits or targets.
+    """
     if not isinstance(value, list) or not value:
         raise InputError(f"{name}: {key}: expected a non-empty list of numbers or of rows")
     single_row = not any(isinstance(row, list) for row in value)
@@ -312,17 +321,19 @@ def _json_matrix(value: object, key: str, name: str) -> np.ndarray:
         if not isinstance(row, list) or not row:
             raise InputError(f"{name}: {path}: expected a non-empty list of numbers")
         for c, x in enumerate(row):
-            if not _is_number(x):
+            if not (_is_number(x) or (nulls and x is None)):
                 raise InputError(f"{name}: {path}[{c}]: expected a number, got {json.dumps(x)[:40]}")
         if len(row) != len(rows[0]):
             raise InputError(
                 f"{name}: {path}: ragged {key}: this row has {len(row)} values, the first has {len(rows[0])}"
             )
+    if nulls:
+        rows = [[np.nan if x is None else x for x in row] for row in rows]
     try:
         matrix = np.array(rows, dtype=np.float64)
     except OverflowError:
         matrix = np.array([[float(x) if abs(x) < 1e308 else np.inf for x in row] for row in rows])
-    if not np.isfinite(matrix).all():
+    if not np.isfinite(matrix[~np.isnan(matrix)] if nulls else matrix).all():
         n, c = (int(i) for i in np.argwhere(~np.isfinite(matrix))[0])
         path = f"{key}[{c}]" if single_row else f"{key}[{n}][{c}]"
         raise InputError(f"{name}: {path}: the number overflows float64")
@@ -358,6 +369,21 @@ def read_json(text: str, name: str) -> _Parsed:
         parsed.targets = _json_matrix(document["targets"], "targets", name)
         parsed.targets_from = f'"targets" in {name}'
         parsed.locate_targets = lambda n: f"{name}: targets[{n}]"
+    for key in ("probabilities", "gradient"):
+        if key in document:
+            parsed.supplied[key] = (_json_matrix(document[key], key, name, nulls=True), f'"{key}" in {name}')
+    if "jacobian" in document:
+        jacobian = document["jacobian"]
+        if not isinstance(jacobian, list) or not jacobian:
+            raise InputError(f"{name}: jacobian: expected a list of C x C matrices, one per row")
+        matrices = [_json_matrix(matrix, f"jacobian[{n}]", name, nulls=True) for n, matrix in enumerate(jacobian)]
+        if len({m.shape for m in matrices}) > 1:
+            raise InputError(f"{name}: jacobian: the matrices have different shapes")
+        parsed.supplied["jacobian"] = (np.stack(matrices), f'"jacobian" in {name}')
+    if "loss" in document:
+        loss = document["loss"]
+        values = _json_matrix(loss if isinstance(loss, list) else [loss], "loss", name, nulls=True)[0]
+        parsed.supplied["loss"] = (values, f'"loss" in {name}')
     return parsed
 
 
@@ -374,9 +400,9 @@ class _Answers:
     locate: Callable[[int], str]
 
 
-def _validate_labels(answers: _Answers, classes: int) -> None:
+def _validate_labels(answers: _Answers, classes: int, ignore_index: int | None = None) -> None:
     labels = answers.values
-    bad = np.flatnonzero((labels < 0) | (labels >= classes))
+    bad = np.flatnonzero(((labels < 0) | (labels >= classes)) & (labels != ignore_index))
     if bad.size:
         n = int(bad[0])
         raise InputError(
@@ -406,6 +432,10 @@ def load_batch(
     input_format: str = "auto",
     labels_path: str | None = None,
     targets_path: str | None = None,
+    ignore_index: int | None = None,
+    gradient_path: str | None = None,
+    probabilities_path: str | None = None,
+    loss_value: str | None = None,
 ) -> Batch:
     """Gather logits and exactly one of labels or targets from wherever they were given, and validate them."""
     if input_path is not None and logits_args:
@@ -458,10 +488,45 @@ def load_batch(
     if given.values.shape[0] != logits.shape[0]:
         raise InputError(f"{given.source}: {given.values.shape[0]} {what} for {logits.shape[0]} rows of logits")
     if given.are_labels:
-        _validate_labels(given, logits.shape[1])
+        _validate_labels(given, logits.shape[1], ignore_index)
         labels: np.ndarray | None = given.values
-        targets = one_hot(given.values, logits.shape[1])
+        kept = given.values != ignore_index if ignore_index is not None else np.ones(logits.shape[0], dtype=bool)
+        # An ignored row has no target: its label may be out of range (torch's default -100).
+        targets = one_hot(np.where(kept, given.values, 0), logits.shape[1]) * kept[:, None]
     else:
         _validate_targets(given, logits)
         labels, targets = None, given.values
-    return Batch(logits=logits, labels=labels, targets=targets, source=source, row_lines=parsed.row_lines)
+    supplied = dict(parsed.supplied)
+    if gradient_path is not None:
+        text, name = read_text(gradient_path)
+        supplied["gradient"] = (read_targets_file(text, name)[0], name)
+    if probabilities_path is not None:
+        text, name = read_text(probabilities_path)
+        supplied["probabilities"] = (read_targets_file(text, name)[0], name)
+    if loss_value is not None:
+        values = np.array(parse_row(loss_value, "--loss-value"))
+        supplied["loss"] = (values, "--loss-value")
+    return Batch(
+        logits=logits,
+        labels=labels,
+        targets=targets,
+        source=source,
+        row_lines=parsed.row_lines,
+        supplied={key: _supplied_shape(key, values, where, logits.shape) for key, (values, where) in supplied.items()},
+    )
+
+
+def _supplied_shape(key: str, values: np.ndarray, where: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A supplied value must have the shape the report gives it; a loss is one number or one per row."""
+    rows, classes = shape
+    expected: dict[str, tuple[int, ...]] = {
+        "probabilities": (rows, classes), "gradient": (rows, classes), "jacobian": (rows, classes, classes)
+    }
+    if key == "loss":
+        if values.size not in (1, rows):
+            raise InputError(f"{where}: {values.size} loss values; give one number, or one per row ({rows})")
+        return values
+    if values.shape != expected[key]:
+        wanted, got = (" x ".join(map(str, e)) for e in (expected[key], values.shape))
+        raise InputError(f"{where}: the supplied {key} is {got}; for {rows} x {classes} logits it must be {wanted}")
+    return values

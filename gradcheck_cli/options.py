@@ -18,12 +18,12 @@ from gradcheck_cli import registry, terminal
 
 
 class FiniteFloat(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
-    """A finite float above (or at) a lower bound; 'nan', 'inf' and '1e999' are refused by name."""
+    """A finite float above (or at) a lower bound, and at most a maximum; 'nan', 'inf', '1e999' refused by name."""
 
     name = "float"
 
-    def __init__(self, minimum: float, inclusive: bool) -> None:
-        self.minimum, self.inclusive = minimum, inclusive
+    def __init__(self, minimum: float, inclusive: bool, maximum: float = math.inf) -> None:
+        self.minimum, self.inclusive, self.maximum = minimum, inclusive, maximum
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         if isinstance(value, float):
@@ -37,6 +37,8 @@ class FiniteFloat(click.ParamType):  # type: ignore[type-arg]  # generic only in
         if number < self.minimum or (number == self.minimum and not self.inclusive):
             bound = ">=" if self.inclusive else ">"
             self.fail(f"{value} is out of range; it must be {bound} {self.minimum:g}", param, ctx)
+        if number > self.maximum:
+            self.fail(f"{value} is out of range; it must be <= {self.maximum:g}", param, ctx)
         return number
 
 
@@ -92,6 +94,40 @@ check_options = _compose(
                  help="2 also checks the Hessian of the loss against differences of the gradient."),
     click.option("--reduction", type=click.Choice(registry.REDUCTIONS), default="mean", show_default=True,
                  help="How row losses combine; 'none' reports each row's loss and gradient."),
+)
+
+def _parse_weights(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+    """Class weights: finite non-negative numbers separated by commas and/or spaces."""
+    if value is None:
+        return None
+    tokens = value.replace(",", " ").split()
+    if not tokens:
+        raise click.BadParameter("no weights given", ctx, param)
+    return tuple(NON_NEGATIVE.convert(token, param, ctx) for token in tokens)
+
+
+loss_options = _compose(
+    click.option("--loss", type=click.Choice(registry.LOSSES), default="cross_entropy", show_default=True,
+                 help="cross_entropy (torch semantics), or mse: 1/2 sum_k (s_k - t_k)^2 per row on the softmax."),
+    click.option("--weights", callback=_parse_weights, metavar="LIST",
+                 help="Per-class weights, as torch's weight= (cross_entropy only)."),
+    click.option("--label-smoothing", type=FiniteFloat(0.0, inclusive=True, maximum=1.0), default=0.0,
+                 show_default=True, help="Label smoothing in [0, 1], as torch's label_smoothing=."),
+    click.option("--ignore-index", type=int, default=None, metavar="K",
+                 help="Rows whose label is K contribute nothing, as torch's ignore_index= (labels only)."),
+    click.option("--temperature", type=POSITIVE, default=1.0, show_default=True,
+                 help="Softmax of z / T; gradients stay with respect to z."),
+)
+
+supplied_options = _compose(
+    click.option("--grad-file", "gradient_path", type=INPUT_FILE, metavar="PATH",
+                 help="A CSV of your gradient (N x C) to check against the reference."),
+    click.option("--probabilities-file", "probabilities_path", type=INPUT_FILE, metavar="PATH",
+                 help="A CSV of your softmax probabilities (N x C) to check against the reference."),
+    click.option("--loss-value", metavar="NUMBER|LIST",
+                 help="Your loss to check: one number, or one per row (comma-separated) for --reduction none."),
+    click.option("--impl", metavar="MODULE:FUNCTION",
+                 help="Import FUNCTION(logits, targets) -> (loss, gradient) and check it. Runs that code."),
 )
 
 output_options = _compose(

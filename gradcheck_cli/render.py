@@ -68,6 +68,10 @@ def report_to_dict(report: Report) -> dict[str, Any]:
             "loss": settings.loss,
             "reduction": settings.reduction,
             "order": settings.order,
+            "weights": None if settings.weights is None else list(settings.weights),
+            "label_smoothing": settings.label_smoothing,
+            "ignore_index": settings.ignore_index,
+            "temperature": settings.temperature,
         },
         "shape": {"rows": int(logits.shape[0]), "classes": int(logits.shape[1])},
         "probabilities": finite_or_none(report.probabilities),
@@ -78,6 +82,7 @@ def report_to_dict(report: Report) -> dict[str, Any]:
             "numeric": finite_or_none(report.numeric_gradient),
         },
         "checks": [check_to_dict(check) for check in report.checks],
+        "notes": report.notes,
     }
 
 
@@ -105,19 +110,24 @@ def _where(check: CheckResult) -> str:
         return f"row {index[0]}, d2L/dz_{index[1]}dz_{index[2]}"
     if len(index) == 2:
         return f"row {index[0]}, class {index[1]}"
+    if not index:
+        return "its value"
+    if len(index) == 1:
+        return f"row {index[0]}"
     return ", ".join(str(i) for i in index)
 
 
 def verdict_line(report: Report) -> str:
     failed = [check for check in report.checks if not check.passed]
     if not failed:
-        names = " and ".join(check.name for check in report.checks)
-        return f"PASS: {names} agree with finite differences ({len(report.checks)} checks)"
+        if [check.name for check in report.checks] == ["gradient", "jacobian"]:
+            return "PASS: gradient and jacobian agree with finite differences (2 checks)"
+        return f"PASS: all {len(report.checks)} checks agree ({', '.join(check.name for check in report.checks)})"
     first = failed[0]
-    return (
-        f"FAIL: {first.name} disagrees at {_where(first)}, abs error {abs(first.actual - first.expected):.2e} "
-        f"({len(failed)} of {len(report.checks)} checks failed)"
-    )
+    error = abs(first.actual - first.expected)
+    size = f"abs error {error:.2e}" if np.isfinite(error) else "a value is not finite"
+    tally = f"{len(failed)} of {len(report.checks)} checks failed"
+    return f"FAIL: {first.name} disagrees at {_where(first)}, {size} ({tally})"
 
 
 def _table(title: str, *columns: str) -> Any:

@@ -351,7 +351,7 @@ def test_github_annotation_escapes_workflow_command_characters():
 def test_the_readme_ci_job_steps_pass_under_pipefail(tmp_path):
     """The gradcheck steps of the README's GitHub Actions job, run as GitHub runs `shell: bash` steps."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    job = re.search(r"```yaml\n(.*?)```", readme, flags=re.S)
+    job = re.search(r"```yaml\n(jobs:.*?)```", readme, flags=re.S)
     assert job and "shell: bash" in job[1] and "jq -e .passed" in job[1]
     # Run from elsewhere (the job writes a report file), with the example paths made absolute.
     steps = [line.split("run: ", 1)[1].replace("examples/", f"{ROOT}/examples/") for line in job[1].splitlines()

@@ -23,7 +23,7 @@ def readme_commands() -> list[str]:
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S):
         for line in block.splitlines():
-            if re.match(r"(gradcheck |cat \S+ \| gradcheck )", line.strip()):
+            if re.match(r"(gradcheck |cat \S+ \| gradcheck |python examples/\S+ .*\| gradcheck )", line.strip()):
                 commands.append(line.strip())
     for cell in re.findall(r"\| `((?:gradcheck|cat) [^`]*)` \|", README):
         commands.append(cell.replace("\\|", "|"))
