@@ -10,12 +10,13 @@ import numpy as np
 
 from gradcheck_cli import layout
 from gradcheck_cli.checks import CheckResult
+from gradcheck_cli.inputs import Batch
 from gradcheck_cli.report import Report
+from gradcheck_cli.schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-SCHEMA_VERSION = 1
 # Tables show at most this many samples (and gradient entries); JSON always carries everything.
 MAX_TABLE_ROWS = 10
 MAX_GRADIENT_ENTRIES = 24
@@ -58,6 +59,7 @@ def report_to_dict(report: Report) -> dict[str, Any]:
     logits = report.batch.logits
     return {
         "schema_version": SCHEMA_VERSION,
+        "command": "check",
         "passed": report.passed,
         "settings": {
             "method": settings.method,
@@ -245,21 +247,25 @@ def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def github_annotation(report: Report, check: CheckResult) -> str:
-    """One `::error` workflow command for a failing check, placed on the file line of its worst row if known."""
-    batch = report.batch
+def github_error(batch: Batch, title: str, message: str, row: int | None = None) -> str:
+    """One `::error` workflow command, placed on the input file (and the line of `row`) when there is a file."""
     properties = []
     if batch.source and batch.source != "<stdin>":
         properties.append(f"file={_escape_property(batch.source)}")
-        row = check.worst_index[0] if check.worst_index else None
         if batch.row_lines is not None and row is not None and row < len(batch.row_lines):
             properties.append(f"line={batch.row_lines[row]}")
-    properties.append(f"title={_escape_property(f'gradcheck: {check.name} disagrees')}")
+    properties.append(f"title={_escape_property(title)}")
+    return f"::error {','.join(properties)}::{_escape_data(message)}"
+
+
+def github_annotation(report: Report, check: CheckResult) -> str:
+    """The annotation of a failing check, on the file line of its worst row."""
     message = (
         f"{check.name} disagrees at {_where(check)}: {check.actual!r} vs reference {check.expected!r} "
         f"(atol {report.settings.atol:g}, rtol {report.settings.rtol:g})"
     )
-    return f"::error {','.join(properties)}::{_escape_data(message)}"
+    row = check.worst_index[0] if check.worst_index else None
+    return github_error(report.batch, f"gradcheck: {check.name} disagrees", message, row)
 
 
 def render_github(report: Report) -> str:

@@ -7,6 +7,8 @@ from importlib.resources import files
 import click
 
 SCHEMA_FILE = "schema.json"
+# Every JSON document gradcheck prints carries this; see schema.json's description for when it changes.
+SCHEMA_VERSION = 1
 
 
 def schema_text() -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from gradcheck_cli import options, terminal
+from gradcheck_cli.schema import SCHEMA_VERSION
 
 
 def _parse_steps(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
@@ -28,7 +29,7 @@ def _parse_steps(ctx: click.Context, param: click.Parameter, value: str | None) 
     return tuple(sorted(set(steps), reverse=True))
 
 
-def _chart_bar(error: float, lowest: float, highest: float, width: int = 30) -> str:
+def _chart_bar(error: float, lowest: float, highest: float, width: int = 24) -> str:
     """A bar whose length is the error's position on a log scale between the lowest and highest errors."""
     if not (error > 0 and math.isfinite(error)):
         return ""
@@ -71,9 +72,10 @@ def sweep(eps_values: tuple[float, ...] | None, output_format: str, color: str, 
         else f"looks WRONG: no step gets the error under {best.error_vs_largest:.1e} of the largest gradient "
         f"element (a floor, not a V)"
     )
+    last_line = f"default step {default:.2g}; {verdict}"
     if output_format == "json":
         document = {
-            "schema_version": 1,
+            "schema_version": SCHEMA_VERSION,
             "command": "sweep",
             "passed": correct,
             "default_eps": default,
@@ -84,6 +86,12 @@ def sweep(eps_values: tuple[float, ...] | None, output_format: str, color: str, 
             "verdict": verdict,
         }
         options.write_stdout(lambda: click.echo(json.dumps(document, allow_nan=False)))
+    elif output_format == "github" or terminal.quiet():
+        from gradcheck_cli.render import github_error
+
+        # Annotations for a pull request (the input file, no one row to blame), or -q: the verdict line alone.
+        annotation = [] if correct or output_format != "github" else [github_error(batch, "gradcheck sweep", verdict)]
+        options.write_stdout(lambda: click.echo("\n".join([*annotation, last_line])))
     else:
         console = terminal.make_console("never" if no_color else color)
         errors = [p.error_vs_largest for p in points if p.error_vs_largest > 0]
@@ -99,7 +107,7 @@ def sweep(eps_values: tuple[float, ...] | None, output_format: str, color: str, 
                 bar = _chart_bar(point.error_vs_largest, lowest, highest)
                 console.print(f"{point.eps:8.0e}  {point.max_abs_error:9.2e}  {point.max_rel_error:9.2e}  "
                               f"{point.error_vs_largest:9.2e}  {bar}{mark}", soft_wrap=True)
-            console.print(f"default step {default:.2g}; " + verdict, soft_wrap=True)
+            console.print(last_line, soft_wrap=True)
 
         options.write_stdout(emit)
     return 0 if correct else 1

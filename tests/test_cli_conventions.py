@@ -393,3 +393,30 @@ def test_every_command_and_option_has_help_and_an_example(gradcheck, name, comma
     run = gradcheck(name, "--help")
     assert run.exit_code == 0 and run.stdout.startswith(f"Usage: main {name}"), run
     assert max(len(line) for line in run.stdout.splitlines()) <= 80
+
+
+# --- the same conventions in gradcheck sweep ---------------------------------------------------------------
+
+SWEEP = ["sweep", "--logits", "1.1,2.2,0.2,-1.7", "--labels", "2"]
+# Two large steps only: truncation error leaves a floor, so the sweep says the gradient looks wrong.
+SWEEP_WRONG = ["sweep", "-i", str(ROOT / "examples" / "batch.csv"), "--steps", "1e-1,1e-2"]
+
+
+@pytest.mark.parametrize("args, code", [(SWEEP, 0), (SWEEP_WRONG, 1)], ids=["correct", "wrong"])
+def test_sweep_quiet_prints_only_its_verdict_line(gradcheck, args, code):
+    run = gradcheck(*args, "-q")
+    assert run.exit_code == code, run
+    assert run.stdout.splitlines() == gradcheck(*args).stdout.splitlines()[-1:]
+
+
+def test_sweep_github_format_annotates_the_input_file(gradcheck):
+    run = gradcheck(*SWEEP_WRONG, "-f", "github")
+    assert run.exit_code == 1, run
+    first, last = run.stdout.splitlines()
+    assert first.startswith(f"::error file={ROOT / 'examples' / 'batch.csv'},title=gradcheck sweep::looks WRONG")
+    assert last.startswith("default step ") and "looks WRONG" in last
+
+
+def test_sweep_table_rows_fit_80_columns(gradcheck):
+    rows = [line for line in gradcheck(*SWEEP).stdout.splitlines() if re.match(r"\s*\de-\d\d ", line)]
+    assert len(rows) == 13 and max(len(line) for line in rows) <= 80, rows

@@ -20,16 +20,23 @@ EXAMPLES = ROOT / "examples"
 SCHEMA = json.loads(schema_text())
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
-# The field paths schema_version 1 promised. Removing or renaming any of them must bump schema_version (and
-# start a new list here); adding fields keeps the version.
+# The field paths schema_version 1 promised, per command. Removing or renaming any of them must bump
+# schema_version (and start new lists here); adding fields keeps the version.
 VERSION_1_FIELDS = {
-    "schema_version", "passed", "settings", "settings.method", "settings.eps", "settings.atol", "settings.rtol",
-    "settings.dtype", "settings.loss", "settings.reduction", "shape", "shape.rows", "shape.classes",
-    "probabilities", "jacobian", "loss", "gradient", "gradient.analytic", "gradient.numeric", "checks",
-    "checks[].name", "checks[].passed", "checks[].max_abs_error", "checks[].max_rel_error", "checks[].worst",
-    "checks[].worst.index", "checks[].worst.row", "checks[].worst.column", "checks[].worst.actual",
-    "checks[].worst.expected",
+    "check": {
+        "schema_version", "command", "passed", "settings", "settings.method", "settings.eps", "settings.atol",
+        "settings.rtol", "settings.dtype", "settings.order", "settings.loss", "settings.reduction", "shape",
+        "shape.rows", "shape.classes", "probabilities", "jacobian", "loss", "gradient", "gradient.analytic",
+        "gradient.numeric", "checks", "checks[].name", "checks[].passed", "checks[].max_abs_error",
+        "checks[].max_rel_error", "checks[].worst", "checks[].worst.index", "checks[].worst.row",
+        "checks[].worst.column", "checks[].worst.actual", "checks[].worst.expected",
+    },
+    "sweep": {
+        "schema_version", "command", "passed", "default_eps", "steps", "steps[].eps", "steps[].max_abs_error",
+        "steps[].max_rel_error", "verdict",
+    },
 }
+COMMANDS = sorted(VERSION_1_FIELDS)
 
 
 def _resolve(node: dict[str, Any]) -> dict[str, Any]:
@@ -38,8 +45,12 @@ def _resolve(node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def schema_fields(node: dict[str, Any] = SCHEMA, prefix: str = "") -> set[str]:
-    """Every field path the schema describes: 'settings.method', 'checks[].worst.row', ..."""
+def _report(command: str) -> dict[str, Any]:
+    return SCHEMA["$defs"][f"{command}_report"]
+
+
+def schema_fields(node: dict[str, Any], prefix: str = "") -> set[str]:
+    """Every field path a report schema describes: 'settings.method', 'checks[].worst.row', ..."""
     node = _resolve(node)
     fields = set()
     if node.get("type") == "array" and "properties" in _resolve(node.get("items", {})):
@@ -55,7 +66,7 @@ def closed(schema: dict[str, Any]) -> dict[str, Any]:
     """The schema with additionalProperties false on every object, so an undescribed field fails validation.
 
     The shipped schema stays open, because readers should ignore fields they do not know; the tests hold the
-    report to the closed one, so that every field that lands is described (and so documented) first.
+    output to the closed one, so that every field that lands is described (and so documented) first.
     """
     schema = copy.deepcopy(schema)
 
@@ -73,15 +84,23 @@ def closed(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-VALIDATOR = jsonschema.Draft202012Validator(closed(SCHEMA))
+# One closed validator per command, so a mistake is reported field by field rather than as "matches no oneOf".
+def _validator(command: str) -> jsonschema.Draft202012Validator:
+    schema = {key: value for key, value in closed(SCHEMA).items() if key != "oneOf"}
+    return jsonschema.Draft202012Validator({**schema, "$ref": f"#/$defs/{command}_report"})
+
+
+VALIDATORS = {command: _validator(command) for command in COMMANDS}
 
 
 def assert_valid(document: Any) -> None:
-    errors = sorted(VALIDATOR.iter_errors(document), key=lambda error: list(error.absolute_path))
+    jsonschema.validate(document, SCHEMA, cls=jsonschema.Draft202012Validator)
+    validator = VALIDATORS[document["command"]]
+    errors = sorted(validator.iter_errors(document), key=lambda error: list(error.absolute_path))
     messages = [f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}" for error in errors[:5]]
     assert not errors, (
-        "the report does not match gradcheck_cli/schema.json; describe new fields there (and in the README's "
-        "JSON fields table):\n" + "\n".join(messages)
+        "the output does not match gradcheck_cli/schema.json; describe new fields there (and in the README's "
+        "JSON fields tables):\n" + "\n".join(messages)
     )
 
 
@@ -98,17 +117,25 @@ def test_the_command_prints_the_shipped_file(gradcheck):
 
 
 def test_schema_version_matches_the_reports():
-    assert SCHEMA["properties"]["schema_version"]["const"] == SCHEMA_VERSION
+    assert SCHEMA["$defs"]["schema_version"]["const"] == SCHEMA_VERSION
+    for command in COMMANDS:
+        assert _report(command)["properties"]["schema_version"]["$ref"] == "#/$defs/schema_version"
 
 
-def test_no_promised_field_disappears_without_a_version_bump():
-    missing = VERSION_1_FIELDS - schema_fields()
+def test_every_json_command_has_a_report_schema():
+    assert [branch["$ref"] for branch in SCHEMA["oneOf"]] == [f"#/$defs/{command}_report" for command in COMMANDS]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_no_promised_field_disappears_without_a_version_bump(command):
+    missing = VERSION_1_FIELDS[command] - schema_fields(_report(command))
     assert SCHEMA_VERSION != 1 or not missing, (
-        f"{sorted(missing)} left the schema: removing or renaming a field bumps schema_version"
+        f"{sorted(missing)} left the {command} report: removing or renaming a field bumps schema_version"
     )
 
 
-def test_every_field_has_a_description():
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_field_has_a_description(command):
     def undescribed(node: dict[str, Any], path: str) -> list[str]:
         found = []
         for name, child in _resolve(node).get("properties", {}).items():
@@ -120,13 +147,15 @@ def test_every_field_has_a_description():
                 found += undescribed(items, f"{path}{name}[].")
         return found
 
-    assert undescribed(SCHEMA, "") == []
+    assert undescribed(_report(command), "") == []
 
 
-def test_the_readme_documents_every_field():
+@pytest.mark.parametrize("command", COMMANDS)
+def test_the_readme_documents_every_field(command):
     section = README.split("### JSON fields", 1)[-1].split("\n## ", 1)[0]
-    documented = set(re.findall(r"^\| `([^`]+)` \|", section, flags=re.M))
-    assert schema_fields() - documented == set(), "README's JSON fields table misses these"
+    table = section.split(f"`gradcheck {command} -f json`", 1)[-1].split("\n\n**", 1)[0]
+    documented = set(re.findall(r"^\| `([^`]+)` \|", table, flags=re.M))
+    assert schema_fields(_report(command)) - documented == set(), f"README's {command} JSON table misses these"
 
 
 def test_the_closed_schema_rejects_an_undescribed_field(gradcheck):
@@ -159,12 +188,26 @@ REPORTS = {
     "failing": [*BATCH, "--atol", "0", "--rtol", "0", "--method", "forward"],
     "quiet verbose": [*ONE, "-q", "-v"],
     "one class": ["--logits", "3", "--labels", "0"],
+    "five-point": [*BATCH, "--method", "five-point"],
+    "richardson": [*BATCH, "--method", "richardson"],
+    "complex-step": [*BATCH, "--method", "complex-step"],
+    "float32": [*BATCH, "--dtype", "float32"],
+    "hessian": [*BATCH, "--order", "2"],
+    "hessian failing": [*BATCH, "--order", "2", "--atol", "0", "--rtol", "0", "--method", "forward"],
 }
+SWEEPS = {
+    "default": ONE,
+    "file": BATCH,
+    "steps": [*ONE, "--steps", "1e-2,1e-4,1e-6"],
+    "looks wrong": [*BATCH, "--steps", "1e-1,1e-2"],
+}
+RUNS = [("check", args) for args in REPORTS.values()] + [("sweep", args) for args in SWEEPS.values()]
+IDS = [f"check {name}" for name in REPORTS] + [f"sweep {name}" for name in SWEEPS]
 
 
-@pytest.mark.parametrize("args", REPORTS.values(), ids=REPORTS.keys())
-def test_real_reports_validate(gradcheck, args):
-    run = gradcheck("check", *args, "--format", "json")
+@pytest.mark.parametrize("command, args", RUNS, ids=IDS)
+def test_real_reports_validate(gradcheck, command, args):
+    run = gradcheck(command, *args, "--format", "json")
     assert run.exit_code in (0, 1), run
     report = json.loads(run.stdout)
     assert_valid(report)
