@@ -25,7 +25,8 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 VERSION_1_FIELDS = {
     "check": {
         "schema_version", "command", "passed", "settings", "settings.method", "settings.eps", "settings.atol",
-        "settings.rtol", "settings.dtype", "settings.order", "settings.loss", "settings.reduction", "shape",
+        "settings.rtol", "settings.dtype", "settings.order", "settings.weights", "settings.label_smoothing",
+        "settings.ignore_index", "settings.temperature", "settings.loss", "settings.reduction", "notes", "shape",
         "shape.rows", "shape.classes", "probabilities", "jacobian", "loss", "gradient", "gradient.analytic",
         "gradient.numeric", "checks", "checks[].name", "checks[].passed", "checks[].max_abs_error",
         "checks[].max_rel_error", "checks[].worst", "checks[].worst.index", "checks[].worst.row",
@@ -194,6 +195,17 @@ REPORTS = {
     "float32": [*BATCH, "--dtype", "float32"],
     "hessian": [*BATCH, "--order", "2"],
     "hessian failing": [*BATCH, "--order", "2", "--atol", "0", "--rtol", "0", "--method", "forward"],
+    "weights": [*BATCH, "--weights", "1,2,0.5,1"],
+    "label smoothing": [*BATCH, "--label-smoothing", "0.1"],
+    "ignore index": [*BATCH, "--ignore-index", "1"],
+    "temperature": [*BATCH, "--temperature", "2"],
+    "mse": [*BATCH, "--loss", "mse"],
+    "supplied loss": [*ONE, "--loss-value", "1.9"],
+    "supplied row losses": [*BATCH, "--reduction", "none", "--loss-value", "1,2,3"],
+    "impl": ["-i", str(EXAMPLES / "batch.json"), "--impl", f"{EXAMPLES / 'my_softmax.py'}:softmax_cross_entropy"],
+    "impl slip": ["-i", str(EXAMPLES / "batch.json"), "--impl", f"{EXAMPLES / 'my_softmax.py'}:forgot_one_over_n"],
+    "impl overflow": ["--logits", "800,0,-3", "--labels", "0",
+                      "--impl", f"{EXAMPLES / 'my_softmax.py'}:naive_softmax_cross_entropy"],
 }
 SWEEPS = {
     "default": ONE,
@@ -212,6 +224,23 @@ def test_real_reports_validate(gradcheck, command, args):
     report = json.loads(run.stdout)
     assert_valid(report)
     assert report["passed"] is (run.exit_code == 0)
+
+
+def test_reports_with_supplied_values_validate(gradcheck, tmp_path):
+    """The user's own probabilities and gradient, from a JSON input and from CSV files, each its own check."""
+    supplied = {"logits": [[1.0, 2.0, 3.0]], "labels": [2], "probabilities": [[0.09, 0.245, 0.665]],
+                "gradient": [[0.09, 0.245, -0.335]]}
+    (tmp_path / "supplied.json").write_text(json.dumps(supplied))
+    (tmp_path / "grad.csv").write_text("0.09,0.245,-0.335\n")
+    (tmp_path / "probabilities.csv").write_text("0.0900306,0.244728,0.665241\n")
+    for args in (["-i", str(tmp_path / "supplied.json")],
+                 ["--logits", "1,2,3", "--labels", "2", "--grad-file", str(tmp_path / "grad.csv"),
+                  "--probabilities-file", str(tmp_path / "probabilities.csv")]):
+        run = gradcheck("check", *args, "-f", "json")
+        assert run.exit_code == 1, run
+        report = json.loads(run.stdout)
+        assert_valid(report)
+        assert {"supplied gradient", "supplied probabilities"} <= {check["name"] for check in report["checks"]}
 
 
 def test_reports_from_stdin_validate(gradcheck):
