@@ -195,6 +195,17 @@ def test_tables_fit_80_columns(gradcheck, tmp_path, rows, classes):
     assert not too_wide, run
 
 
+def test_every_check_of_a_full_run_fits_80_columns(gradcheck):
+    """Hessian and --impl add checks with long names; the checks table wraps them rather than overflowing."""
+    examples = ROOT / "examples"
+    run = gradcheck("check", "-i", str(examples / "batch.json"), "--order", "2",
+                    "--impl", f"{examples / 'my_softmax.py'}:forgot_one_over_n")
+    assert run.exit_code == 1, run
+    tables = [line for line in run.stdout.splitlines() if not VERDICT.match(line) and " fails worst at " not in line]
+    assert max(len(line) for line in tables) <= 80, run
+    assert "impl determinism" in run.stdout
+
+
 def test_wide_tables_say_where_they_were_cut(gradcheck, tmp_path):
     run = gradcheck("check", "-i", _batch(tmp_path, 12, 50))
     assert run.exit_code == 0, run
