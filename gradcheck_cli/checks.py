@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -20,6 +20,8 @@ class CheckResult:
     actual: float
     expected: float
     description: str = ""
+    # How much of its tolerance the worst element used (> 1 fails; inf for a non-finite value).
+    worst_share: float = 0.0
 
 
 def compare(
@@ -35,24 +37,105 @@ def compare(
     The worst element is the one that uses the largest share of its tolerance, so that a failing check
     points at the element that fails it most. A non-finite value anywhere fails the check and is the worst.
     """
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        abs_error = np.abs(actual - expected)
-        rel_error = abs_error / np.maximum(np.maximum(np.abs(actual), np.abs(expected)), _TINY)
-        share = abs_error / (atol + rtol * np.abs(expected) + _TINY)
-    finite = np.isfinite(actual) & np.isfinite(expected)
-    share = np.where(finite, share, np.inf)
+    scalar = np.ndim(actual) == 0 and np.ndim(expected) == 0
+    actual = np.atleast_1d(np.asarray(actual, dtype=np.float64))
+    expected = np.atleast_1d(np.asarray(expected, dtype=np.float64))
+    # Written with in-place operations: on a streamed file this runs over every Jacobian element.
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        abs_error = np.subtract(actual, expected)
+        np.abs(abs_error, out=abs_error)
+        magnitude = np.abs(expected)
+        tolerance = magnitude * rtol
+        tolerance += atol + _TINY
+        share = abs_error / tolerance
+        np.maximum(magnitude, np.abs(actual), out=magnitude)
+        np.maximum(magnitude, _TINY, out=magnitude)
+        rel_error = np.divide(abs_error, magnitude, out=magnitude)
+    # A NaN or infinity in either input makes the share NaN or infinite: argmax picks the first NaN, and
+    # the check fails. (Two finite values whose difference overflows count as not finite too.)
     flat = int(np.argmax(share))
     worst_index = tuple(int(i) for i in np.unravel_index(flat, share.shape))
-    all_finite = bool(finite.all())
+    worst_share = float(share[worst_index])
+    actual_value, expected_value = float(actual[worst_index]), float(expected[worst_index])
+    if scalar:
+        worst_index = ()
+    all_finite = bool(np.isfinite(worst_share)) and bool(np.isfinite(share.max()))
     return CheckResult(
         name=name,
-        passed=all_finite and bool((share <= 1.0).all()),
+        passed=all_finite and worst_share <= 1.0,
         max_abs_error=float(abs_error.max()) if all_finite else None,
         max_rel_error=float(rel_error.max()) if all_finite else None,
         worst_index=worst_index,
-        actual=float(actual[worst_index]),
-        expected=float(expected[worst_index]),
+        actual=actual_value,
+        expected=expected_value,
         description=description,
+        worst_share=worst_share if all_finite else float("inf"),
     )
+
+
+def _larger(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else max(a, b)
+
+
+def merge(earlier: CheckResult | None, later: CheckResult, offset: tuple[int, ...]) -> CheckResult:
+    """One check over a whole batch from its checks over consecutive pieces, exactly as if done at once.
+
+    `later` covers the elements whose index is `offset` beyond its own (the rows of a later chunk, or a
+    later column). The worst element is the one with the largest share of its tolerance, and of equal
+    shares the first in row-major order, which is what numpy.argmax over the whole array picks.
+    """
+    shifted = replace(later, worst_index=tuple(i + o for i, o in zip(later.worst_index, offset, strict=True)))
+    if earlier is None:
+        return shifted
+    later_wins = shifted.worst_share > earlier.worst_share or (
+        shifted.worst_share == earlier.worst_share and shifted.worst_index < earlier.worst_index
+    )
+    worst = shifted if later_wins else earlier
+    return replace(
+        worst,
+        passed=earlier.passed and shifted.passed,
+        max_abs_error=_larger(earlier.max_abs_error, shifted.max_abs_error),
+        max_rel_error=_larger(earlier.max_rel_error, shifted.max_rel_error),
+    )
+
+
+class ExactSum:
+    """The exactly rounded sum of many float64 values, added in any number of pieces, in any grouping.
+
+    So a loss summed over chunks of a streamed file equals, to the last bit, the loss summed at once.
+    Each value is an integer mantissa times a power of two; mantissas of equal exponent are summed as
+    integers (numpy, split in halves so int64 cannot overflow), and the total is kept as a Python integer.
+    """
+
+    _SHIFT = 1200  # 2^-1074 (the smallest subnormal) times 2^1200 is an integer
+
+    def __init__(self) -> None:
+        self._total = 0
+        self._non_finite = 0.0
+
+    def add(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.float64).ravel()
+        finite = np.isfinite(values)
+        if not finite.all():
+            self._non_finite += float(values[~finite].sum())
+            values = values[finite]
+        mantissas, exponents = np.frexp(values)
+        integers = (mantissas * 2.0**53).astype(np.int64)
+        for exponent in np.unique(exponents):
+            chosen = integers[exponents == exponent]
+            high, low = int((chosen >> 26).sum()), int((chosen & (2**26 - 1)).sum())
+            self._total += ((high << 26) + low) << (int(exponent) - 53 + self._SHIFT)
+
+    def value(self) -> float:
+        from fractions import Fraction
+
+        if self._non_finite != 0.0 or np.isnan(self._non_finite):
+            return self._non_finite
+        return float(Fraction(self._total, 2**self._SHIFT))
+
+
+def exact_sum(values: np.ndarray) -> float:
+    """The exactly rounded sum (the same whichever pieces the values arrive in; see ExactSum)."""
+    total = ExactSum()
+    total.add(values)
+    return total.value()

@@ -6,8 +6,8 @@ errors answer without paying for them.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-import traceback
 from typing import Any
 
 import click
@@ -23,11 +23,13 @@ from gradcheck_cli.options import (
     loss_options,
     output_options,
     supplied_options,
+    write_stdout,
 )
 from gradcheck_cli.schema import schema_command
 from gradcheck_cli.sweep import sweep as sweep_command
 
 EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 3, 130
+WIDE_JACOBIAN = 50
 _debug = False
 
 
@@ -55,6 +57,8 @@ class GradcheckGroup(click.Group):
             code = EXIT_USAGE
         except Exception as error:  # noqa: BLE001 - the last line of defence: one line, exit 3
             if _debug:
+                import traceback  # imported here: start-up pays for it only when it is needed
+
                 traceback.print_exc()
             _fail(f"internal error: {type(error).__name__}: {error} (re-run with --debug for the traceback)")
             code = EXIT_INTERNAL
@@ -103,29 +107,80 @@ _INPUT_KEYS = ("logits_args", "labels_arg", "targets_args", "input_path", "input
 @supplied_options
 @check_options
 @loss_options
+@click.option("--full", is_flag=True,
+              help="Every per-row array in tables and JSON, however big the input (default: up to 20,000 logits).")
 @output_options
-def check(impl: str | None, output_format: str, color: str, no_color: bool, **options: Any) -> int:
+def check(impl: str | None, full: bool, output_format: str, color: str, no_color: bool, **options: Any) -> int:
     """Check softmax, its Jacobian, the loss and its gradient against finite differences and your values.
+
+    Big CSV and JSON Lines files are checked in chunks of rows, in bounded memory.
 
     Example:
 
         gradcheck check --logits 1.1,2.2,0.2,-1.7 --labels 2
     """
-    from gradcheck_cli.implementation import Implementation
-    from gradcheck_cli.inputs import load_batch
-    from gradcheck_cli.report import Settings, run_check
+    from gradcheck_cli import stream
+    from gradcheck_cli.report import Settings
 
     inputs = {key: options.pop(key) for key in _INPUT_KEYS}
+    settings = Settings(**options)
     terminal.note(f"reading {inputs['input_path'] or 'the command line'}")
     watch = terminal.Stopwatch()
-    batch = load_batch(**inputs, ignore_index=options["ignore_index"])
-    watch.lap(f"read {batch.logits.shape[0]} x {batch.logits.shape[1]} logits from {batch.source or 'arguments'}")
-    implementation = Implementation.load(impl) if impl is not None else None
-    report = run_check(batch, Settings(**options), implementation)
+    alone = inputs["input_path"] is not None and not impl and not any(
+        inputs[key] for key in _INPUT_KEYS if key not in ("input_path", "input_format"))
+    with contextlib.ExitStack() as stack:
+        if alone and not full:
+            source = stack.enter_context(stream.open_source(inputs["input_path"], inputs["input_format"]))
+            big = source.size > stream.STREAM_ABOVE_BYTES or output_format == "ndjson"
+            if source.format in ("csv", "jsonl") and big:
+                report = _check_streamed(source, settings, output_format)
+                watch.lap(f"read {report.rows} x {report.classes} logits in chunks from {source.name}")
+            else:
+                inputs["input_path"], inputs["input_name"] = source.path, source.name
+                report = _check_in_memory(inputs, settings, impl, full, output_format, watch)
+        else:
+            report = _check_in_memory(inputs, settings, impl, full, output_format, watch)
     watch.lap(f"computed and compared {', '.join(check.name for check in report.checks)}")
     emit_report(report, output_format, "never" if no_color else color)
     watch.lap(f"wrote the {output_format} report")
     return report.exit_code
+
+
+def _check_streamed(source: Any, settings: Any, output_format: str) -> Any:
+    from gradcheck_cli import stream
+
+    def rows_out(start: int, batch: Any, part: Any, lines: Any) -> None:
+        write_stdout(lambda: stream.write_ndjson_rows(sys.stdout, start, batch, part, lines))
+
+    return stream.check_source(source, settings, rows_out if output_format == "ndjson" else None)
+
+
+def _check_in_memory(
+    inputs: dict[str, Any], settings: Any, impl: str | None, full: bool, output_format: str, watch: Any
+) -> Any:
+    import numpy as np
+
+    from gradcheck_cli import stream
+    from gradcheck_cli.implementation import Implementation
+    from gradcheck_cli.inputs import load_batch
+    from gradcheck_cli.render import FULL_LIMIT
+    from gradcheck_cli.report import run_check
+
+    batch = load_batch(**inputs, ignore_index=settings.ignore_index)
+    watch.lap(f"read {batch.logits.shape[0]} x {batch.logits.shape[1]} logits from {batch.source or 'arguments'}")
+    implementation = Implementation.load(impl) if impl is not None else None
+    keep = full or batch.logits.size <= FULL_LIMIT
+    # Tables show a corner of a wide Jacobian at most: past 50 classes they say so instead of building it.
+    jacobian = output_format == "json" or batch.logits.shape[1] <= WIDE_JACOBIAN
+    report = run_check(batch, settings, implementation, keep_arrays=keep and output_format != "ndjson",
+                       keep_jacobian=jacobian)
+    if output_format == "ndjson":
+        lines = None if batch.row_lines is None else np.asarray(batch.row_lines)
+        from gradcheck_cli.report import check_rows
+
+        part = check_rows(batch, report.settings)
+        write_stdout(lambda: stream.write_ndjson_rows(sys.stdout, 0, batch, part, lines))
+    return report
 
 
 main.add_command(schema_command)

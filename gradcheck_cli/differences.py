@@ -125,20 +125,21 @@ def column_perturbation(function: Callable[[np.ndarray], np.ndarray], logits: np
     return perturb
 
 
+def column_derivative(perturb: Perturbation, step: np.ndarray, column: int, method: str) -> np.ndarray:
+    """One method's stencil on one column: the derivative by logit `column` of every row (N x ...)."""
+    spec = METHODS[method]
+    if spec.complex_step:
+        value = perturb(column, 1j * step).imag
+    else:
+        value = np.zeros(())
+        for offset, weight in zip(spec.offsets, spec.weights, strict=True):
+            value = value + weight * perturb(column, offset * step)
+    return value / step.reshape((-1,) + (1,) * (np.ndim(value) - 1))
+
+
 def differentiate(perturb: Perturbation, h: np.ndarray, method: str) -> np.ndarray:
     """Apply a method's stencil to every column: N x ... x C, the last axis the logit differentiated."""
-    spec = METHODS[method]
-    columns = []
-    for j in range(h.shape[1]):
-        step = h[:, j]
-        if spec.complex_step:
-            value = perturb(j, 1j * step).imag
-        else:
-            value = np.zeros(())
-            for offset, weight in zip(spec.offsets, spec.weights, strict=True):
-                value = value + weight * perturb(j, offset * step)
-        columns.append(value / step.reshape((-1,) + (1,) * (np.ndim(value) - 1)))
-    return np.stack(columns, axis=-1)
+    return np.stack([column_derivative(perturb, h[:, j], j, method) for j in range(h.shape[1])], axis=-1)
 
 
 def finite_difference(
@@ -188,10 +189,15 @@ def numeric_gradient(loss: Differentiable, logits: np.ndarray, eps: float, metho
     return differentiate(perturb, steps(logits, eps), method) * loss.scale
 
 
-def numeric_jacobian(logits: np.ndarray, eps: float, method: str, temperature: float = 1.0) -> np.ndarray:
-    """ds/dz of s = softmax(z / T): moving z_j by d moves z_j / T by d / T."""
+def jacobian_perturbation(logits: np.ndarray, temperature: float = 1.0) -> Perturbation:
+    """The exact perturbation of s = softmax(z / T) as z moves: moving z_j by d moves z_j / T by d / T."""
     perturb = softmax_perturbation(logits / temperature)
-    return differentiate(lambda column, offsets: perturb(column, offsets / temperature), steps(logits, eps), method)
+    return lambda column, offsets: perturb(column, offsets / temperature)
+
+
+def numeric_jacobian(logits: np.ndarray, eps: float, method: str, temperature: float = 1.0) -> np.ndarray:
+    """ds/dz of s = softmax(z / T), N x C x C (the streaming check never builds it: see report.py)."""
+    return differentiate(jacobian_perturbation(logits, temperature), steps(logits, eps), method)
 
 
 # --- step-size sweep ----------------------------------------------------------------------------------------

@@ -18,11 +18,11 @@ import numpy as np
 from gradcheck_cli.core import one_hot
 from gradcheck_cli.errors import InputError
 
-FORMATS = ("auto", "csv", "json")
+FORMATS = ("auto", "csv", "json", "jsonl")
 
 # Exactly what a decimal number looks like: no underscores, no hex, no 'nan' or 'inf' (float() takes all).
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
-_INTEGER = re.compile(r"[+-]?\d+\Z")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z", re.ASCII)
+_INTEGER = re.compile(r"[+-]?\d+\Z", re.ASCII)
 _NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)\Z", re.IGNORECASE)
 _SEPARATORS = re.compile(r"[,\s]+")
 # Values a user computed with their own implementation, each checked against gradcheck's reference.
@@ -127,9 +127,9 @@ def rows_from_args(texts: tuple[str, ...], option: str) -> np.ndarray:
 # --- files --------------------------------------------------------------------------------------------
 
 
-def read_text(path: str) -> tuple[str, str]:
+def read_text(path: str, name: str | None = None) -> tuple[str, str]:
     """The UTF-8 text of a file (or of stdin for '-') and the name to use in messages."""
-    name = "<stdin>" if path == "-" else path
+    name = name or ("<stdin>" if path == "-" else path)
     try:
         if path == "-":
             data = sys.stdin.buffer.read()
@@ -161,9 +161,20 @@ def detect_format(path: str, text: str, requested: str) -> str:
     suffix = Path(path).suffix.lower() if path != "-" else ""
     if suffix == ".json":
         return "json"
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
     if suffix in (".csv", ".txt"):
         return "csv"
-    return "json" if text.lstrip()[:1] in ("{", "[") else "csv"
+    start = text.lstrip()
+    if start[:1] == "{" and _looks_like_json_lines(start):
+        return "jsonl"
+    return "json" if start[:1] in ("{", "[") else "csv"
+
+
+def _looks_like_json_lines(text: str) -> bool:
+    """Two or more lines that each hold one whole object: JSON Lines, not one (pretty-printed) object."""
+    lines = [line.strip() for line in text.splitlines()[:3] if line.strip()]
+    return len(lines) > 1 and all(line.startswith("{") and line.endswith("}") for line in lines)
 
 
 def _csv_lines(text: str) -> list[tuple[int, str]]:
@@ -192,40 +203,87 @@ def _is_header(cells: list[tuple[int, str]]) -> bool:
     return any(not _NUMBER.match(cell) and not _NON_FINITE.match(cell) for _, cell in cells)
 
 
+@dataclass(frozen=True)
+class CsvLayout:
+    """What the first data line of a CSV says about the rest: its width and where the label column is."""
+
+    header: list[str] | None
+    width: int
+    label_at: int | None
+
+
+def csv_layout(first: tuple[int, str], name: str) -> CsvLayout:
+    cells = [cell for _, cell in _csv_cells(first[1])]
+    if not _is_header(_csv_cells(first[1])):
+        return CsvLayout(None, len(cells), None)
+    label_at = cells.index(_LABEL_COLUMN) if _LABEL_COLUMN in cells else None
+    if label_at is not None and len(cells) == 1:
+        raise InputError(f"{name}: only a 'label' column; the other columns must hold the logits")
+    return CsvLayout(cells, len(cells), label_at)
+
+
+def parse_csv_rows(
+    lines: list[tuple[int, str]], name: str, layout: CsvLayout
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Logits (and labels, if the layout has a label column) of numbered data lines, or the first error.
+
+    The fast path hands the lines to numpy's C parser; anything it cannot take whole (a trailing comma,
+    a bad cell, a non-finite or non-integer value) goes through the exact parser, which either reads it
+    the same way or names the line and column of what is wrong.
+    """
+    try:
+        values = np.loadtxt([line for _, line in lines], delimiter=",", dtype=np.float64, ndmin=2, comments=None)
+        fast = values.shape == (len(lines), layout.width) and bool(np.isfinite(values).all())
+        if fast and layout.label_at is not None:
+            labels = values[:, layout.label_at]
+            fast = bool((labels == np.round(labels)).all()) and bool((np.abs(labels) < 2**53).all())
+    except ValueError:
+        fast = False
+    if fast:
+        if layout.label_at is None:
+            return values, None
+        return np.delete(values, layout.label_at, axis=1), values[:, layout.label_at].astype(np.int64)
+    return _parse_csv_rows_exactly(lines, name, layout)
+
+
+def _parse_csv_rows_exactly(
+    lines: list[tuple[int, str]], name: str, layout: CsvLayout
+) -> tuple[np.ndarray, np.ndarray | None]:
+    logits_rows: list[list[float]] = []
+    labels: list[int] = []
+    for number, line in lines:
+        cells = _csv_cells(line)
+        if len(cells) != layout.width:
+            expected = "the header has" if layout.header else "the first row has"
+            raise InputError(f"{name}:{number}: ragged row: {len(cells)} values, {expected} {layout.width}")
+        row = []
+        for k, (column, cell) in enumerate(cells):
+            where = f"{name}:{number}:{column}"
+            if k == layout.label_at:
+                labels.append(parse_label(cell, where))
+            else:
+                row.append(parse_number(cell, where))
+        logits_rows.append(row)
+    return np.array(logits_rows, dtype=np.float64), (
+        np.array(labels, dtype=np.int64) if layout.label_at is not None else None
+    )
+
+
 def read_csv(text: str, name: str) -> _Parsed:
     """One sample per line. A header row is optional; in it, a column named 'label' holds class indices."""
     lines = _csv_lines(text)
     if not lines:
         raise InputError(f"{name}: no data rows (only blank lines or comments)")
-    header: list[str] | None = None
-    if _is_header(_csv_cells(lines[0][1])):
-        header = [cell for _, cell in _csv_cells(lines[0][1])]
+    layout = csv_layout(lines[0], name)
+    if layout.header is not None:
         lines = lines[1:]
         if not lines:
             raise InputError(f"{name}: a header but no data rows")
-    label_at = header.index(_LABEL_COLUMN) if header and _LABEL_COLUMN in header else None
-    width = len(header) if header else len(_csv_cells(lines[0][1]))
-    logits_rows: list[list[float]] = []
-    labels: list[int] = []
-    for number, line in lines:
-        cells = _csv_cells(line)
-        if len(cells) != width:
-            expected = "the header has" if header else "the first row has"
-            raise InputError(f"{name}:{number}: ragged row: {len(cells)} values, {expected} {width}")
-        row = []
-        for k, (column, cell) in enumerate(cells):
-            where = f"{name}:{number}:{column}"
-            if k == label_at:
-                labels.append(parse_label(cell, where))
-            else:
-                row.append(parse_number(cell, where))
-        logits_rows.append(row)
-    if label_at is not None and width == 1:
-        raise InputError(f"{name}: only a 'label' column; the other columns must hold the logits")
+    logits, labels = parse_csv_rows(lines, name, layout)
     row_lines = [number for number, _ in lines]
     return _Parsed(
-        logits=np.array(logits_rows, dtype=np.float64),
-        labels=np.array(labels, dtype=np.int64) if label_at is not None else None,
+        logits=logits,
+        labels=labels,
         row_lines=row_lines,
         labels_from=f"the '{_LABEL_COLUMN}' column of {name}",
         locate_labels=lambda n: f"{name}:{row_lines[n]}",
@@ -387,6 +445,59 @@ def read_json(text: str, name: str) -> _Parsed:
     return parsed
 
 
+def strict_json_line(line: str, where: str) -> tuple[list[float], int | list[float]]:
+    """One JSON Lines sample: {"logits": [...], "label": k} (or "labels": k) or {"logits": [...], "targets": [...]}."""
+    document = _load_json(line, where)
+    if not isinstance(document, dict):
+        raise InputError(f'{where}: expected an object such as {{"logits": [...], "label": 0}}')
+    unknown = sorted(set(document) - {"logits", "label", "labels", "targets"})
+    if unknown:
+        raise InputError(f"{where}: unknown key {unknown[0]!r}; expected logits and label or targets")
+    if "logits" not in document:
+        raise InputError(f'{where}: no "logits" key')
+    logits = _json_matrix(document["logits"], "logits", where)
+    if logits.shape[0] != 1:
+        raise InputError(f"{where}: logits: one sample per line, a flat list of numbers")
+    given = [key for key in ("label", "labels", "targets") if key in document]
+    if len(given) != 1:
+        raise InputError(f'{where}: give exactly one of "label" or "targets"')
+    if given[0] == "targets":
+        targets = _json_matrix(document["targets"], "targets", where)
+        return logits[0].tolist(), targets[0].tolist()
+    label = document[given[0]]
+    if isinstance(label, list) and len(label) == 1:
+        label = label[0]
+    if not (_is_number(label) and float(label).is_integer()):
+        raise InputError(f"{where}: {given[0]}: expected an integer class index, got {json.dumps(label)[:40]}")
+    return logits[0].tolist(), int(label)
+
+
+def read_jsonl(text: str, name: str) -> _Parsed:
+    """JSON Lines held in memory: the same rows as the streaming reader, with the same messages."""
+    rows, answers, lines = [], [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            logits, answer = strict_json_line(line, f"{name}:{number}")
+            rows.append(logits)
+            answers.append(answer)
+            lines.append(number)
+    if not rows:
+        raise InputError(f"{name}: no data rows")
+    matrix = _rows_to_matrix(rows, "logits", [f"{name}:{number}" for number in lines])
+    parsed = _Parsed(logits=matrix, row_lines=lines)
+    if all(isinstance(answer, int) for answer in answers):
+        parsed.labels = np.array(answers, dtype=np.int64)
+        parsed.labels_from = f"the labels of {name}"
+        parsed.locate_labels = lambda n: f"{name}:{lines[n]}"
+    elif any(isinstance(answer, int) for answer in answers):
+        raise InputError(f"{name}: mixes labels and targets; give one kind in every line")
+    else:
+        parsed.targets = _rows_to_matrix(answers, "targets", [f"{name}:{number}" for number in lines])  # type: ignore[arg-type]
+        parsed.targets_from = f"the targets of {name}"
+        parsed.locate_targets = lambda n: f"{name}:{lines[n]}"
+    return parsed
+
+
 # --- putting a batch together -----------------------------------------------------------------------------
 
 
@@ -436,6 +547,7 @@ def load_batch(
     gradient_path: str | None = None,
     probabilities_path: str | None = None,
     loss_value: str | None = None,
+    input_name: str | None = None,
 ) -> Batch:
     """Gather logits and exactly one of labels or targets from wherever they were given, and validate them."""
     if input_path is not None and logits_args:
@@ -443,9 +555,11 @@ def load_batch(
     parsed = _Parsed()
     source = None
     if input_path is not None:
-        text, source = read_text(input_path)
-        reader = read_json if detect_format(input_path, text, input_format) == "json" else read_csv
-        parsed = reader(text, source)
+        text, source = read_text(input_path, input_name)
+        readers = {"json": read_json, "jsonl": read_jsonl, "csv": read_csv}
+        # A spooled stdin keeps stdin's rule: no extension, so the format is sniffed from the text.
+        path_for_format = "-" if source == "<stdin>" else input_path
+        parsed = readers[detect_format(path_for_format, text, input_format)](text, source)
     elif logits_args:
         parsed.logits = rows_from_args(logits_args, "--logits")
     else:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gradcheck_cli.checks import exact_sum
 from gradcheck_cli.core import log_softmax, softmax, softmax_complement, softmax_jacobian
 
 LOSSES = ("cross_entropy", "mse")
@@ -39,7 +40,10 @@ class _Reduced:
     def loss(self, logits: np.ndarray) -> float | np.ndarray:
         """The reduced loss: a float for mean and sum, the row losses for none."""
         rows = self.row_losses(logits)
-        return rows if self.reduction == "none" else float(rows.sum() * self.scale)
+        if self.reduction == "none":
+            return rows
+        total = exact_sum(rows)  # exactly rounded, so a streamed file's loss equals the in-memory one
+        return total / self.normalizer if self.reduction == "mean" else total
 
     def gradient(self, logits: np.ndarray) -> np.ndarray:
         """dL/dz for mean and sum; for none, the gradient of the sum of rows (each row's own)."""
@@ -164,7 +168,7 @@ def torch_cross_entropy(
         coefficients = np.zeros((labels.shape[0], classes))
         coefficients[np.arange(labels.shape[0]), safe] = (1.0 - label_smoothing) * label_weight
         coefficients += np.where(kept, label_smoothing / classes, 0.0)[:, None] * w[None, :]
-        normalizer = float(label_weight.sum())
+        normalizer = exact_sum(label_weight)
     else:
         assert targets is not None
         coefficients = w[None, :] * ((1.0 - label_smoothing) * targets + label_smoothing / classes)

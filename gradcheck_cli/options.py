@@ -71,7 +71,8 @@ input_options = _compose(
                  help="One sample's target distribution (one-hot or soft), instead of --labels. Repeatable."),
     click.option("-i", "--input", "input_path", type=INPUT_FILE, metavar="PATH",
                  help="Read logits (and labels or targets) from a CSV or JSON file; '-' reads stdin."),
-    click.option("--input-format", type=click.Choice(["auto", "csv", "json"]), default="auto", show_default=True,
+    click.option("--input-format", type=click.Choice(["auto", "csv", "json", "jsonl"]), default="auto",
+                 show_default=True,
                  help="Format of --input; auto goes by the extension, then by the first character."),
     click.option("--labels-file", "labels_path", type=INPUT_FILE, metavar="PATH",
                  help="A file of class indices, one per line, for the rows of --input."),
@@ -131,9 +132,10 @@ supplied_options = _compose(
 )
 
 output_options = _compose(
-    click.option("-f", "--format", "output_format", type=click.Choice(["table", "json", "github"]),
+    click.option("-f", "--format", "output_format", type=click.Choice(["table", "json", "github", "ndjson"]),
                  default="table", show_default=True, **_env("FORMAT"),
-                 help="Rich tables for people, one JSON object for programs, or GitHub Actions annotations."),
+                 help="Tables for people, one JSON object for programs, GitHub Actions annotations, or ndjson: "
+                      "one JSON line per sample, then the report."),
     click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
                  **_env("COLOR"),
                  help="Colour in table mode; auto means a terminal, NO_COLOR unset and TERM not dumb."),
@@ -157,7 +159,7 @@ def emit_report(report: Any, output_format: str, color: str) -> None:
     """Write a report to stdout in the chosen format; -q leaves only the verdict line in the text formats."""
     from gradcheck_cli import render
 
-    if output_format == "json":
+    if output_format in ("json", "ndjson"):  # ndjson: the rows were streamed already; the report ends it
         write_stdout(lambda: click.echo(render.render_json(report)))
     elif output_format == "github":
         write_stdout(lambda: click.echo(render.render_github(report)))

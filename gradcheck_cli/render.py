@@ -10,13 +10,16 @@ import numpy as np
 
 from gradcheck_cli import layout
 from gradcheck_cli.checks import CheckResult
-from gradcheck_cli.inputs import Batch
 from gradcheck_cli.report import Report
 from gradcheck_cli.schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+# Up to this many logits (rows x classes) the report carries every per-row array, in tables and JSON;
+# above it, a summary (checks, loss, worst rows) unless --full. 20,000 logits with C = 10 is already
+# 2,000 Jacobians, some 4 MB of JSON.
+FULL_LIMIT = 20_000
 # Tables show at most this many samples (and gradient entries); JSON always carries everything.
 MAX_TABLE_ROWS = 10
 MAX_GRADIENT_ENTRIES = 24
@@ -55,9 +58,9 @@ def check_to_dict(check: CheckResult) -> dict[str, Any]:
 
 
 def report_to_dict(report: Report) -> dict[str, Any]:
+    """The JSON report. The per-row arrays are there when report.full (`arrays` says which)."""
     settings = report.settings
-    logits = report.batch.logits
-    return {
+    document: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "command": "check",
         "passed": report.passed,
@@ -75,17 +78,31 @@ def report_to_dict(report: Report) -> dict[str, Any]:
             "ignore_index": settings.ignore_index,
             "temperature": settings.temperature,
         },
-        "shape": {"rows": int(logits.shape[0]), "classes": int(logits.shape[1])},
-        "probabilities": finite_or_none(report.probabilities),
-        "jacobian": finite_or_none(report.jacobian),
-        "loss": finite_or_none(report.loss),
-        "gradient": {
-            "analytic": finite_or_none(report.analytic_gradient),
-            "numeric": finite_or_none(report.numeric_gradient),
-        },
+        "shape": {"rows": report.rows, "classes": report.classes},
+        "arrays": report.full,
+        "loss": None if report.loss is None else finite_or_none(report.loss),
         "checks": [check_to_dict(check) for check in report.checks],
+        "worst_rows": worst_rows(report),
         "notes": report.notes,
     }
+    if report.full:
+        document["probabilities"] = finite_or_none(report.probabilities)
+        document["jacobian"] = finite_or_none(report.jacobian)
+        document["gradient"] = {
+            "analytic": finite_or_none(report.analytic_gradient),
+            "numeric": finite_or_none(report.numeric_gradient),
+        }
+    return document
+
+
+def worst_rows(report: Report) -> list[dict[str, Any]]:
+    """For each check, the row of its worst element and the file line it came from (if any)."""
+    rows = []
+    for check in report.checks:
+        if check.worst_index and check.name in ("gradient", "jacobian", "hessian"):
+            row = check.worst_index[0]
+            rows.append({"check": check.name, "row": row, "line": report.line_of(row), "passed": check.passed})
+    return rows
 
 
 def render_json(report: Report) -> str:
@@ -177,28 +194,36 @@ def _verdict(report: Report) -> Any:
 
 
 def render_tables(report: Report, console: Console, quiet: bool = False) -> None:
-    from rich.text import Text
 
     if quiet:
         console.print(_verdict(report), soft_wrap=True)
         return
     settings = report.settings
-    rows, classes = report.batch.logits.shape
+    rows, classes = report.rows, report.classes
     console.print(f"gradcheck: {rows} x {classes} logits, {settings.loss} ({settings.reduction}), {settings.dtype}")
     console.print(
         f"{settings.method} differences, eps {settings.eps:.3g}, atol {settings.atol:g}, rtol {settings.rtol:g}"
     )
+    if not report.full:
+        _render_summary(report, console)
+        return
 
+    assert report.probabilities is not None
+    assert report.analytic_gradient is not None and report.numeric_gradient is not None
     shown_rows = min(rows, MAX_TABLE_ROWS)
     _matrix(console, "Softmax probabilities s", "row", [str(n) for n in range(shown_rows)],
             [f"s_{c}" for c in range(classes)], _cells(report.probabilities), "classes")
     _more(console, MAX_TABLE_ROWS, rows, "rows")
 
     names = ([f"s_{i}" for i in range(classes)], [f"z_{j}" for j in range(classes)])
-    for n in range(min(rows, MAX_JACOBIAN_ROWS)):
-        _matrix(console, f"Softmax Jacobian of row {n}: J_ij = ds_i/dz_j = s_i (d_ij - s_j)", "", *names,
-                _cells(report.jacobian[n]), "columns", max_rows=MAX_JACOBIAN_CLASSES)
-    _more(console, MAX_JACOBIAN_ROWS, rows, "Jacobians")
+    if report.jacobian is None:  # too wide to be worth building only to show a corner of it
+        console.print(f"Softmax Jacobian: {classes} x {classes} per row, checked column by column "
+                      "(-f json prints it)")
+    else:
+        for n in range(min(rows, MAX_JACOBIAN_ROWS)):
+            _matrix(console, f"Softmax Jacobian of row {n}: J_ij = ds_i/dz_j = s_i (d_ij - s_j)", "", *names,
+                    _cells(report.jacobian[n]), "columns", max_rows=MAX_JACOBIAN_CLASSES)
+        _more(console, MAX_JACOBIAN_ROWS, rows, "Jacobians")
 
     loss = report.loss
     if isinstance(loss, np.ndarray):
@@ -218,6 +243,27 @@ def render_tables(report: Report, console: Console, quiet: bool = False) -> None
         gradient.add_row(str(n), str(c), _number(a), _number(b), f"{error:.2e}", f"{relative:.2e}")
     console.print(gradient)
     _more(console, len(entries), rows * classes, "gradient entries")
+
+    _render_checks(report, console)
+
+
+def _render_summary(report: Report, console: Console) -> None:
+    """A big input: no per-row tables, but the loss, every check, and the rows where each check is worst."""
+    console.print(f"{report.rows} rows checked in full; per-row tables are left out above "
+                  f"{FULL_LIMIT} logits (--full prints them, --format ndjson streams them)")
+    loss = report.loss
+    if loss is not None and not isinstance(loss, np.ndarray):
+        console.print(f"Loss ({report.settings.loss}, {report.settings.reduction}): {loss!r}")
+    worst = _table("Worst rows", "check", "row", "line", "result")
+    for entry in worst_rows(report):
+        line = "" if entry["line"] is None else str(entry["line"])
+        worst.add_row(entry["check"], str(entry["row"]), line, "pass" if entry["passed"] else "FAIL")
+    console.print(worst)
+    _render_checks(report, console)
+
+
+def _render_checks(report: Report, console: Console) -> None:
+    from rich.text import Text
 
     checks = _table("Checks", "check", "result", "max abs err", "max rel err", "worst element")
     for check in report.checks:
@@ -247,13 +293,13 @@ def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def github_error(batch: Batch, title: str, message: str, row: int | None = None) -> str:
-    """One `::error` workflow command, placed on the input file (and the line of `row`) when there is a file."""
+def github_error(source: str | None, title: str, message: str, line: int | None = None) -> str:
+    """One `::error` workflow command, placed on the input file (and its line) when there is a file."""
     properties = []
-    if batch.source and batch.source != "<stdin>":
-        properties.append(f"file={_escape_property(batch.source)}")
-        if batch.row_lines is not None and row is not None and row < len(batch.row_lines):
-            properties.append(f"line={batch.row_lines[row]}")
+    if source and source != "<stdin>":
+        properties.append(f"file={_escape_property(source)}")
+        if line is not None:
+            properties.append(f"line={line}")
     properties.append(f"title={_escape_property(title)}")
     return f"::error {','.join(properties)}::{_escape_data(message)}"
 
@@ -265,7 +311,8 @@ def github_annotation(report: Report, check: CheckResult) -> str:
         f"(atol {report.settings.atol:g}, rtol {report.settings.rtol:g})"
     )
     row = check.worst_index[0] if check.worst_index else None
-    return github_error(report.batch, f"gradcheck: {check.name} disagrees", message, row)
+    line = report.line_of(row) if row is not None else None
+    return github_error(report.source, f"gradcheck: {check.name} disagrees", message, line)
 
 
 def render_github(report: Report) -> str:

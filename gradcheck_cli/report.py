@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gradcheck_cli import core, differences
-from gradcheck_cli.checks import CheckResult, compare
+from gradcheck_cli.checks import CheckResult, ExactSum, compare, merge
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs import Batch
 from gradcheck_cli.losses import Loss, squared_error, torch_cross_entropy
@@ -49,15 +50,22 @@ class Settings:
 
 @dataclass
 class Report:
+    """Everything a run found. The per-row arrays are None when they were not kept (a big or streamed input)."""
+
     settings: Settings
-    batch: Batch
-    probabilities: np.ndarray
-    jacobian: np.ndarray
-    loss: float | np.ndarray
-    analytic_gradient: np.ndarray
-    numeric_gradient: np.ndarray
+    rows: int
+    classes: int
+    loss: float | np.ndarray | None
     checks: list[CheckResult]
+    batch: Batch | None = None
+    probabilities: np.ndarray | None = None
+    jacobian: np.ndarray | None = None
+    analytic_gradient: np.ndarray | None = None
+    numeric_gradient: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    source: str | None = None
+    # The file line each row came from (for annotations and worst-row tables), when the input was a file.
+    line_of: Callable[[int], int | None] = lambda row: None
 
     @property
     def passed(self) -> bool:
@@ -67,9 +75,19 @@ class Report:
     def exit_code(self) -> int:
         return EXIT_AGREE if self.passed else EXIT_DISAGREE
 
+    @property
+    def full(self) -> bool:
+        """Whether the per-row arrays are here (else the report is a summary)."""
+        return self.probabilities is not None
 
-def build_loss(batch: Batch, settings: Settings, dtype: np.dtype = np.dtype(np.float64)) -> Loss:
-    """The loss the settings describe, on this batch, in the given dtype; or an InputError saying why not."""
+
+def build_loss(
+    batch: Batch, settings: Settings, dtype: np.dtype = np.dtype(np.float64), whole: bool = True
+) -> Loss:
+    """The loss the settings describe, on this batch, in the given dtype; or an InputError saying why not.
+
+    `whole` is False for one chunk of a bigger input, whose mean divisor comes from the whole input.
+    """
     classes = batch.logits.shape[1]
     weights = None if settings.weights is None else np.array(settings.weights)
     if weights is not None and weights.shape[0] != classes:
@@ -90,7 +108,7 @@ def build_loss(batch: Batch, settings: Settings, dtype: np.dtype = np.dtype(np.f
         ignore_index=settings.ignore_index,
         temperature=settings.temperature,
     )
-    if settings.reduction == "mean" and loss.normalizer == 0.0:
+    if whole and settings.reduction == "mean" and loss.normalizer == 0.0:
         raise InputError(
             "the mean divides by the summed weights of the rows not ignored, and that is 0 here "
             "(every row ignored, or only zero weights): use --reduction sum or none"
@@ -98,66 +116,182 @@ def build_loss(batch: Batch, settings: Settings, dtype: np.dtype = np.dtype(np.f
     return replace(loss, coefficients=loss.coefficients.astype(dtype))
 
 
-def run_check(batch: Batch, settings: Settings, implementation: Implementation | None = None) -> Report:
-    """Compute the analytic quantities in the chosen dtype and check them against float64 references.
+@dataclass
+class RowChecks:
+    """The checks of a run of consecutive rows, and what a report or a per-row stream needs of them."""
+
+    checks: list[CheckResult]
+    row_losses: np.ndarray  # unscaled, in the analytic dtype
+    probabilities: np.ndarray
+    analytic_gradient: np.ndarray
+    numeric_gradient: np.ndarray
+
+
+def _jacobian_check(low: np.ndarray, logits: np.ndarray, settings: Settings) -> CheckResult:
+    """The Jacobian check one column at a time, so memory stays N x C however large C is.
+
+    Each column's analytic and numeric values are computed exactly as the full N x C x C arrays would hold
+    them, and merge() picks the same worst element numpy.argmax would, so the result is identical.
+    """
+    assert settings.eps is not None and settings.atol is not None and settings.rtol is not None
+    dtype = low.dtype
+    temperature = dtype.type(settings.temperature)
+    scaled = low / temperature
+    s, complement = core.softmax(scaled), core.softmax_complement(scaled)
+    perturb = differences.jacobian_perturbation(logits, settings.temperature)
+    h = differences.steps(logits, settings.eps)
+    result: CheckResult | None = None
+    for j in range(logits.shape[1]):
+        analytic = -s * s[:, j : j + 1]
+        analytic[:, j] = s[:, j] * complement[:, j]
+        numeric = differences.column_derivative(perturb, h[:, j], j, settings.method)
+        part = compare("jacobian", analytic / temperature, numeric, settings.atol, settings.rtol,
+                       description="ds/dz, analytic vs finite differences")
+        result = merge(result, replace(part, worst_index=(*part.worst_index, j)), (0, 0, 0))
+    assert result is not None
+    return result
+
+
+def check_rows(batch: Batch, settings: Settings, normalizer: float | None = None) -> RowChecks:
+    """The gradient, Jacobian (and Hessian) checks of some rows; `normalizer` is the whole input's mean divisor.
 
     In float32 the logits are first rounded to float32, and the reference is computed at those same
     rounded logits, so the check measures the float32 error of the formulas, not of the input.
     """
+    assert settings.eps is not None and settings.atol is not None and settings.rtol is not None
+    dtype = np.dtype(settings.dtype)
+    low = batch.logits.astype(dtype)
+    logits = low.astype(np.float64)
+    reference_loss = build_loss(batch, settings, whole=normalizer is None)
+    analytic_loss = build_loss(batch, settings, dtype, whole=normalizer is None)
+    if normalizer is not None:
+        reference_loss = replace(reference_loss, normalizer=normalizer)
+        analytic_loss = replace(analytic_loss, normalizer=normalizer)
+    analytic = analytic_loss.gradient(low)
+    numeric = differences.numeric_gradient(reference_loss, logits, settings.eps, settings.method)
+    tolerances = {"atol": settings.atol, "rtol": settings.rtol}
+    checks = [
+        compare("gradient", analytic, numeric, **tolerances, description="dL/dz, analytic vs finite differences"),
+        _jacobian_check(low, logits, settings),
+    ]
+    if settings.order == 2:
+        hessian = analytic_loss.hessian(low)
+        numeric_hessian = differences.finite_difference(reference_loss.gradient, logits, settings.eps, settings.method)
+        checks.append(compare("hessian", hessian, numeric_hessian, **tolerances,
+                              description="d2L/dz2, analytic vs finite differences of the gradient"))
+    probabilities = core.softmax(low / dtype.type(settings.temperature))
+    return RowChecks(checks, analytic_loss.row_losses(low), probabilities, analytic, numeric)
+
+
+def normalizer_of(batches: Iterable[Batch], settings: Settings) -> float:
+    """The mean's divisor over a whole input that arrives in pieces: the summed weights of the rows kept."""
+    total, rows = ExactSum(), 0
+    for batch in batches:
+        loss = build_loss(batch, replace(settings, reduction="sum"))
+        rows += batch.logits.shape[0]
+        if settings.loss == "cross_entropy" and batch.labels is not None:
+            kept = np.ones(batch.labels.shape[0], dtype=bool)
+            if settings.ignore_index is not None:
+                kept = batch.labels != settings.ignore_index
+            weights = np.ones(batch.logits.shape[1]) if settings.weights is None else np.array(settings.weights)
+            total.add(np.where(kept, weights[np.where(kept, batch.labels, 0)], 0.0))
+        del loss
+    if settings.loss == "cross_entropy" and (settings.weights is not None or settings.ignore_index is not None):
+        return total.value()
+    return float(rows)
+
+
+def _reduced_loss(row_losses: ExactSum, settings: Settings, normalizer: float) -> float:
+    total = row_losses.value()
+    return total / normalizer if settings.reduction == "mean" else total
+
+
+def stream_check(
+    batches: Iterable[Batch],
+    settings: Settings,
+    normalizer: float | None,
+    on_rows: Callable[[int, Batch, RowChecks], None],
+) -> tuple[list[CheckResult], float | None, int, int]:
+    """Check an input that arrives in batches of rows, keeping only the merged checks and an exact loss sum.
+
+    Returns (checks, reduced loss or None for reduction none, rows, classes). `on_rows` sees each piece
+    (its first row's index, the batch, its checks) as it is done, for per-row output and progress.
+    """
+    settings = settings.resolved()
+    merged: list[CheckResult | None] = []
+    losses, rows, classes = ExactSum(), 0, 0
+    for batch in batches:
+        part = check_rows(batch, settings, normalizer)
+        merged = [merge(before, check, (rows,) + (0,) * (len(check.worst_index) - 1))
+                  for before, check in zip(merged or [None] * len(part.checks), part.checks, strict=True)]
+        losses.add(part.row_losses.astype(np.float64))
+        on_rows(rows, batch, part)
+        rows += batch.logits.shape[0]
+        classes = batch.logits.shape[1]
+    if rows == 0:
+        raise InputError("no data rows")
+    loss = None if settings.reduction == "none" else _reduced_loss(losses, settings, normalizer or float(rows))
+    return [check for check in merged if check is not None], loss, rows, classes
+
+
+def run_check(
+    batch: Batch,
+    settings: Settings,
+    implementation: Implementation | None = None,
+    keep_arrays: bool = True,
+    keep_jacobian: bool = True,
+) -> Report:
+    """Check a batch held in memory; with keep_arrays the report carries every per-row array for output.
+
+    The N x C x C Jacobian is built only with keep_jacobian (the checks never need it whole).
+    """
     settings = settings.resolved()
     assert settings.eps is not None and settings.atol is not None and settings.rtol is not None
+    result = check_rows(batch, settings)
+    checks = list(result.checks)
     dtype = np.dtype(settings.dtype)
     temperature = settings.temperature
     low = batch.logits.astype(dtype)
     logits = low.astype(np.float64)
     reference_loss = build_loss(batch, settings)
     analytic_loss = build_loss(batch, settings, dtype)
-    scaled = low / dtype.type(temperature)
-    probabilities = core.softmax(scaled)
-    jacobian = core.softmax_jacobian(probabilities, core.softmax_complement(scaled)) / dtype.type(temperature)
-    analytic = analytic_loss.gradient(low)
-    numeric = differences.numeric_gradient(reference_loss, logits, settings.eps, settings.method)
-    numeric_jacobian = differences.numeric_jacobian(logits, settings.eps, settings.method, temperature)
     tolerances = {"atol": settings.atol, "rtol": settings.rtol}
-    checks = [
-        compare("gradient", analytic, numeric, **tolerances, description="dL/dz, analytic vs finite differences"),
-        compare(
-            "jacobian", jacobian, numeric_jacobian, **tolerances, description="ds/dz, analytic vs finite differences"
-        ),
-    ]
-    if settings.order == 2:
-        hessian = analytic_loss.hessian(low)
-        numeric_hessian = differences.finite_difference(reference_loss.gradient, logits, settings.eps, settings.method)
-        checks.append(
-            compare("hessian", hessian, numeric_hessian, **tolerances,
-                    description="d2L/dz2, analytic vs finite differences of the gradient")
-        )
-    loss_value = analytic_loss.loss(low)
-    reference = {
-        "probabilities": core.softmax(logits / temperature),
-        "jacobian": core.softmax_jacobian(core.softmax(logits / temperature),
-                                          core.softmax_complement(logits / temperature)) / temperature,
-        "loss": reference_loss.loss(logits),
-        "gradient": reference_loss.gradient(logits),
-    }
-    for name, supplied in batch.supplied.items():
-        expected = np.asarray(reference[name])
-        if supplied.size != expected.size:  # only the loss can get here: one number vs one per row
-            raise InputError(f"the supplied loss has {supplied.size} values; --reduction {settings.reduction} "
-                             f"gives {'one per row' if settings.reduction == 'none' else 'one number'}")
-        checks.append(compare(f"supplied {name}", supplied.reshape(expected.shape), expected, **tolerances,
-                              description=f"the {name} you supplied vs gradcheck's reference"))
+    if batch.supplied:
+        scaled = logits / temperature
+        reference = {
+            "probabilities": core.softmax(scaled),
+            "jacobian": core.softmax_jacobian(core.softmax(scaled), core.softmax_complement(scaled)) / temperature,
+            "loss": reference_loss.loss(logits),
+            "gradient": reference_loss.gradient(logits),
+        }
+        for name, supplied in batch.supplied.items():
+            expected = np.asarray(reference[name])
+            if supplied.size != expected.size:  # only the loss can get here: one number vs one per row
+                raise InputError(f"the supplied loss has {supplied.size} values; --reduction {settings.reduction} "
+                                 f"gives {'one per row' if settings.reduction == 'none' else 'one number'}")
+            checks.append(compare(f"supplied {name}", supplied.reshape(expected.shape), expected, **tolerances,
+                                  description=f"the {name} you supplied vs gradcheck's reference"))
     notes: list[str] = []
     if implementation is not None:
         checks += implementation.checks(logits, batch.targets, reference_loss, settings, notes)
-    return Report(
+    row_lines = batch.row_lines
+    report = Report(
         settings=settings,
-        batch=batch,
-        probabilities=probabilities,
-        jacobian=jacobian,
-        loss=loss_value,
-        analytic_gradient=analytic,
-        numeric_gradient=numeric,
+        rows=batch.logits.shape[0],
+        classes=batch.logits.shape[1],
+        loss=analytic_loss.loss(low),
         checks=checks,
+        batch=batch,
         notes=notes,
+        source=batch.source,
+        line_of=(lambda row: row_lines[row] if row < len(row_lines) else None) if row_lines else (lambda row: None),
     )
+    if keep_arrays:
+        scaled_low = low / dtype.type(temperature)
+        report.probabilities = result.probabilities
+        if keep_jacobian:
+            report.jacobian = core.softmax_jacobian(result.probabilities, core.softmax_complement(scaled_low))
+            report.jacobian /= dtype.type(temperature)
+        report.analytic_gradient = result.analytic_gradient
+        report.numeric_gradient = result.numeric_gradient
+    return report

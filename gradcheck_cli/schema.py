@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.resources import files
-
 import click
 
 SCHEMA_FILE = "schema.json"
@@ -13,6 +11,8 @@ SCHEMA_VERSION = 1
 
 def schema_text() -> str:
     """The schema exactly as shipped (it is also in the repository at gradcheck_cli/schema.json)."""
+    from importlib.resources import files  # only `gradcheck schema` and the tests need it: keep start-up lean
+
     return files("gradcheck_cli").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
 
 

@@ -1,0 +1,299 @@
+"""Read CSV and JSON Lines files in chunks of rows, so a file of any size is checked in bounded memory.
+
+Each chunk becomes an ordinary Batch; report.stream_check checks them one by one and merges the results,
+which come out identical to reading the file whole (tests/test_streaming.py holds that to the last bit).
+Parsing reuses inputs.py's CSV layout and row parser, so every error names the same file, line and column.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from gradcheck_cli import core
+from gradcheck_cli.errors import InputError
+from gradcheck_cli.inputs import Batch, CsvLayout, csv_layout, parse_csv_rows, strict_json_line
+
+# About this many bytes of text per chunk: a few MB of arrays, whatever the number of rows.
+CHUNK_BYTES = 4 << 20
+# Files up to this size are read whole; larger CSV and JSON Lines files stream.
+STREAM_ABOVE_BYTES = 8 << 20
+def _skipped(lines: list[bytes]) -> int:
+    """How many of these lines are blank or '#' comments."""
+    return sum(1 for line in lines if not line.strip() or line.lstrip().startswith(b"#"))
+
+
+@dataclass
+class Source:
+    path: str  # a real file (stdin is spooled to one first)
+    name: str  # what messages call it
+    format: str  # "csv" or "jsonl"
+    size: int
+
+
+@contextmanager
+def open_source(path: str, requested_format: str) -> Iterator[Source]:
+    """The input as a file on disk: stdin is copied to a temporary file first (in blocks: bounded memory)."""
+    if path != "-":
+        if not os.path.isfile(path):  # missing, a directory...: inputs.read_text words the error
+            yield Source(path, path, "unreadable", 0)
+            return
+        try:
+            yield Source(path, path, _format_of(path, requested_format), os.stat(path).st_size)
+        except PermissionError:
+            yield Source(path, path, "unreadable", 0)
+        return
+    with tempfile.NamedTemporaryFile(prefix="gradcheck-stdin-", suffix=".txt") as spool:
+        shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+        spool.flush()
+        yield Source(spool.name, "<stdin>", _format_of(spool.name, requested_format, sniff=True), spool.tell())
+
+
+def _format_of(path: str, requested: str, sniff: bool = False) -> str:
+    if requested != "auto":
+        return requested
+    suffix = Path(path).suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if suffix in (".csv", ".txt") and not sniff:
+        return "csv"
+    with open(path, "rb") as handle:
+        start = handle.read(4096).lstrip()
+    return "jsonl" if start[:1] == b"{" else "csv"
+
+
+def count_rows(source: Source) -> int:
+    """Data rows in the file, counted on raw bytes (blank lines and '#' comments skipped), header excluded."""
+    lines = skipped = 0
+    first_data: bytes | None = None
+    with open(source.path, "rb") as handle:
+        while block := handle.read(CHUNK_BYTES):
+            block += handle.readline()  # end on a line boundary
+            parts = block.split(b"\n")
+            if parts[-1] == b"":
+                parts.pop()
+            lines += len(parts)
+            skipped += _skipped(parts) if b"#" in block or not all(map(bytes.strip, parts)) else 0
+            if first_data is None:
+                first_data = next((line for line in block.splitlines() if line.strip() and
+                                   not line.lstrip().startswith(b"#")), None)
+    rows = lines - skipped
+    if source.format == "csv" and first_data is not None:
+        text = first_data.decode("utf-8-sig", errors="replace")
+        rows -= csv_layout((1, text), source.name).header is not None
+    return rows
+
+
+def _text_blocks(source: Source, chunk_bytes: int) -> Iterator[tuple[int, list[str]]]:
+    """(number of the first line, lines) in blocks of about chunk_bytes, decoded strictly as UTF-8."""
+    number = 1
+    with open(source.path, encoding="utf-8-sig", newline=None, errors="strict") as handle:
+        while True:
+            try:
+                block = handle.readlines(chunk_bytes)
+            except UnicodeDecodeError as error:
+                raise InputError(f"{source.name}: not UTF-8 text (near line {number}: {error.reason})") from None
+            if not block:
+                return
+            if any("\x00" in line for line in block):
+                raise InputError(f"{source.name}: binary data (a NUL byte near line {number}), expected text")
+            yield number, block
+            number += len(block)
+
+
+def csv_batches(source: Source, chunk_bytes: int = CHUNK_BYTES, ignore_index: int | None = None,
+                line_of: list[np.ndarray] | None = None) -> Iterator[Batch]:
+    """The CSV's rows as Batches of about chunk_bytes of text each, with the same rules as inputs.read_csv."""
+    layout: CsvLayout | None = None
+    for first, block in _text_blocks(source, chunk_bytes):
+        # all(map(...)) and str.join run in C: the common block of data lines costs no Python loop here.
+        if layout is None or not all(map(str.strip, block)) or "#" in "".join(block):
+            numbered = [(first + k, line) for k, line in enumerate(block)
+                        if (stripped := line.strip()) and not stripped.startswith("#")]
+        else:  # the common case, a block of data lines only: no per-line bookkeeping
+            numbered = list(zip(range(first, first + len(block)), block, strict=True))
+        if layout is None:
+            if not numbered:
+                continue
+            layout = csv_layout(numbered[0], source.name)
+            if layout.header is not None:
+                numbered = numbered[1:]
+        if not numbered:
+            continue
+        logits, labels = parse_csv_rows(numbered, source.name, layout)
+        if labels is None:
+            raise InputError(f"{source.name}: streaming needs the labels in the file: a 'label' column")
+        lines = np.fromiter((number for number, _ in numbered), dtype=np.int64, count=len(numbered))
+        yield _labelled_batch(logits, labels, lines, source.name, ignore_index, line_of)
+    if layout is None:
+        raise InputError(f"{source.name}: no data rows (only blank lines or comments)")
+
+
+def jsonl_batches(source: Source, chunk_bytes: int = CHUNK_BYTES, ignore_index: int | None = None,
+                  line_of: list[np.ndarray] | None = None) -> Iterator[Batch]:
+    """JSON Lines: one object per line, {"logits": [...], "label": k} or {"logits": [...], "targets": [...]}."""
+    width: int | None = None
+    with_labels: bool | None = None
+    for first, block in _text_blocks(source, chunk_bytes):
+        rows, answers, lines = [], [], []
+        for k, line in enumerate(block):
+            if not line.strip():
+                continue
+            number = first + k
+            logits, answer = strict_json_line(line, f"{source.name}:{number}")
+            width = len(logits) if width is None else width
+            if len(logits) != width:
+                raise InputError(
+                    f"{source.name}:{number}: ragged logits: {len(logits)} values, the first row has {width}"
+                )
+            is_label = isinstance(answer, int)
+            with_labels = is_label if with_labels is None else with_labels
+            if is_label != with_labels:
+                raise InputError(f"{source.name}:{number}: mixes labels and targets; give one kind in every line")
+            if isinstance(answer, list) and len(answer) != width:
+                raise InputError(f"{source.name}:{number}: targets have {len(answer)} classes, the logits {width}")
+            rows.append(logits)
+            answers.append(answer)
+            lines.append(number)
+        if not rows:
+            continue
+        matrix, numbers = np.array(rows, dtype=np.float64), np.array(lines)
+        if with_labels:
+            labels = np.array(answers, dtype=np.int64)
+            yield _labelled_batch(matrix, labels, numbers, source.name, ignore_index, line_of)
+        else:
+            targets = np.array(answers, dtype=np.float64)
+            negative = np.argwhere(targets < 0)
+            if negative.size:
+                raise InputError(f"{source.name}:{numbers[negative[0][0]]}: a target is negative")
+            if line_of is not None:
+                line_of.append(numbers)
+            yield Batch(logits=matrix, labels=None, targets=targets, source=source.name)
+    if width is None:
+        raise InputError(f"{source.name}: no data rows")
+
+
+def _labelled_batch(logits: np.ndarray, labels: np.ndarray, lines: np.ndarray, name: str,
+                    ignore_index: int | None, line_of: list[np.ndarray] | None) -> Batch:
+    classes = logits.shape[1]
+    bad = np.flatnonzero(((labels < 0) | (labels >= classes)) & (labels != ignore_index))
+    if bad.size:
+        raise InputError(f"{name}:{lines[bad[0]]}: label {labels[bad[0]]} is out of range; "
+                         f"with {classes} classes a label is 0 to {classes - 1}")
+    kept = labels != ignore_index if ignore_index is not None else np.ones(labels.shape[0], dtype=bool)
+    if line_of is not None:
+        line_of.append(lines)
+    targets = core.one_hot(np.where(kept, labels, 0), classes) * kept[:, None]
+    return Batch(logits=logits, labels=labels, targets=targets, source=name)
+
+
+def batches(source: Source, chunk_bytes: int = CHUNK_BYTES, ignore_index: int | None = None,
+            line_of: list[np.ndarray] | None = None) -> Iterator[Batch]:
+    read = jsonl_batches if source.format == "jsonl" else csv_batches
+    return read(source, chunk_bytes, ignore_index, line_of)
+
+
+def line_lookup(pieces: list[np.ndarray]) -> Callable[[int], int | None]:
+    """Row index -> file line, from the line numbers of each chunk (kept only as int64: 8 bytes a row)."""
+    starts = np.cumsum([0] + [len(piece) for piece in pieces])
+
+    def line_of(row: int) -> int | None:
+        k = int(np.searchsorted(starts, row, side="right")) - 1
+        return int(pieces[k][row - starts[k]]) if 0 <= k < len(pieces) else None
+
+    return line_of
+
+
+def write_ndjson_rows(out: IO[str], start: int, batch: Batch, part: object, lines: np.ndarray | None) -> None:
+    """One JSON object per sample: its loss, probabilities, gradients and whether its gradient agrees."""
+    from gradcheck_cli.report import RowChecks
+
+    assert isinstance(part, RowChecks)
+    error = np.abs(part.analytic_gradient - part.numeric_gradient)
+    records = []
+    for k in range(batch.logits.shape[0]):
+        record = {
+            "row": start + k,
+            "line": None if lines is None else int(lines[k]),
+            "loss": _finite(float(part.row_losses[k])),
+            "probabilities": [_finite(v) for v in part.probabilities[k].tolist()],
+            "gradient": {"analytic": [_finite(v) for v in part.analytic_gradient[k].tolist()],
+                         "numeric": [_finite(v) for v in part.numeric_gradient[k].tolist()]},
+            "max_abs_error": _finite(float(error[k].max())),
+        }
+        records.append(json.dumps(record, allow_nan=False))
+    out.write("\n".join(records) + "\n")
+
+
+def _finite(value: float) -> float | None:
+    return value if np.isfinite(value) else None
+
+
+def check_source(
+    source: Source,
+    settings: object,
+    on_rows: Callable[[int, Batch, object, np.ndarray | None], None] | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> object:
+    """Check a whole file chunk by chunk and return a summary Report (no per-row arrays kept).
+
+    The mean's divisor must be known before the first chunk is scaled: the row count comes from a quick
+    pass over the raw bytes; with class weights or an ignored label it needs the labels, so the file is
+    parsed twice.
+    """
+    from gradcheck_cli.report import Report, Settings, normalizer_of, stream_check
+
+    assert isinstance(settings, Settings)
+    ignore_index = settings.ignore_index
+    normalizer = None
+    total_rows = count_rows(source)
+    if settings.reduction == "mean":
+        needs_labels = settings.loss == "cross_entropy" and (
+            settings.weights is not None or settings.ignore_index is not None
+        )
+        if needs_labels:
+            normalizer = normalizer_of(batches(source, chunk_bytes, ignore_index), settings)
+        else:
+            normalizer = float(total_rows)
+        if normalizer == 0.0:
+            raise InputError("the mean divides by the summed weights of the rows not ignored, and that is 0 here: "
+                             "use --reduction sum or none")
+    pieces: list[np.ndarray] = []
+
+    def each(start: int, batch: Batch, part: object) -> None:
+        if on_rows is not None:
+            on_rows(start, batch, part, pieces[-1] if pieces else None)
+
+    with _progress(total_rows, source.size) as advance:
+        def tracked() -> Iterator[Batch]:
+            for batch in batches(source, chunk_bytes, ignore_index, pieces):
+                yield batch
+                advance(batch.logits.shape[0])
+
+        checks, loss, rows, classes = stream_check(tracked(), settings, normalizer, each)
+    return Report(settings=settings.resolved(), rows=rows, classes=classes, loss=loss, checks=checks,
+                  source=source.name, line_of=line_lookup(pieces))
+
+
+@contextmanager
+def _progress(total_rows: int, size: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr, only when stderr is a terminal and the file is big enough to take a while."""
+    if size < STREAM_ABOVE_BYTES or not sys.stderr.isatty():
+        yield lambda rows: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("checking rows", total=total_rows)
+        yield lambda rows: progress.advance(task, rows)

@@ -1,0 +1,162 @@
+"""Streaming: chunk boundaries change nothing, JSON Lines streams the same way, ndjson, summaries, wide rows."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from gradcheck_cli import stream
+from gradcheck_cli.inputs import load_batch
+from gradcheck_cli.report import Settings, run_check
+
+
+def write_csv(path, logits, labels, comments=True):
+    lines = ["# a dump", "z" + ",z".join(str(c) for c in range(1, logits.shape[1])) + ",label"]
+    lines[1] = ",".join(f"z{c}" for c in range(logits.shape[1])) + ",label"
+    for n, (row, label) in enumerate(zip(logits, labels, strict=True)):
+        if comments and n % 7 == 3:
+            lines += ["", "# skipped"]
+        lines.append(",".join(repr(float(v)) for v in row) + f",{label}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_jsonl(path, logits, labels):
+    path.write_text("".join(json.dumps({"logits": row.tolist(), "label": int(label)}) + "\n"
+                            for row, label in zip(logits, labels, strict=True)))
+
+
+def case(rows=37, classes=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((rows, classes)) * 4, rng.integers(0, classes, rows)
+
+
+def checks_dict(checks):
+    return [asdict(check) for check in checks]
+
+
+SETTINGS = [
+    Settings(),
+    Settings(reduction="sum", method="five-point"),
+    Settings(reduction="none", order=2),
+    Settings(weights=(0.5, 1.0, 2.0, 0.1, 3.0), ignore_index=2),
+    Settings(label_smoothing=0.2, temperature=1.7, dtype="float32"),
+    Settings(loss="mse"),
+]
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=["mean", "sum-5pt", "none-hessian", "weights-ignore", "smooth-T-f32", "mse"])
+@pytest.mark.parametrize("chunk_bytes", [1, 150, 700, 1 << 20])
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_chunk_boundaries_change_nothing(tmp_path, settings, chunk_bytes, kind):
+    logits, labels = case()
+    path = tmp_path / f"data.{kind}"
+    (write_csv if kind == "csv" else write_jsonl)(path, logits, labels)
+    whole = run_check(load_batch(input_path=str(path), ignore_index=settings.ignore_index), settings,
+                      keep_arrays=False)
+    with stream.open_source(str(path), "auto") as source:
+        streamed = stream.check_source(source, settings, chunk_bytes=chunk_bytes)
+    assert checks_dict(streamed.checks) == checks_dict(whole.checks)
+    if settings.reduction != "none":
+        assert streamed.loss == whole.loss  # to the last bit: the loss is an exactly rounded sum
+    assert (streamed.rows, streamed.classes) == (whole.rows, whole.classes)
+    for check in streamed.checks:
+        row = check.worst_index[0]
+        assert streamed.line_of(row) == whole.line_of(row)
+
+
+def test_count_rows_skips_header_comments_and_blank_lines(tmp_path):
+    logits, labels = case(rows=20)
+    path = tmp_path / "data.csv"
+    write_csv(path, logits, labels)
+    path.write_text(path.read_text() + "   \n\t\n")
+    with stream.open_source(str(path), "auto") as source:
+        assert stream.count_rows(source) == 20
+
+
+def test_big_files_stream_and_summarise(gradcheck, tmp_path, monkeypatch):
+    monkeypatch.setattr(stream, "STREAM_ABOVE_BYTES", 100)
+    monkeypatch.setattr(stream, "CHUNK_BYTES", 300)
+    logits, labels = case(rows=60)
+    path = tmp_path / "big.csv"
+    write_csv(path, logits, labels)
+    run = gradcheck("check", "-i", str(path), "-f", "json")
+    assert run.exit_code == 0, run
+    report = json.loads(run.stdout)
+    assert report["arrays"] is False and "probabilities" not in report
+    assert report["shape"] == {"rows": 60, "classes": 5}
+    in_memory = json.loads(gradcheck("check", "-i", str(path), "-f", "json", "--full").stdout)
+    assert in_memory["arrays"] is True
+    assert report["checks"] == in_memory["checks"] and report["loss"] == in_memory["loss"]
+    assert report["worst_rows"] == in_memory["worst_rows"]
+
+
+def test_tables_summarise_big_inputs(gradcheck, tmp_path):
+    logits, labels = case(rows=2100, classes=10)
+    path = tmp_path / "big.jsonl"
+    write_jsonl(path, logits, labels)
+    run = gradcheck("check", "-i", str(path))
+    assert run.exit_code == 0, run
+    assert "Worst rows" in run.stdout and "Softmax probabilities" not in run.stdout
+    assert max(len(line) for line in run.stdout.splitlines()[:-1]) <= 80
+
+
+def test_ndjson_streams_one_line_per_sample_then_the_report(gradcheck, tmp_path):
+    logits, labels = case(rows=9)
+    path = tmp_path / "data.csv"
+    write_csv(path, logits, labels)
+    run = gradcheck("check", "-i", str(path), "-f", "ndjson")
+    assert run.exit_code == 0, run
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [line["row"] for line in lines[:-1]] == list(range(9))
+    assert lines[3]["line"] is not None and lines[0]["line"] == 3
+    assert lines[-1]["passed"] is True and lines[-1]["arrays"] is False
+    full = json.loads(gradcheck("check", "-i", str(path), "-f", "json").stdout)
+    assert [line["probabilities"] for line in lines[:-1]] == full["probabilities"]
+    assert [line["gradient"]["analytic"] for line in lines[:-1]] == full["gradient"]["analytic"]
+
+
+def test_ndjson_from_arguments(gradcheck):
+    run = gradcheck("check", "--logits", "1,2,3", "--logits", "3,2,1", "--labels", "0,1", "-f", "ndjson")
+    assert run.exit_code == 0, run
+    lines = run.stdout.splitlines()
+    assert len(lines) == 3 and json.loads(lines[0])["line"] is None
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('{"logits": [1, 2], "label": 0}\n{"logits": [1, 2, 3], "label": 0}\n', "data.jsonl:2: ragged logits"),
+    ('{"logits": [1, 2], "label": 0}\n{"logits": [1, NaN], "label": 0}\n', "data.jsonl:2: NaN is not allowed"),
+    ('{"logits": [1, 2], "label": 5}\n', "data.jsonl:1: label 5 is out of range"),
+    ('{"logits": [1, 2]}\n', 'give exactly one of "label" or "targets"'),
+    ('{"logits": [1, 2], "label": 0}\n{"logits": [1, 2], "targets": [0.5, 0.5]}\n', "mixes labels and targets"),
+    ('{"logits": [1, 2], "label": 0.5}\n', "expected an integer class index"),
+])
+def test_json_lines_errors_name_the_line(gradcheck, tmp_path, text, message):
+    path = tmp_path / "data.jsonl"
+    path.write_text(text)
+    run = gradcheck("check", "-i", str(path))
+    assert run.exit_code == 2, run
+    assert message in run.stderr, run
+
+
+def test_a_bad_cell_deep_in_a_streamed_file_names_its_line_and_column(gradcheck, tmp_path, monkeypatch):
+    monkeypatch.setattr(stream, "STREAM_ABOVE_BYTES", 100)
+    monkeypatch.setattr(stream, "CHUNK_BYTES", 200)
+    logits, labels = case(rows=40)
+    path = tmp_path / "big.csv"
+    write_csv(path, logits, labels, comments=False)
+    lines = path.read_text().splitlines()
+    lines[30] = lines[30].replace(",", ",oops", 1)
+    path.write_text("\n".join(lines) + "\n")
+    run = gradcheck("check", "-i", str(path))
+    assert run.exit_code == 2, run
+    assert f"big.csv:31:{lines[30].index('oops') + 1}: 'oops" in run.stderr, run
+
+
+def test_a_row_of_3000_classes_checks_without_the_full_jacobian(gradcheck):
+    row = ",".join(repr(float(v)) for v in np.random.default_rng(1).standard_normal(3000) * 5)
+    run = gradcheck("check", "--logits", row, "--labels", "7")
+    assert run.exit_code == 0, run
+    assert "3000 x 3000 per row, checked column by column" in run.stdout
