@@ -90,7 +90,8 @@ def sweep(eps_values: tuple[float, ...] | None, output_format: str, color: str, 
         from gradcheck_cli.render import github_error
 
         # Annotations for a pull request (the input file, no one row to blame), or -q: the verdict line alone.
-        annotation = [] if correct or output_format != "github" else [github_error(batch.source, "gradcheck sweep", verdict)]
+        wanted = not correct and output_format == "github"
+        annotation = [github_error(batch.source, "gradcheck sweep", verdict)] if wanted else []
         options.write_stdout(lambda: click.echo("\n".join([*annotation, last_line])))
     else:
         console = terminal.make_console("never" if no_color else color)
