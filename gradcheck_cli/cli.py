@@ -161,14 +161,17 @@ def _check_in_memory(
     import numpy as np
 
     from gradcheck_cli import stream
-    from gradcheck_cli.implementation import Implementation
     from gradcheck_cli.inputs import load_batch
     from gradcheck_cli.render import FULL_LIMIT
     from gradcheck_cli.report import run_check
 
     batch = load_batch(**inputs, ignore_index=settings.ignore_index)
     watch.lap(f"read {batch.logits.shape[0]} x {batch.logits.shape[1]} logits from {batch.source or 'arguments'}")
-    implementation = Implementation.load(impl) if impl is not None else None
+    implementation = None
+    if impl is not None:
+        from gradcheck_cli.implementation import Implementation  # importlib machinery only when asked
+
+        implementation = Implementation.load(impl)
     keep = full or batch.logits.size <= FULL_LIMIT
     # Tables show a corner of a wide Jacobian at most: past 50 classes they say so instead of building it.
     jacobian = output_format == "json" or batch.logits.shape[1] <= WIDE_JACOBIAN

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +51,9 @@ def open_source(path: str, requested_format: str) -> Iterator[Source]:
         except PermissionError:
             yield Source(path, path, "unreadable", 0)
         return
+    import shutil  # only a spooled stdin needs these; start-up does not pay for them
+    import tempfile
+
     with tempfile.NamedTemporaryFile(prefix="gradcheck-stdin-", suffix=".txt") as spool:
         shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
         spool.flush()

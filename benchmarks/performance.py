@@ -1,0 +1,116 @@
+"""Start-up, batch and streaming figures for gradcheck, side by side with torch and JAX when installed.
+
+Run in a venv where gradcheck is installed normally (`pip install .`, byte-compiled as users get it):
+
+    python benchmarks/performance.py [--rows 1000000] [--repeats 9]
+
+Every figure is a whole process, timed as the median of several runs, and reported as a ratio against
+its reference measured in the same run, because the machine (2 shared cores) is noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PY = sys.executable
+GRADCHECK = shutil.which("gradcheck") or str(Path(PY).with_name("gradcheck"))
+TORCH_GRADCHECK = """
+import torch
+z = torch.randn(128, 100, dtype=torch.float64, requires_grad=True)
+y = torch.randint(0, 100, (128,))
+assert torch.autograd.gradcheck(lambda z: torch.nn.functional.cross_entropy(z, y), (z,))
+"""
+JAX_CHECK = """
+import jax, jax.numpy as jnp
+from jax.test_util import check_grads
+jax.config.update("jax_enable_x64", True)
+z = jax.random.normal(jax.random.PRNGKey(0), (128, 100))
+y = jax.nn.one_hot(jnp.arange(128) % 100, 100)
+check_grads(lambda z: -(y * jax.nn.log_softmax(z)).sum() / 128, (z,), order=1)
+"""
+
+
+def timed(command: list[str], repeats: int) -> tuple[float, int]:
+    """Median wall time of a whole process, and its peak resident memory in MB (from the last run)."""
+    times, peak = [], 0
+    for _ in range(repeats):
+        probe = [PY, "-c", "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], "
+                 "stdout=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
+                 "r.returncode)", *command]
+        start = time.perf_counter()
+        out = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.split()
+        times.append(time.perf_counter() - start)
+        peak = int(out[0]) // 1024
+        if out[1] not in ("0", "1"):
+            raise SystemExit(f"{command} exited {out[1]}")
+    return statistics.median(times), peak
+
+
+def line(name: str, value: float, reference: float, target: float, unit: str = "s") -> None:
+    ratio = value / reference
+    print(f"  {name:58} {value:8.3f} {unit} / {reference:8.3f} {unit} = {ratio:5.2f}x "
+          f"(target <= {target:g}x: {'met' if ratio <= target else 'NOT met'})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the streaming CSV (10 classes)")
+    parser.add_argument("--repeats", type=int, default=9)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="gradcheck-bench-"))
+    rng = np.random.default_rng(0)
+
+    print("start-up (one-row check with tables vs importing numpy, click, rich.console, rich.table)")
+    bare, _ = timed([PY, "-c", "import numpy, click, rich.console, rich.table"], args.repeats * 2)
+    ours, _ = timed([GRADCHECK, "check", "--logits", "1.1,2.2,0.2,-1.7", "--labels", "2"], args.repeats * 2)
+    line("gradcheck check (1 row, tables)", ours, bare, 1.15)
+
+    print("batch (full element-by-element check of gradient and Jacobian, whole process)")
+    batch = work / "batch.json"
+    batch.write_text(json.dumps({"logits": (rng.standard_normal((1024, 100)) * 3).tolist(),
+                                 "labels": rng.integers(0, 100, 1024).tolist()}))
+    ours, _ = timed([GRADCHECK, "check", "-i", str(batch)], args.repeats)
+    if importlib.util.find_spec("torch"):
+        torch_time, _ = timed([PY, "-c", TORCH_GRADCHECK], 3)
+        line("gradcheck 1024x100 vs torch.autograd.gradcheck 128x100", ours, torch_time, 0.1)
+        start_torch, _ = timed([PY, "-c", "import torch"], 3)
+        print(f"  (python -c 'import torch' alone: {start_torch:.3f} s)")
+    else:
+        print(f"  gradcheck 1024x100: {ours:.3f} s (torch not installed: no ratio)")
+    if importlib.util.find_spec("jax"):
+        jax_time, _ = timed([PY, "-c", JAX_CHECK], 3)
+        line("gradcheck 1024x100 vs jax check_grads 128x100 (one direction)", ours, jax_time, 1.0)
+
+    print(f"streaming ({args.rows:,} x 10 CSV with a header and a label column)")
+    big = work / "big.csv"
+    with big.open("w") as handle:
+        handle.write(",".join(f"z{c}" for c in range(10)) + ",label\n")
+        for start in range(0, args.rows, 100_000):
+            rows = min(100_000, args.rows - start)
+            block = np.column_stack([rng.standard_normal((rows, 10)) * 3, rng.integers(0, 10, rows)])
+            np.savetxt(handle, block, delimiter=",", fmt=["%.6f"] * 10 + ["%d"])
+    loadtxt, _ = timed([PY, "-c", f"import numpy; numpy.loadtxt({str(big)!r}, delimiter=',', skiprows=1)"], 3)
+    ours, peak = timed([GRADCHECK, "check", "-i", str(big)], 3)
+    line("gradcheck check (streamed) vs numpy.loadtxt of the file", ours, loadtxt, 1.5)
+    print(f"  peak memory of gradcheck: {peak} MB (target <= 200 MB; the file is {big.stat().st_size >> 20} MB)")
+
+    print("large C (one row of 3000 classes, tables)")
+    row = ",".join(f"{v:.6f}" for v in rng.standard_normal(3000) * 5)
+    ours, peak = timed([GRADCHECK, "check", "--logits", row, "--labels", "7"], 3)
+    print(f"  {ours:.3f} s, peak memory {peak} MB (a 3000 x 3000 Jacobian alone would be 72 MB)")
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
