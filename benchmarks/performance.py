@@ -41,13 +41,18 @@ check_grads(lambda z: -(y * jax.nn.log_softmax(z)).sum() / 128, (z,), order=1)
 """
 
 
+# Runs a command and prints its peak memory (KB) and exit code.
+PROBE = (
+    "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)"
+)
+
+
 def timed(command: list[str], repeats: int) -> tuple[float, int]:
     """Median wall time of a whole process, and its peak resident memory in MB (from the last run)."""
     times, peak = [], 0
     for _ in range(repeats):
-        probe = [PY, "-c", "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], "
-                 "stdout=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
-                 "r.returncode)", *command]
+        probe = [PY, "-c", PROBE, *command]
         start = time.perf_counter()
         out = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.split()
         times.append(time.perf_counter() - start)
