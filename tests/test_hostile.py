@@ -1,0 +1,164 @@
+"""Nothing gets through: fuzzed parsers, hostile and extreme inputs, internal errors, determinism."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gradcheck_cli import inputs
+from gradcheck_cli.errors import InputError
+
+FUZZ = settings(max_examples=150, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+TOKEN = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers().map(str),
+    st.sampled_from(["", " ", "nan", "-inf", "1_0", "0x10", "1e400", "١", "+.5", "5.", "1e", "--1", "1,,2", "#"]),
+    st.text(max_size=6),
+)
+
+
+@FUZZ
+@given(st.lists(TOKEN, max_size=6), st.sampled_from([",", " ", ", ", ",,"]))
+def test_args_rows_parse_to_exactly_what_they_say_or_refuse(tokens, separator):
+    text = separator.join(tokens)
+    try:
+        row = inputs.parse_row(text, "--logits #1")
+    except InputError as error:
+        assert str(error).startswith("--logits #1")
+        return
+    words = [word for word in text.replace(",", " ").split() if word]
+    assert row == [float(word) for word in words]
+    assert all(np.isfinite(row))
+
+
+@FUZZ
+@given(st.lists(st.lists(TOKEN, min_size=1, max_size=4), min_size=1, max_size=5), st.booleans())
+def test_csv_parses_or_refuses_with_a_location(cells, header):
+    text = ("a,b,c,label\n" if header else "") + "\n".join(",".join(row) for row in cells)
+    try:
+        parsed = inputs.read_csv(text, "f.csv")
+    except InputError as error:
+        assert str(error).startswith("f.csv")
+        assert "\n" not in str(error)
+        return
+    assert parsed.logits is not None and np.isfinite(parsed.logits).all()
+
+
+@FUZZ
+@given(st.lists(st.lists(st.floats(-1e300, 1e300), min_size=3, max_size=3), min_size=1, max_size=6),
+       st.lists(st.integers(0, 2), min_size=6, max_size=6))
+def test_csv_fast_path_reads_exactly_what_the_exact_parser_reads(rows, labels):
+    lines = [(n + 1, ",".join(repr(v) for v in row) + f",{labels[n]}") for n, row in enumerate(rows)]
+    layout = inputs.CsvLayout(["a", "b", "c", "label"], 4, 3)
+    fast = inputs.parse_csv_rows(lines, "f.csv", layout)
+    exact = inputs._parse_csv_rows_exactly(lines, "f.csv", layout)
+    np.testing.assert_array_equal(fast[0], exact[0])
+    np.testing.assert_array_equal(fast[1], exact[1])
+
+
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.floats(allow_nan=False), st.integers(), st.text(max_size=4)),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(
+        ["logits", "labels", "targets", "loss", "gradient", "x"]), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@FUZZ
+@given(JSON_VALUES)
+def test_json_documents_parse_or_refuse(document):
+    text = json.dumps(document)
+    try:
+        parsed = inputs.read_json(text, "f.json")
+    except InputError as error:
+        assert str(error).startswith("f.json") and "\n" not in str(error)
+        return
+    assert parsed.logits is not None and np.isfinite(parsed.logits).all()
+
+
+@FUZZ
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_on_stdin_never_crash(gradcheck, data):
+    run = gradcheck("check", "-i", "-", "-f", "json", input=data)
+    assert run.exit_code in (0, 1, 2), run
+    if run.exit_code == 2:
+        assert len(run.stderr.splitlines()) == 1 and run.stdout == ""
+    assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("text", [
+    '{"logits": [1, Infinity], "labels": [0]}', '{"logits": [1, -Infinity], "labels": [0]}',
+    '{"logits": [1, 2e999], "labels": [0]}', '{"logits": [1, 2], "labels": [0], "labels": [1]}',
+    "[" * 50000, '"just a string"', "42", "null",
+])
+def test_hostile_json_is_refused(gradcheck, text):
+    run = gradcheck("check", "-i", "-", "--input-format", "json", input=text)
+    assert run.exit_code == 2, run
+    assert len(run.stderr.splitlines()) == 1
+
+
+def test_csv_conventions_bom_crlf_trailing_comma_comments(gradcheck):
+    text = "\ufeff# dump\r\nz0,z1,z2,label\r\n\r\n1,2,3,0,\r\n# note\r\n3,2,1,2,\r\n"
+    run = gradcheck("check", "-i", "-", "--input-format", "csv", "-f", "json", input=text.encode("utf-8"))
+    assert run.exit_code == 0, run
+    assert json.loads(run.stdout)["shape"] == {"rows": 2, "classes": 3}
+
+
+@pytest.mark.parametrize(("logits", "label"), [
+    ("1000,-1000,0", 1), ("5,5,5,5", 2), ("800,0,0", 0), ("-1000,-1000,1000", 0), ("3", 0),
+])
+def test_extreme_but_valid_logits_pass(gradcheck, logits, label):
+    run = gradcheck("check", "--logits", logits, "--labels", str(label), "-f", "json", "--order", "2")
+    assert run.exit_code == 0, run
+    report = json.loads(run.stdout)
+    assert np.isfinite(report["loss"]) and all(np.isfinite(report["gradient"]["analytic"][0]))
+
+
+def test_one_class_is_a_trivial_pass(gradcheck):
+    """C = 1: the softmax is 1, the loss 0, and the gradient and Jacobian are exactly 0."""
+    report = json.loads(gradcheck("check", "--logits", "7.5", "--labels", "0", "-f", "json").stdout)
+    assert report["probabilities"] == [[1.0]] and report["loss"] == 0.0
+    assert report["gradient"]["analytic"] == [[0.0]] and report["jacobian"] == [[[0.0]]]
+
+
+def test_ten_thousand_classes(gradcheck):
+    row = ",".join(f"{v:.4f}" for v in np.random.default_rng(0).standard_normal(10_000))
+    run = gradcheck("check", "--logits", row, "--labels", "9999", "-q")
+    assert run.exit_code == 0, run
+
+
+def test_an_internal_error_is_one_line_and_exit_3(gradcheck, monkeypatch):
+    from gradcheck_cli import report
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(report, "check_rows", broken)
+    run = gradcheck("check", "--logits", "1,2", "--labels", "0")
+    assert run.exit_code == 3, run
+    assert run.stderr == ("gradcheck: error: internal error: ZeroDivisionError: boom "
+                          "(re-run with --debug for the traceback)\n")
+    debug = gradcheck("--debug", "check", "--logits", "1,2", "--labels", "0")
+    assert debug.exit_code == 3 and "Traceback" in debug.stderr
+
+
+def test_same_input_gives_byte_identical_json(gradcheck):
+    args = ("check", "-i", str(__import__("pathlib").Path(__file__).parent.parent / "examples" / "batch.json"), "-f", "json", "--order", "2")
+    first, second = gradcheck(*args), gradcheck(*args)
+    assert first.stdout == second.stdout and first.exit_code == 0
+
+
+def test_an_open_stdin_does_not_block_a_command_given_its_input_as_args():
+    with subprocess.Popen([sys.executable, "-m", "gradcheck_cli", "check", "--logits", "1,2", "--labels", "0", "-q"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None
+        stdout = process.stdout.read()  # stdin is never written to nor closed
+        assert process.wait(timeout=60) == 0
+        assert stdout.startswith(b"PASS")
