@@ -7,11 +7,11 @@ JSON path such as `logits[1][2]`, or the option and its occurrence). Nothing her
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -134,7 +134,8 @@ def read_text(path: str, name: str | None = None) -> tuple[str, str]:
         if path == "-":
             data = sys.stdin.buffer.read()
         else:
-            data = Path(path).read_bytes()
+            with open(path, "rb") as handle:  # not pathlib: its import is a cost of every start-up
+                data = handle.read()
     except FileNotFoundError:
         raise InputError(f"{name}: no such file") from None
     except IsADirectoryError:
@@ -158,7 +159,7 @@ def read_text(path: str, name: str | None = None) -> tuple[str, str]:
 def detect_format(path: str, text: str, requested: str) -> str:
     if requested != "auto":
         return requested
-    suffix = Path(path).suffix.lower() if path != "-" else ""
+    suffix = os.path.splitext(path)[1].lower() if path != "-" else ""
     if suffix == ".json":
         return "json"
     if suffix in (".jsonl", ".ndjson"):

@@ -13,7 +13,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
 import numpy as np
@@ -63,7 +62,7 @@ def open_source(path: str, requested_format: str) -> Iterator[Source]:
 def _format_of(path: str, requested: str, sniff: bool = False) -> str:
     if requested != "auto":
         return requested
-    suffix = Path(path).suffix.lower()
+    suffix = os.path.splitext(path)[1].lower()
     if suffix in (".jsonl", ".ndjson"):
         return "jsonl"
     if suffix in (".csv", ".txt") and not sniff:
