@@ -127,15 +127,20 @@ def rows_from_args(texts: tuple[str, ...], option: str) -> np.ndarray:
 # --- files --------------------------------------------------------------------------------------------
 
 
+# An input read whole (JSON, --full, or with a labels file beside it) may hold at most this much text:
+# as numbers in memory it takes several times its size. CSV and JSON Lines files stream without a limit.
+MAX_IN_MEMORY_BYTES = 512 << 20
+
+
 def read_text(path: str, name: str | None = None) -> tuple[str, str]:
     """The UTF-8 text of a file (or of stdin for '-') and the name to use in messages."""
     name = name or ("<stdin>" if path == "-" else path)
     try:
         if path == "-":
-            data = sys.stdin.buffer.read()
+            data = sys.stdin.buffer.read(MAX_IN_MEMORY_BYTES + 1)
         else:
             with open(path, "rb") as handle:  # not pathlib: its import is a cost of every start-up
-                data = handle.read()
+                data = handle.read(MAX_IN_MEMORY_BYTES + 1)
     except FileNotFoundError:
         raise InputError(f"{name}: no such file") from None
     except IsADirectoryError:
@@ -144,6 +149,11 @@ def read_text(path: str, name: str | None = None) -> tuple[str, str]:
         raise InputError(f"{name}: permission denied") from None
     except OSError as error:
         raise InputError(f"{name}: cannot read: {error.strerror or error}") from None
+    if len(data) > MAX_IN_MEMORY_BYTES:
+        raise InputError(
+            f"{name}: over {MAX_IN_MEMORY_BYTES >> 20} MB to read whole; give it as CSV (with a 'label' column) "
+            "or JSON Lines, without --full or a separate labels file, and it streams in bounded memory"
+        )
     nul = data.find(b"\x00")
     if nul >= 0:
         raise InputError(f"{name}: binary data (a NUL byte at offset {nul}), expected text")

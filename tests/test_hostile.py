@@ -162,3 +162,12 @@ def test_an_open_stdin_does_not_block_a_command_given_its_input_as_args():
         stdout = process.stdout.read()  # stdin is never written to nor closed
         assert process.wait(timeout=60) == 0
         assert stdout.startswith(b"PASS")
+
+
+def test_a_file_too_big_to_read_whole_is_refused_with_the_way_out(gradcheck, tmp_path, monkeypatch):
+    monkeypatch.setattr(inputs, "MAX_IN_MEMORY_BYTES", 100)
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"logits": [[1.0, 2.0, 3.0]] * 20, "labels": [0] * 20}))
+    run = gradcheck("check", "-i", str(path))
+    assert run.exit_code == 2, run
+    assert "to read whole" in run.stderr and "JSON Lines" in run.stderr
