@@ -171,3 +171,41 @@ def test_a_file_too_big_to_read_whole_is_refused_with_the_way_out(gradcheck, tmp
     run = gradcheck("check", "-i", str(path))
     assert run.exit_code == 2, run
     assert "to read whole" in run.stderr and "JSON Lines" in run.stderr
+
+
+@FUZZ
+@given(st.lists(TOKEN, max_size=6))
+def test_labels_parse_to_exactly_what_they_say_or_refuse(tokens):
+    text = ",".join(tokens)
+    try:
+        labels = inputs.parse_labels(text, "--labels")
+    except InputError as error:
+        assert str(error).startswith("--labels") and "\n" not in str(error)
+        return
+    words = [word for word in text.replace(",", " ").split() if word]
+    assert labels == [int(float(word)) for word in words]
+    assert all(float(word).is_integer() for word in words)
+
+
+@FUZZ
+@given(st.lists(JSON_VALUES, min_size=1, max_size=4))
+def test_json_lines_parse_or_refuse_with_the_line(documents):
+    text = "\n".join(json.dumps(document) for document in documents)
+    try:
+        parsed = inputs.read_jsonl(text, "f.jsonl")
+    except InputError as error:
+        assert str(error).startswith("f.jsonl") and "\n" not in str(error)
+        return
+    assert parsed.logits is not None and np.isfinite(parsed.logits).all()
+
+
+@FUZZ
+@given(st.lists(TOKEN, max_size=5))
+def test_weights_parse_or_refuse(gradcheck, tokens):
+    run = gradcheck("check", "--logits", "1,2,3", "--labels", "0", "--weights", ",".join(tokens), "-f", "json")
+    assert run.exit_code in (0, 2), run
+    if run.exit_code == 0:
+        weights = json.loads(run.stdout)["settings"]["weights"]
+        assert weights == [float(word) for word in ",".join(tokens).replace(",", " ").split()]
+    else:
+        assert len(run.stderr.splitlines()) == 1 and "Traceback" not in run.stderr
