@@ -24,6 +24,7 @@ FORMATS = ("auto", "csv", "json", "jsonl")
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z", re.ASCII)
 _INTEGER = re.compile(r"[+-]?\d+\Z", re.ASCII)
 _NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)\Z", re.IGNORECASE)
+_MAY_OVERFLOW = re.compile(r"[eE]\+?0*[1-9]\d{2}|\d{200}")
 _SEPARATORS = re.compile(r"[,\s]+")
 # Values a user computed with their own implementation, each checked against gradcheck's reference.
 SUPPLIED_KEYS = ("probabilities", "jacobian", "loss", "gradient")
@@ -353,8 +354,11 @@ def _line_col(text: str, position: int) -> str:
 
 
 def _load_json(text: str, name: str) -> object:
+    # The parse_float hook costs a Python call per number (a third of reading 100,000 logits); only a number
+    # with a three-digit exponent or hundreds of digits can overflow, so only such a text needs it.
+    parse_float = _finite_float if _MAY_OVERFLOW.search(text) else float
     decoder = json.JSONDecoder(
-        parse_constant=_reject_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys
+        parse_constant=_reject_constant, parse_float=parse_float, object_pairs_hook=_unique_keys
     )
     try:
         value, end = decoder.raw_decode(text, len(text) - len(text.lstrip()))
@@ -385,7 +389,10 @@ def _json_matrix(value: object, key: str, name: str, nulls: bool = False) -> np.
         raise InputError(f"{name}: {key}: expected a non-empty list of numbers or of rows")
     single_row = not any(isinstance(row, list) for row in value)
     rows = [value] if single_row else value
-    for n, row in enumerate(rows):
+    allowed = {int, float, type(None)} if nulls else {int, float}
+    width = len(rows[0]) if isinstance(rows[0], list) else 0
+    plain = all(isinstance(row, list) and len(row) == width and allowed.issuperset(map(type, row)) for row in rows)
+    for n, row in enumerate([] if plain and width else rows):  # the loop only to say what is wrong
         path = key if single_row else f"{key}[{n}]"
         if not isinstance(row, list) or not row:
             raise InputError(f"{name}: {path}: expected a non-empty list of numbers")

@@ -1,0 +1,39 @@
+"""The fast paths taken for speed (native JSON floats, whole-row type checks) answer as the precise ones do."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("logits", "message"),
+    [
+        ("[[1, 2, 3], [4, true, 6]]", "logits[1][1]: expected a number, got true"),
+        ('[[1, 2, 3], [4, "5", 6]]', 'logits[1][1]: expected a number, got "5"'),
+        ("[[1, 2, 3], [4, 5]]", "logits[1]: ragged logits"),
+        ("[[1, 2, 3], [4, null, 6]]", "logits[1][1]: expected a number, got null"),
+        # Overflow without a three-digit exponent: 250 digits times 1e99.
+        (f"[[1, 2, 3], [4, {'9' * 250}.0e99, 6]]", "overflows float64"),
+        ("[[1, 2, 3], [4, 1e400, 6]]", "the number 1e400 overflows float64"),
+    ],
+)
+def test_json_logits_errors_survive_the_fast_path(gradcheck, tmp_path, logits, message):
+    path = tmp_path / "bad.json"
+    path.write_text(f'{{"logits": {logits}, "labels": [0, 1]}}')
+    run = gradcheck("check", "-i", str(path))
+    assert run.exit_code == 2 and message in run.stderr, run
+
+
+def test_json_logits_read_natively_equal_the_hooked_reading(gradcheck, tmp_path):
+    logits = [[0.1, -2.5e-7, 3.0], [1e-300, 2.0, -1.5]]
+    plain, hooked = tmp_path / "plain.json", tmp_path / "hooked.json"
+    plain.write_text(json.dumps({"logits": logits, "labels": [0, 1]}))
+    # A number with a three-digit exponent sends the whole text through the precise hook.
+    text = json.dumps({"logits": logits, "labels": [0, 1]})
+    hooked.write_text(text.replace("2.0", "0." + "0" * 99 + "2e100"))
+    assert hooked.read_text() != text
+    runs = [gradcheck("check", "-i", str(path), "-f", "json") for path in (plain, hooked)]
+    assert runs[0].exit_code == runs[1].exit_code == 0, runs
+    assert json.loads(runs[0].stdout)["probabilities"] == json.loads(runs[1].stdout)["probabilities"]
