@@ -195,6 +195,36 @@ def jacobian_perturbation(logits: np.ndarray, temperature: float = 1.0) -> Pertu
     return lambda column, offsets: perturb(column, offsets / temperature)
 
 
+def softmax_column_derivative(
+    s: np.ndarray, complement: np.ndarray, step: np.ndarray, column: int, method: str, temperature: float = 1.0
+) -> np.ndarray:
+    """ds/dz_column of s = softmax(z / T) for every row: the method's stencil on softmax_perturbation's changes.
+
+    `s` and `complement` (1 - s) are at the reference logits. Moving z_j changes every other s_i by s_i times
+    one row factor, -s_j q / (1 + s_j q), so the stencil combines those factors (N values) and multiplies by s
+    once: the same differences of the same exact changes as perturbing all of s, one N x C pass per column
+    instead of three per stencil point. The column's own s_j is differenced on its own.
+    """
+    spec = METHODS[method]
+    s_j, complement_j = s[:, column], complement[:, column]
+
+    def change(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        q = np.expm1(offsets / temperature)
+        denominator = 1.0 + s_j * q
+        return -s_j * q / denominator, s_j * complement_j * q / denominator
+
+    if spec.complex_step:
+        factor, own = (part.imag for part in change(1j * step))
+    else:
+        factor = own = np.zeros(())
+        for offset, weight in zip(spec.offsets, spec.weights, strict=True):
+            others, mine = change(offset * step)
+            factor, own = factor + weight * others, own + weight * mine
+    derivative = s * (factor / step)[:, None]
+    derivative[:, column] = own / step
+    return derivative
+
+
 def numeric_jacobian(logits: np.ndarray, eps: float, method: str, temperature: float = 1.0) -> np.ndarray:
     """ds/dz of s = softmax(z / T), N x C x C (the streaming check never builds it: see report.py)."""
     return differentiate(jacobian_perturbation(logits, temperature), steps(logits, eps), method)

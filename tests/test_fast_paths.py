@@ -37,3 +37,22 @@ def test_json_logits_read_natively_equal_the_hooked_reading(gradcheck, tmp_path)
     runs = [gradcheck("check", "-i", str(path), "-f", "json") for path in (plain, hooked)]
     assert runs[0].exit_code == runs[1].exit_code == 0, runs
     assert json.loads(runs[0].stdout)["probabilities"] == json.loads(runs[1].stdout)["probabilities"]
+
+
+@pytest.mark.parametrize("method", ["central", "forward", "five-point", "richardson", "complex-step"])
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_factored_jacobian_column_equals_perturbing_all_of_s(method, temperature):
+    """The Jacobian check combines one row factor per stencil point; perturbing every s_i gives the same."""
+    import numpy as np
+
+    from gradcheck_cli import core, differences
+
+    logits = np.random.default_rng(7).normal(size=(50, 6)) * 5
+    h = differences.steps(logits, differences.default_eps(method))
+    scaled = logits / temperature
+    s, complement = core.softmax(scaled), core.softmax_complement(scaled)
+    whole = differences.jacobian_perturbation(logits, temperature)
+    for j in range(logits.shape[1]):
+        expected = differences.column_derivative(whole, h[:, j], j, method)
+        actual = differences.softmax_column_derivative(s, complement, h[:, j], j, method, temperature)
+        np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=1e-15)
