@@ -20,7 +20,7 @@ EXAMPLES = ROOT / "examples"
 SCHEMA = json.loads(schema_text())
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
-# The field paths schema_version 1 promised, per command. Removing or renaming any of them must bump
+# The field paths schema_version 1 promised, per kind of document. Removing or renaming any of them must bump
 # schema_version (and start new lists here); adding fields keeps the version.
 VERSION_1_FIELDS = {
     "check": {
@@ -30,14 +30,23 @@ VERSION_1_FIELDS = {
         "shape.rows", "shape.classes", "probabilities", "jacobian", "loss", "gradient", "gradient.analytic",
         "gradient.numeric", "checks", "checks[].name", "checks[].passed", "checks[].max_abs_error",
         "checks[].max_rel_error", "checks[].worst", "checks[].worst.index", "checks[].worst.row",
-        "checks[].worst.column", "checks[].worst.actual", "checks[].worst.expected",
+        "checks[].worst.column", "checks[].worst.actual", "checks[].worst.expected", "arrays", "worst_rows",
+        "worst_rows[].check", "worst_rows[].row", "worst_rows[].line", "worst_rows[].passed",
     },
     "sweep": {
         "schema_version", "command", "passed", "default_eps", "steps", "steps[].eps", "steps[].max_abs_error",
         "steps[].max_rel_error", "verdict",
     },
+    "row": {
+        "row", "line", "loss", "probabilities", "gradient", "gradient.analytic", "gradient.numeric", "max_abs_error",
+    },
 }
-COMMANDS = sorted(VERSION_1_FIELDS)
+# Each kind of JSON document: its definition in the schema, and the README table that documents it.
+KINDS = {
+    "check": ("check_report", "`gradcheck check -f json`"),
+    "sweep": ("sweep_report", "`gradcheck sweep -f json`"),
+    "row": ("row_record", "`gradcheck check -f ndjson` row records"),
+}
 
 
 def _resolve(node: dict[str, Any]) -> dict[str, Any]:
@@ -46,8 +55,13 @@ def _resolve(node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def _report(command: str) -> dict[str, Any]:
-    return SCHEMA["$defs"][f"{command}_report"]
+def _report(kind: str) -> dict[str, Any]:
+    return SCHEMA["$defs"][KINDS[kind][0]]
+
+
+def _kind(document: dict[str, Any]) -> str:
+    """Reports name their command; ndjson row records are the documents without one."""
+    return str(document.get("command", "row"))
 
 
 def schema_fields(node: dict[str, Any], prefix: str = "") -> set[str]:
@@ -85,18 +99,18 @@ def closed(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-# One closed validator per command, so a mistake is reported field by field rather than as "matches no oneOf".
-def _validator(command: str) -> jsonschema.Draft202012Validator:
+# One closed validator per kind, so a mistake is reported field by field rather than as "matches no oneOf".
+def _validator(kind: str) -> jsonschema.Draft202012Validator:
     schema = {key: value for key, value in closed(SCHEMA).items() if key != "oneOf"}
-    return jsonschema.Draft202012Validator({**schema, "$ref": f"#/$defs/{command}_report"})
+    return jsonschema.Draft202012Validator({**schema, "$ref": f"#/$defs/{KINDS[kind][0]}"})
 
 
-VALIDATORS = {command: _validator(command) for command in COMMANDS}
+VALIDATORS = {kind: _validator(kind) for kind in KINDS}
 
 
 def assert_valid(document: Any) -> None:
     jsonschema.validate(document, SCHEMA, cls=jsonschema.Draft202012Validator)
-    validator = VALIDATORS[document["command"]]
+    validator = VALIDATORS[_kind(document)]
     errors = sorted(validator.iter_errors(document), key=lambda error: list(error.absolute_path))
     messages = [f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}" for error in errors[:5]]
     assert not errors, (
@@ -119,24 +133,24 @@ def test_the_command_prints_the_shipped_file(gradcheck):
 
 def test_schema_version_matches_the_reports():
     assert SCHEMA["$defs"]["schema_version"]["const"] == SCHEMA_VERSION
-    for command in COMMANDS:
-        assert _report(command)["properties"]["schema_version"]["$ref"] == "#/$defs/schema_version"
+    for kind in ("check", "sweep"):
+        assert _report(kind)["properties"]["schema_version"]["$ref"] == "#/$defs/schema_version"
 
 
 def test_every_json_command_has_a_report_schema():
-    assert [branch["$ref"] for branch in SCHEMA["oneOf"]] == [f"#/$defs/{command}_report" for command in COMMANDS]
+    assert [branch["$ref"] for branch in SCHEMA["oneOf"]] == [f"#/$defs/{name}" for name, _ in KINDS.values()]
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_no_promised_field_disappears_without_a_version_bump(command):
-    missing = VERSION_1_FIELDS[command] - schema_fields(_report(command))
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_promised_field_disappears_without_a_version_bump(kind):
+    missing = VERSION_1_FIELDS[kind] - schema_fields(_report(kind))
     assert SCHEMA_VERSION != 1 or not missing, (
-        f"{sorted(missing)} left the {command} report: removing or renaming a field bumps schema_version"
+        f"{sorted(missing)} left the {kind} documents: removing or renaming a field bumps schema_version"
     )
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_every_field_has_a_description(command):
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_field_has_a_description(kind):
     def undescribed(node: dict[str, Any], path: str) -> list[str]:
         found = []
         for name, child in _resolve(node).get("properties", {}).items():
@@ -148,15 +162,17 @@ def test_every_field_has_a_description(command):
                 found += undescribed(items, f"{path}{name}[].")
         return found
 
-    assert undescribed(_report(command), "") == []
+    assert undescribed(_report(kind), "") == []
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_the_readme_documents_every_field(command):
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_readme_documents_every_field(kind):
     section = README.split("### JSON fields", 1)[-1].split("\n## ", 1)[0]
-    table = section.split(f"`gradcheck {command} -f json`", 1)[-1].split("\n\n**", 1)[0]
+    heading = KINDS[kind][1]
+    assert f"**{heading}**" in section, f"README's JSON fields need a table headed **{heading}**"
+    table = section.split(f"**{heading}**", 1)[1].split("\n\n**", 1)[0]
     documented = set(re.findall(r"^\| `([^`]+)` \|", table, flags=re.M))
-    assert schema_fields(_report(command)) - documented == set(), f"README's {command} JSON table misses these"
+    assert schema_fields(_report(kind)) - documented == set(), f"README's {heading} table misses these"
 
 
 def test_the_closed_schema_rejects_an_undescribed_field(gradcheck):
@@ -241,6 +257,62 @@ def test_reports_with_supplied_values_validate(gradcheck, tmp_path):
         report = json.loads(run.stdout)
         assert_valid(report)
         assert {"supplied gradient", "supplied probabilities"} <= {check["name"] for check in report["checks"]}
+
+
+def _write_batch(path: Path, rows: int, classes: int) -> None:
+    import numpy as np
+
+    generator = np.random.default_rng(rows + classes)
+    logits = generator.normal(size=(rows, classes)).round(6)
+    labels = generator.integers(0, classes, size=rows)
+    header = ",".join(f"z{c}" for c in range(classes)) + ",label\n"
+    path.write_text(header + "".join(",".join(map(str, row)) + f",{label}\n" for row, label in zip(logits.tolist(), labels, strict=True)))
+
+
+@pytest.mark.parametrize("args", [
+    ONE,
+    BATCH,
+    [*BATCH, "--order", "2", "--reduction", "sum"],
+    [*BATCH, "--method", "forward", "--atol", "0", "--rtol", "0"],
+], ids=["arguments", "csv", "hessian sum", "failing"])
+def test_ndjson_lines_validate(gradcheck, args):
+    run = gradcheck("check", *args, "-f", "ndjson")
+    assert run.exit_code in (0, 1), run
+    documents = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [_kind(document) for document in documents] == ["row"] * (len(documents) - 1) + ["check"]
+    for document in documents:
+        assert_valid(document)
+
+
+@pytest.mark.parametrize("extra, arrays", [([], False), (["--full"], True)], ids=["summary", "full"])
+def test_summaries_of_big_inputs_validate(gradcheck, tmp_path, extra, arrays):
+    """Above 20,000 logits the report is a summary (no per-row arrays) unless --full."""
+    path = tmp_path / "big.csv"
+    _write_batch(path, rows=10_001, classes=2)
+    run = gradcheck("check", "-i", str(path), "-f", "json", *extra)
+    assert run.exit_code == 0, run
+    report = json.loads(run.stdout)
+    assert report["arrays"] is arrays and ("probabilities" in report) is arrays
+    if arrays:
+        # Every row has the same schema; validating 10,001 of them takes jsonschema seconds, so check the
+        # lengths here and validate the first rows.
+        for key in ("probabilities", "jacobian"):
+            assert len(report[key]) == 10_001
+            report[key] = report[key][:3]
+        for key in ("analytic", "numeric"):
+            assert len(report["gradient"][key]) == 10_001
+            report["gradient"][key] = report["gradient"][key][:3]
+    assert_valid(report)
+
+
+def test_json_lines_input_validates(gradcheck, tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"logits": [1, 2, 3], "label": 0}\n{"logits": [0.5, -1, 2], "label": 2}\n')
+    for output_format in ("json", "ndjson"):
+        run = gradcheck("check", "-i", str(path), "-f", output_format)
+        assert run.exit_code == 0, run
+        for line in run.stdout.splitlines():
+            assert_valid(json.loads(line))
 
 
 def test_reports_from_stdin_validate(gradcheck):
