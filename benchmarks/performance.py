@@ -1,8 +1,9 @@
 """Start-up, batch and streaming figures for gradcheck, side by side with torch and JAX when installed.
 
-Run in a venv where gradcheck is installed normally (`pip install .`, byte-compiled as users get it):
+Run in a venv where gradcheck is installed normally (`pip install .`, byte-compiled as users get it); the
+peers run in whichever Python has them (gradcheck's venv need not hold torch or jax):
 
-    python benchmarks/performance.py [--rows 1000000] [--repeats 9]
+    python benchmarks/performance.py [--rows 1000000] [--repeats 9] [--torch-python /work/venvs/torch/bin/python]
 
 Every figure is a whole process, timed as the median of several runs, and reported as a ratio against
 its reference measured in the same run, because the machine (2 shared cores) is noisy.
@@ -11,7 +12,6 @@ its reference measured in the same run, because the machine (2 shared cores) is 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shutil
 import statistics
@@ -48,7 +48,7 @@ PROBE = (
 )
 
 
-def timed(command: list[str], repeats: int) -> tuple[float, int]:
+def timed(command: list[str], repeats: int, codes: tuple[str, ...] = ("0", "1")) -> tuple[float, int]:
     """Median wall time of a whole process, and its peak resident memory in MB (from the last run)."""
     times, peak = [], 0
     for _ in range(repeats):
@@ -57,9 +57,20 @@ def timed(command: list[str], repeats: int) -> tuple[float, int]:
         out = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.split()
         times.append(time.perf_counter() - start)
         peak = int(out[0]) // 1024
-        if out[1] not in ("0", "1"):
+        if out[1] not in codes:  # a failed import would time nothing
             raise SystemExit(f"{command} exited {out[1]}")
     return statistics.median(times), peak
+
+
+def paired(first: list[str], second: list[str], repeats: int) -> tuple[float, float]:
+    """Median times of two commands run alternately, so that load from other users hits both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for command, spent in zip((first, second), times, strict=True):
+            start = time.perf_counter()
+            subprocess.run(command, stdout=subprocess.DEVNULL, check=True)
+            spent.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def line(name: str, value: float, reference: float, target: float, unit: str = "s") -> None:
@@ -68,17 +79,24 @@ def line(name: str, value: float, reference: float, target: float, unit: str = "
           f"(target <= {target:g}x: {'met' if ratio <= target else 'NOT met'})")
 
 
+def _has(python: str, module: str) -> bool:
+    probe = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
+    return subprocess.run([python, "-c", probe], check=False).returncode == 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the streaming CSV (10 classes)")
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--torch-python", default=PY, help="a Python with torch (default: this one)")
+    parser.add_argument("--jax-python", default=PY, help="a Python with jax (default: this one)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gradcheck-bench-"))
     rng = np.random.default_rng(0)
 
     print("start-up (one-row check with tables vs importing numpy, click, rich.console, rich.table)")
-    bare, _ = timed([PY, "-c", "import numpy, click, rich.console, rich.table"], args.repeats * 2)
-    ours, _ = timed([GRADCHECK, "check", "--logits", "1.1,2.2,0.2,-1.7", "--labels", "2"], args.repeats * 2)
+    bare, ours = paired([PY, "-c", "import numpy, click, rich.console, rich.table"],
+                        [GRADCHECK, "check", "--logits", "1.1,2.2,0.2,-1.7", "--labels", "2"], args.repeats * 4)
     line("gradcheck check (1 row, tables)", ours, bare, 1.15)
 
     print("batch (full element-by-element check of gradient and Jacobian, whole process)")
@@ -86,15 +104,15 @@ def main() -> None:
     batch.write_text(json.dumps({"logits": (rng.standard_normal((1024, 100)) * 3).tolist(),
                                  "labels": rng.integers(0, 100, 1024).tolist()}))
     ours, _ = timed([GRADCHECK, "check", "-i", str(batch)], args.repeats)
-    if importlib.util.find_spec("torch"):
-        torch_time, _ = timed([PY, "-c", TORCH_GRADCHECK], 3)
+    if _has(args.torch_python, "torch"):
+        torch_time, _ = timed([args.torch_python, "-c", TORCH_GRADCHECK], 3, ("0",))
         line("gradcheck 1024x100 vs torch.autograd.gradcheck 128x100", ours, torch_time, 0.1)
-        start_torch, _ = timed([PY, "-c", "import torch"], 3)
+        start_torch, _ = timed([args.torch_python, "-c", "import torch"], 3, ("0",))
         print(f"  (python -c 'import torch' alone: {start_torch:.3f} s)")
     else:
         print(f"  gradcheck 1024x100: {ours:.3f} s (torch not installed: no ratio)")
-    if importlib.util.find_spec("jax"):
-        jax_time, _ = timed([PY, "-c", JAX_CHECK], 3)
+    if _has(args.jax_python, "jax"):
+        jax_time, _ = timed([args.jax_python, "-c", JAX_CHECK], 3, ("0",))
         line("gradcheck 1024x100 vs jax check_grads 128x100 (one direction)", ours, jax_time, 1.0)
 
     print(f"streaming ({args.rows:,} x 10 CSV with a header and a label column)")

@@ -133,7 +133,11 @@ def csv_batches(source: Source, chunk_bytes: int = CHUNK_BYTES, ignore_index: in
         logits, labels = parse_csv_rows(numbered, source.name, layout)
         if labels is None:
             raise InputError(f"{source.name}: streaming needs the labels in the file: a 'label' column")
-        lines = np.fromiter((number for number, _ in numbered), dtype=np.int64, count=len(numbered))
+        first_line, last_line = numbered[0][0], numbered[-1][0]
+        if last_line - first_line == len(numbered) - 1:  # consecutive lines, the common case
+            lines = np.arange(first_line, last_line + 1, dtype=np.int64)
+        else:
+            lines = np.fromiter((number for number, _ in numbered), dtype=np.int64, count=len(numbered))
         yield _labelled_batch(logits, labels, lines, source.name, ignore_index, line_of)
     if layout is None:
         raise InputError(f"{source.name}: no data rows (only blank lines or comments)")
