@@ -80,10 +80,16 @@ def parse_number(text: str, where: str) -> float:
 
 def parse_label(text: str, where: str) -> int:
     token = text.strip()
+    value: int | None = None
     if _INTEGER.match(token):
-        return int(token)
-    if _NUMBER.match(token) and float(token).is_integer():
-        return int(float(token))
+        value = int(token)
+    elif _NUMBER.match(token) and float(token).is_integer():
+        value = int(float(token))
+    if value is not None:
+        # Labels become int64 arrays; any index that large is out of range for every input anyway.
+        if abs(value) >= 2**63:
+            raise InputError(f"{where}: {token!r} is far too large for a class index")
+        return value
     if not token:
         raise InputError(f"{where}: empty value where a class index was expected")
     raise InputError(f"{where}: {token!r} is not an integer class index")

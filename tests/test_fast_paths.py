@@ -56,3 +56,11 @@ def test_factored_jacobian_column_equals_perturbing_all_of_s(method, temperature
         expected = differences.column_derivative(whole, h[:, j], j, method)
         actual = differences.softmax_column_derivative(s, complement, h[:, j], j, method, temperature)
         np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("label", ["9.223372036854776e+18", "99999999999999999999"])
+def test_a_label_beyond_int64_is_refused_with_its_place(gradcheck, tmp_path, label):
+    path = tmp_path / "huge.csv"
+    path.write_text(f"a,b,c,label\n0,0,0,{label}\n")
+    run = gradcheck("check", "-i", str(path))
+    assert run.exit_code == 2 and f"huge.csv:2:7: '{label}' is far too large" in run.stderr, run
