@@ -30,6 +30,8 @@ _SEPARATORS = re.compile(r"[,\s]+")
 SUPPLIED_KEYS = ("probabilities", "jacobian", "loss", "gradient")
 _JSON_KEYS = ("logits", "labels", "targets", *SUPPLIED_KEYS)
 _LABEL_COLUMN = "label"
+# Class indices beyond this are certainly out of range, and would not fit the int64 arrays that hold them.
+_LARGEST_LABEL = 2**63
 
 
 @dataclass
@@ -86,8 +88,7 @@ def parse_label(text: str, where: str) -> int:
     elif _NUMBER.match(token) and float(token).is_integer():
         value = int(float(token))
     if value is not None:
-        # Labels become int64 arrays; any index that large is out of range for every input anyway.
-        if abs(value) >= 2**63:
+        if abs(value) >= _LARGEST_LABEL:
             raise InputError(f"{where}: {token!r} is far too large for a class index")
         return value
     if not token:
@@ -431,6 +432,8 @@ def _json_labels(value: object, name: str) -> np.ndarray:
     for n, x in enumerate(value):
         if not (_is_number(x) and float(x).is_integer()):
             raise InputError(f"{name}: labels[{n}]: expected an integer class index, got {json.dumps(x)[:40]}")
+        if abs(x) >= _LARGEST_LABEL:
+            raise InputError(f"{name}: labels[{n}]: {x} is far too large for a class index")
     return np.array([int(x) for x in value], dtype=np.int64)
 
 
@@ -494,6 +497,8 @@ def strict_json_line(line: str, where: str) -> tuple[list[float], int | list[flo
         label = label[0]
     if not (_is_number(label) and float(label).is_integer()):
         raise InputError(f"{where}: {given[0]}: expected an integer class index, got {json.dumps(label)[:40]}")
+    if abs(label) >= _LARGEST_LABEL:
+        raise InputError(f"{where}: {given[0]}: {label} is far too large for a class index")
     return logits[0].tolist(), int(label)
 
 

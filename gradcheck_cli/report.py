@@ -161,6 +161,13 @@ def _jacobian_check(low: np.ndarray, logits: np.ndarray, settings: Settings) -> 
 
 
 def check_rows(batch: Batch, settings: Settings, normalizer: float | None = None) -> RowChecks:
+    # Overflow (huge weights, a temperature near 0) gives inf and NaN, which the checks report as failures;
+    # numpy's warnings about them would only repeat that on stderr.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        return _check_rows(batch, settings, normalizer)
+
+
+def _check_rows(batch: Batch, settings: Settings, normalizer: float | None = None) -> RowChecks:
     """The gradient, Jacobian (and Hessian) checks of some rows; `normalizer` is the whole input's mean divisor.
 
     In float32 the logits are first rounded to float32, and the reference is computed at those same
@@ -282,12 +289,17 @@ def run_check(
     notes: list[str] = []
     if implementation is not None:
         checks += implementation.checks(logits, batch.targets, reference_loss, settings, notes)
+    with np.errstate(over="ignore", invalid="ignore"):
+        loss = analytic_loss.loss(low)
+    if not np.all(np.isfinite(loss)):  # a loss that overflows is a failure, never a NaN in JSON
+        value = np.atleast_1d(np.asarray(loss, dtype=np.float64))
+        checks.append(compare("loss", value, value, settings.atol, settings.rtol, description="the loss is finite"))
     row_lines = batch.row_lines
     report = Report(
         settings=settings,
         rows=batch.logits.shape[0],
         classes=batch.logits.shape[1],
-        loss=analytic_loss.loss(low),
+        loss=loss,
         checks=checks,
         batch=batch,
         notes=notes,

@@ -183,7 +183,8 @@ def test_labels_parse_to_exactly_what_they_say_or_refuse(tokens):
         assert str(error).startswith("--labels") and "\n" not in str(error)
         return
     words = [word for word in text.replace(",", " ").split() if word]
-    assert labels == [int(float(word)) for word in words]
+    # An integer is read exactly (not through a float, which would round 2**53 + 1).
+    assert labels == [int(word) if word.lstrip("+-").isdigit() else int(float(word)) for word in words]
     assert all(float(word).is_integer() for word in words)
 
 
@@ -203,9 +204,33 @@ def test_json_lines_parse_or_refuse_with_the_line(documents):
 @given(st.lists(TOKEN, max_size=5))
 def test_weights_parse_or_refuse(gradcheck, tokens):
     run = gradcheck("check", "--logits", "1,2,3", "--labels", "0", "--weights", ",".join(tokens), "-f", "json")
-    assert run.exit_code in (0, 2), run
-    if run.exit_code == 0:
+    assert run.exit_code in (0, 1, 2), run  # 1: weights so large that the loss overflows, a failed check
+    if run.exit_code in (0, 1):
         weights = json.loads(run.stdout)["settings"]["weights"]
         assert weights == [float(word) for word in ",".join(tokens).replace(",", " ").split()]
     else:
         assert len(run.stderr.splitlines()) == 1 and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("source", ["json", "jsonl", "args"])
+def test_labels_beyond_int64_are_input_errors(gradcheck, tmp_path, source):
+    huge = "99999999999999999999"
+    if source == "json":
+        run = gradcheck("check", "-i", "-", input='{"logits": [1, 2, 3], "labels": [%s]}' % huge)
+    elif source == "jsonl":
+        path = tmp_path / "x.jsonl"
+        path.write_text('{"logits": [1, 2, 3], "label": %s}\n' % huge)
+        run = gradcheck("check", "-i", str(path))
+    else:
+        run = gradcheck("check", "--logits", "1,2,3", "--labels", huge)
+    assert run.exit_code == 2, run
+    assert "far too large for a class index" in run.stderr
+
+
+def test_a_loss_that_overflows_is_a_failed_check_not_a_crash(gradcheck):
+    run = gradcheck("check", "--logits", "1,2,3", "--labels", "0", "--reduction", "sum",
+                    "--weights", "1.7976931348623157e308,1e308,1e308", "-f", "json")
+    assert run.exit_code == 1, run
+    report = json.loads(run.stdout)
+    assert report["loss"] is None
+    assert {check["name"]: check["passed"] for check in report["checks"]}["loss"] is False
