@@ -216,10 +216,10 @@ def test_weights_parse_or_refuse(gradcheck, tokens):
 def test_labels_beyond_int64_are_input_errors(gradcheck, tmp_path, source):
     huge = "99999999999999999999"
     if source == "json":
-        run = gradcheck("check", "-i", "-", input='{"logits": [1, 2, 3], "labels": [%s]}' % huge)
+        run = gradcheck("check", "-i", "-", input=f'{{"logits": [1, 2, 3], "labels": [{huge}]}}')
     elif source == "jsonl":
         path = tmp_path / "x.jsonl"
-        path.write_text('{"logits": [1, 2, 3], "label": %s}\n' % huge)
+        path.write_text(f'{{"logits": [1, 2, 3], "label": {huge}}}\n')
         run = gradcheck("check", "-i", str(path))
     else:
         run = gradcheck("check", "--logits", "1,2,3", "--labels", huge)
