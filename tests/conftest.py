@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import settings
 
 from gradcheck_cli.cli import main
+
+# In CI (CI=true) hypothesis draws the same examples every run, so the gate is reproducible; a developer's
+# run explores new ones (and keeps what fails in .hypothesis/). Long fuzzing is tests/fuzz/, by hand.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev")
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 @pytest.fixture(autouse=True)
 def _plain_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test sees the same terminal: no colour, 80 columns, no GRADCHECK_* settings from outside."""
-    import os
-
     for name in list(os.environ):
         if name.startswith("GRADCHECK_"):
             monkeypatch.delenv(name)
