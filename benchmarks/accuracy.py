@@ -18,14 +18,7 @@ import numpy as np
 from gradcheck_cli import core, differences
 from gradcheck_cli.losses import cross_entropy
 
-TARGETS = {
-    "forward": 1e-7,
-    "backward": 1e-7,
-    "central": 1e-10,
-    "five-point": 1e-12,
-    "richardson": 1e-13,
-    "complex-step": 1e-15,
-}
+TARGETS = differences.ACCURACY_TARGETS
 SCALES = (1.0, 10.0, 100.0)
 
 

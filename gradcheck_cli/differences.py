@@ -63,6 +63,16 @@ METHODS: dict[str, Method] = {
     )
 }
 METHOD_NAMES = tuple(METHODS)
+# The accuracy each method must reach in float64 on random logits of scale 1 to 100: the worst element's
+# error relative to the largest gradient element (benchmarks/accuracy.py measures it, the tests hold it).
+ACCURACY_TARGETS = {
+    "forward": 1e-7,
+    "backward": 1e-7,
+    "central": 1e-10,
+    "five-point": 1e-12,
+    "richardson": 1e-13,
+    "complex-step": 1e-15,
+}
 COMPLEX_STEP = 1e-20
 
 

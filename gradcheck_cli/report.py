@@ -202,7 +202,7 @@ def normalizer_of(batches: Iterable[Batch], settings: Settings) -> float:
     """The mean's divisor over a whole input that arrives in pieces: the summed weights of the rows kept."""
     total, rows = ExactSum(), 0
     for batch in batches:
-        loss = build_loss(batch, replace(settings, reduction="sum"))
+        build_loss(batch, replace(settings, reduction="sum"))  # refuses bad options for this piece
         rows += batch.logits.shape[0]
         if settings.loss == "cross_entropy" and batch.labels is not None:
             kept = np.ones(batch.labels.shape[0], dtype=bool)
@@ -210,7 +210,6 @@ def normalizer_of(batches: Iterable[Batch], settings: Settings) -> float:
                 kept = batch.labels != settings.ignore_index
             weights = np.ones(batch.logits.shape[1]) if settings.weights is None else np.array(settings.weights)
             total.add(np.where(kept, weights[np.where(kept, batch.labels, 0)], 0.0))
-        del loss
     if settings.loss == "cross_entropy" and (settings.weights is not None or settings.ignore_index is not None):
         return total.value()
     return float(rows)

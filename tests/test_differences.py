@@ -13,15 +13,7 @@ from gradcheck_cli.inputs import Batch
 from gradcheck_cli.losses import cross_entropy
 from gradcheck_cli.report import Settings, run_check
 
-# The accuracy each method must reach: worst error relative to the largest gradient element.
-TARGETS = {
-    "forward": 1e-7,
-    "backward": 1e-7,
-    "central": 1e-10,
-    "five-point": 1e-12,
-    "richardson": 1e-13,
-    "complex-step": 1e-15,
-}
+TARGETS = differences.ACCURACY_TARGETS
 
 
 def random_case(scale: float, rows: int = 64, classes: int = 10, seed: int = 0):
