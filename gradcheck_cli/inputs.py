@@ -531,6 +531,21 @@ def read_jsonl(text: str, name: str) -> _Parsed:
 # --- putting a batch together -----------------------------------------------------------------------------
 
 
+# Beyond this the spacing of float64 at z (2.2e-16 |z|) is larger than any accurate finite-difference step,
+# and z - max(z) can overflow: such a logit cannot be checked, so it is refused. Real logits stay far below.
+LARGEST_LOGIT = 1e9
+
+
+def check_logit_range(logits: np.ndarray, locate: Callable[[int], str]) -> None:
+    huge = np.argwhere(np.abs(logits) > LARGEST_LOGIT)
+    if huge.size:
+        n, c = (int(i) for i in huge[0])
+        raise InputError(
+            f"{locate(n)}: logit {float(logits[n, c])!r} of class {c} is beyond ±{LARGEST_LOGIT:g}; finite "
+            "differences cannot resolve it in float64: shift or scale the logits (softmax ignores a shift)"
+        )
+
+
 @dataclass
 class _Answers:
     """Labels or targets from one place, and how to name the place of row n in a message."""
@@ -627,6 +642,7 @@ def load_batch(
 
     logits = parsed.logits
     assert logits is not None
+    check_logit_range(logits, lambda n: f"row {n}" if parsed.row_lines is None else f"{source}:{parsed.row_lines[n]}")
     given = answers[0]
     what = "labels" if given.are_labels else "target rows"
     if given.values.shape[0] != logits.shape[0]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from gradcheck_cli import core
 from gradcheck_cli.errors import InputError
-from gradcheck_cli.inputs import Batch, CsvLayout, csv_layout, parse_csv_rows, strict_json_line
+from gradcheck_cli.inputs import Batch, CsvLayout, check_logit_range, csv_layout, parse_csv_rows, strict_json_line
 
 # About this many bytes of text per chunk: a few MB of arrays, whatever the number of rows.
 CHUNK_BYTES = 4 << 20
@@ -182,13 +182,19 @@ def jsonl_batches(source: Source, chunk_bytes: int = CHUNK_BYTES, ignore_index: 
                 raise InputError(f"{source.name}:{numbers[negative[0][0]]}: a target is negative")
             if line_of is not None:
                 line_of.append(numbers)
+            check_logit_range(matrix, _locator(source.name, numbers))
             yield Batch(logits=matrix, labels=None, targets=targets, source=source.name)
     if width is None:
         raise InputError(f"{source.name}: no data rows")
 
 
+def _locator(name: str, lines: np.ndarray) -> Callable[[int], str]:
+    return lambda row: f"{name}:{lines[row]}"
+
+
 def _labelled_batch(logits: np.ndarray, labels: np.ndarray, lines: np.ndarray, name: str,
                     ignore_index: int | None, line_of: list[np.ndarray] | None) -> Batch:
+    check_logit_range(logits, _locator(name, lines))
     classes = logits.shape[1]
     bad = np.flatnonzero(((labels < 0) | (labels >= classes)) & (labels != ignore_index))
     if bad.size:

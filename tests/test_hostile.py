@@ -234,3 +234,15 @@ def test_a_loss_that_overflows_is_a_failed_check_not_a_crash(gradcheck):
     report = json.loads(run.stdout)
     assert report["loss"] is None
     assert {check["name"]: check["passed"] for check in report["checks"]}["loss"] is False
+
+
+@pytest.mark.parametrize("logits", ["1.7e308,0", "1e10,0", "0,-2e9"])
+def test_logits_beyond_float64_resolution_are_refused_not_mangled(gradcheck, logits):
+    run = gradcheck("check", "--logits", logits, "--labels", "0")
+    assert run.exit_code == 2, run
+    assert "row 0: logit" in run.stderr and "is beyond ±1e+09" in run.stderr and "Warning" not in run.stderr
+
+
+def test_logits_at_the_limit_still_check(gradcheck):
+    run = gradcheck("check", "--logits", "1e9,-1e9,0", "--labels", "2", "-q")
+    assert run.exit_code == 0, run
