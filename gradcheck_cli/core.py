@@ -6,34 +6,62 @@ here loops over rows, prints, or knows about click or rich.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Softmax:
+    """Row-wise softmax of a batch and what the checks build on it, all from one exp per logit.
+
+    Computed once per batch and handed to every check that needs it (see softmax_parts).
+    """
+
+    s: np.ndarray
+    complement: np.ndarray  # 1 - s, accurate to the last digits even where s is within rounding of 1
+    shifted: np.ndarray  # z - max(z) per row
+    log_total: np.ndarray  # log sum exp(z - max(z)), one per row (N x 1)
+
+    @property
+    def log_s(self) -> np.ndarray:
+        """log-softmax: z - m - log(sum(exp(z - m))), never exp of a large number."""
+        return self.shifted - self.log_total
+
+
+def softmax_parts(logits: np.ndarray) -> Softmax:
+    """softmax(z), 1 - softmax(z) and log-softmax(z) row-wise, stable for any finite logits.
+
+    1 - s_j computed by subtraction keeps only about 1e-16 / (1 - s_j) of its digits: for a confident row
+    (s_y = 1 - 1e-10) that is 1e-6 relative, and it enters both the gradient at the label and the Jacobian
+    diagonal. So the row's largest class (exp(0) = 1 exactly) gets the sum of the others' terms, all
+    positive; for every other class j the others' sum includes that 1 and exp(z_j - m) <= 1, so
+    total - exp(z_j - m) cancels at most one bit.
+    """
+    first = logits.argmax(axis=-1)[..., None]
+    shifted = logits - np.take_along_axis(logits, first, axis=-1)
+    exps = np.exp(shifted)
+    np.put_along_axis(exps, first, 0.0, axis=-1)
+    rest = exps.sum(axis=-1, keepdims=True)  # the others' sum of each row's largest class
+    np.put_along_axis(exps, first, 1.0, axis=-1)
+    total = rest + 1.0
+    others = total - exps
+    np.put_along_axis(others, first, rest, axis=-1)
+    return Softmax(s=exps / total, complement=others / total, shifted=shifted, log_total=np.log(total))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, stable for any finite logits (the row max is subtracted first)."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exps = np.exp(shifted)
-    return exps / exps.sum(axis=-1, keepdims=True)
+    return softmax_parts(logits).s
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax: z - m - log(sum(exp(z - m))), never exp of a large number."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return softmax_parts(logits).log_s
 
 
 def softmax_complement(logits: np.ndarray) -> np.ndarray:
-    """1 - s_j for every class, accurate even where s_j is within rounding of 1.
-
-    1 - s_j computed by subtraction keeps only about 1e-16 / (1 - s_j) of its digits: for a confident row
-    (s_y = 1 - 1e-10) that is 1e-6 relative, and it enters both the gradient at the label and the Jacobian
-    diagonal. Instead, sum the other classes' terms directly: all are positive, so nothing cancels.
-    """
-    exps = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    others = np.zeros_like(exps)
-    others[..., 1:] += np.cumsum(exps, axis=-1)[..., :-1]  # sum over l < j
-    others[..., :-1] += np.cumsum(exps[..., ::-1], axis=-1)[..., ::-1][..., 1:]  # sum over l > j
-    return others / exps.sum(axis=-1, keepdims=True)
+    """1 - s_j for every class, accurate even where s_j is within rounding of 1 (see softmax_parts)."""
+    return softmax_parts(logits).complement
 
 
 def softmax_jacobian(probabilities: np.ndarray, complement: np.ndarray | None = None) -> np.ndarray:

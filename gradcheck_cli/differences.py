@@ -19,9 +19,9 @@ from typing import Protocol
 
 import numpy as np
 
-from gradcheck_cli.core import softmax, softmax_complement
+from gradcheck_cli.core import Softmax, softmax_parts
 
-Perturbation = Callable[[int, np.ndarray], np.ndarray]
+Perturbation = Callable[[int | slice, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -120,14 +120,32 @@ def steps(logits: np.ndarray, eps: float) -> np.ndarray:
     perturbations (rounding relative to the change, not to |f|), and a re-evaluated row loss grows only
     like |z|, so the balance point moves like |z|^(1/3) at most.
     """
+    common = common_step(logits, eps)
+    if common is not None:
+        return np.full(logits.shape, common)
     nominal = np.maximum(eps, 4.0 * np.spacing(np.abs(logits)))
     return np.exp2(np.floor(np.log2(nominal)))
+
+
+def common_step(logits: np.ndarray, eps: float) -> float | None:
+    """The step every logit gets when none is so large that its 4 ulps exceed eps (so always, for central)."""
+    largest = float(np.abs(logits).max()) if logits.size else 0.0
+    return float(2.0 ** np.floor(np.log2(eps))) if 4.0 * np.spacing(largest) <= eps else None
+
+
+def broadcast_steps(logits: np.ndarray, eps: float) -> np.ndarray:
+    """The steps as one number (a 0-d array) when every logit gets the same, else one per logit.
+
+    For stencils that move every column at once: e^h - 1 and the like are then computed once, not per logit.
+    """
+    common = common_step(logits, eps)
+    return steps(logits, eps) if common is None else np.asarray(common)
 
 
 def column_perturbation(function: Callable[[np.ndarray], np.ndarray], logits: np.ndarray) -> Perturbation:
     """The generic perturbation: evaluate `function` on the whole batch with column j moved by d."""
 
-    def perturb(column: int, offsets: np.ndarray) -> np.ndarray:
+    def perturb(column: int | slice, offsets: np.ndarray) -> np.ndarray:
         moved = logits.astype(np.result_type(logits, offsets))
         moved[:, column] += offsets
         return function(moved)
@@ -135,16 +153,20 @@ def column_perturbation(function: Callable[[np.ndarray], np.ndarray], logits: np
     return perturb
 
 
-def column_derivative(perturb: Perturbation, step: np.ndarray, column: int, method: str) -> np.ndarray:
-    """One method's stencil on one column: the derivative by logit `column` of every row (N x ...)."""
+def column_derivative(perturb: Perturbation, step: np.ndarray, column: int | slice, method: str) -> np.ndarray:
+    """One method's stencil on one column: the derivative by logit `column` of every row (N x ...).
+
+    With `column` a slice and a step per logit (N x C), every column at once, each moved on its own.
+    """
     spec = METHODS[method]
+    step = np.asarray(step)
     if spec.complex_step:
         value = perturb(column, 1j * step).imag
     else:
         value = np.zeros(())
         for offset, weight in zip(spec.offsets, spec.weights, strict=True):
             value = value + weight * perturb(column, offset * step)
-    return value / step.reshape((-1,) + (1,) * (np.ndim(value) - 1))
+    return value / step.reshape(step.shape + (1,) * (np.ndim(value) - np.ndim(step)))
 
 
 def differentiate(perturb: Perturbation, h: np.ndarray, method: str) -> np.ndarray:
@@ -166,9 +188,10 @@ def softmax_perturbation(logits: np.ndarray) -> Perturbation:
     s_i changes by -s_i s_j q / (1 + s_j q) for i != j and s_j by s_j (1 - s_j) q / (1 + s_j q), with 1 - s_j
     from softmax_complement so that nothing cancels.
     """
-    s, complement = softmax(logits), softmax_complement(logits)
+    parts = softmax_parts(logits)
+    s, complement = parts.s, parts.complement
 
-    def perturb(column: int, offsets: np.ndarray) -> np.ndarray:
+    def perturb(column: int | slice, offsets: np.ndarray) -> np.ndarray:
         q = np.expm1(offsets)
         s_j = s[:, column]
         denominator = 1.0 + s_j * q
@@ -188,15 +211,20 @@ class Differentiable(Protocol):
     def row_losses(self, logits: np.ndarray) -> np.ndarray: ...
 
 
-def numeric_gradient(loss: Differentiable, logits: np.ndarray, eps: float, method: str) -> np.ndarray:
+def numeric_gradient(
+    loss: Differentiable, logits: np.ndarray, eps: float, method: str, given: Softmax | None = None
+) -> np.ndarray:
     """Finite differences of each row's own loss, scaled by the reduction as the analytic gradient is.
 
     Differencing the row losses rather than the batch total keeps the rounding error of one row from
-    swamping the others, and costs the same. A loss with an exact `perturbation` is evaluated through it.
+    swamping the others, and costs the same. A loss with an exact `perturbation` is evaluated through it,
+    every column at once (`given` is its softmax, if the caller has it).
     """
     make = getattr(loss, "perturbation", None)
-    perturb = make(logits) if make is not None else column_perturbation(loss.row_losses, logits)
-    return differentiate(perturb, steps(logits, eps), method) * loss.scale
+    if make is not None:
+        h = broadcast_steps(logits, eps)
+        return column_derivative(make(logits, given), h, slice(None), method) * loss.scale
+    return differentiate(column_perturbation(loss.row_losses, logits), steps(logits, eps), method) * loss.scale
 
 
 def jacobian_perturbation(logits: np.ndarray, temperature: float = 1.0) -> Perturbation:
@@ -205,34 +233,32 @@ def jacobian_perturbation(logits: np.ndarray, temperature: float = 1.0) -> Pertu
     return lambda column, offsets: perturb(column, offsets / temperature)
 
 
-def softmax_column_derivative(
-    s: np.ndarray, complement: np.ndarray, step: np.ndarray, column: int, method: str, temperature: float = 1.0
-) -> np.ndarray:
-    """ds/dz_column of s = softmax(z / T) for every row: the method's stencil on softmax_perturbation's changes.
+def softmax_derivative_factors(
+    s: np.ndarray, complement: np.ndarray, h: np.ndarray, method: str, temperature: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The numeric ds/dz of s = softmax(z / T) in factored form, every row and column at once (N x C each).
 
-    `s` and `complement` (1 - s) are at the reference logits. Moving z_j changes every other s_i by s_i times
-    one row factor, -s_j q / (1 + s_j q), so the stencil combines those factors (N values) and multiplies by s
-    once: the same differences of the same exact changes as perturbing all of s, one N x C pass per column
-    instead of three per stencil point. The column's own s_j is differenced on its own.
+    Moving z_j by d changes every other s_i by s_i times one row factor, -s_j q / (1 + s_j q) with q = e^(d/T) - 1,
+    and s_j by s_j (1 - s_j) q / (1 + s_j q) (softmax_perturbation's exact changes). So the method's stencil
+    over those row factors gives, for column j, ds_i/dz_j = s_i * factor[:, j] (i != j) and ds_j/dz_j =
+    own[:, j]: the differences of the same exact changes as perturbing all of s, in O(N C) instead of O(N C^2).
+    `s` and `complement` (1 - s) are at the reference logits; h holds the steps, one per logit or one for all.
     """
     spec = METHODS[method]
-    s_j, complement_j = s[:, column], complement[:, column]
 
     def change(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         q = np.expm1(offsets / temperature)
-        denominator = 1.0 + s_j * q
-        return -s_j * q / denominator, s_j * complement_j * q / denominator
+        denominator = 1.0 + s * q
+        return -s * q / denominator, s * complement * q / denominator
 
     if spec.complex_step:
-        factor, own = (part.imag for part in change(1j * step))
+        factor, own = (part.imag for part in change(1j * h))
     else:
         factor = own = np.zeros(())
         for offset, weight in zip(spec.offsets, spec.weights, strict=True):
-            others, mine = change(offset * step)
+            others, mine = change(offset * h)
             factor, own = factor + weight * others, own + weight * mine
-    derivative = s * (factor / step)[:, None]
-    derivative[:, column] = own / step
-    return derivative
+    return factor / h, own / h
 
 
 def numeric_jacobian(logits: np.ndarray, eps: float, method: str, temperature: float = 1.0) -> np.ndarray:

@@ -241,28 +241,36 @@ def csv_layout(first: tuple[int, str], name: str) -> CsvLayout:
     return CsvLayout(cells, len(cells), label_at)
 
 
+def parse_csv_fast(lines: list[str], layout: CsvLayout) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """numpy's C parser on lines that should all be data rows, or None if it cannot take them whole.
+
+    None for anything the exact parser must look at: a blank or comment line (numpy would skip or reject
+    it), a trailing comma, a bad cell, a non-finite or non-integer value, a label too large.
+    """
+    try:
+        values = np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=2, comments=None)
+    except ValueError:
+        return None
+    if values.shape != (len(lines), layout.width) or not np.isfinite(values).all():
+        return None
+    if layout.label_at is None:
+        return values, None
+    labels = values[:, layout.label_at]
+    if not ((labels == np.round(labels)).all() and (np.abs(labels) < 2**53).all()):
+        return None
+    return np.delete(values, layout.label_at, axis=1), labels.astype(np.int64)
+
+
 def parse_csv_rows(
     lines: list[tuple[int, str]], name: str, layout: CsvLayout
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Logits (and labels, if the layout has a label column) of numbered data lines, or the first error.
 
-    The fast path hands the lines to numpy's C parser; anything it cannot take whole (a trailing comma,
-    a bad cell, a non-finite or non-integer value) goes through the exact parser, which either reads it
-    the same way or names the line and column of what is wrong.
+    The fast path hands the lines to numpy's C parser; anything it cannot take whole goes through the exact
+    parser, which either reads it the same way or names the line and column of what is wrong.
     """
-    try:
-        values = np.loadtxt([line for _, line in lines], delimiter=",", dtype=np.float64, ndmin=2, comments=None)
-        fast = values.shape == (len(lines), layout.width) and bool(np.isfinite(values).all())
-        if fast and layout.label_at is not None:
-            labels = values[:, layout.label_at]
-            fast = bool((labels == np.round(labels)).all()) and bool((np.abs(labels) < 2**53).all())
-    except ValueError:
-        fast = False
-    if fast:
-        if layout.label_at is None:
-            return values, None
-        return np.delete(values, layout.label_at, axis=1), values[:, layout.label_at].astype(np.int64)
-    return _parse_csv_rows_exactly(lines, name, layout)
+    parsed = parse_csv_fast([line for _, line in lines], layout)
+    return parsed if parsed is not None else _parse_csv_rows_exactly(lines, name, layout)
 
 
 def _parse_csv_rows_exactly(

@@ -3,6 +3,7 @@
 Every loss object offers the same interface: row_losses, row_gradients (each row's own), scale (what the
 reduction multiplies rows by), loss, gradient, hessian, and, where an exact and cheap one exists,
 perturbation (see differences.py). Gradients are always with respect to the logits z, temperature included.
+A caller that has softmax(z / T) already (core.softmax_parts) passes it as `given`: a batch computes it once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gradcheck_cli.checks import exact_sum
-from gradcheck_cli.core import log_softmax, softmax, softmax_complement, softmax_jacobian
+from gradcheck_cli.core import Softmax, softmax_jacobian, softmax_parts
 
 LOSSES = ("cross_entropy", "mse")
 
@@ -31,23 +32,27 @@ class _Reduced:
         """What the reduction multiplies each row's loss (and so its gradient) by."""
         return 1.0 / self.normalizer if self.reduction == "mean" else 1.0
 
-    def row_losses(self, logits: np.ndarray) -> np.ndarray:
+    def softmax(self, logits: np.ndarray, given: Softmax | None = None) -> Softmax:
+        """softmax(z / T), unless the caller has it already."""
+        return given if given is not None else softmax_parts(logits / self.temperature)
+
+    def row_losses(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
         raise NotImplementedError
 
-    def row_gradients(self, logits: np.ndarray) -> np.ndarray:
+    def row_gradients(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
         raise NotImplementedError
 
-    def loss(self, logits: np.ndarray) -> float | np.ndarray:
+    def loss(self, logits: np.ndarray, given: Softmax | None = None) -> float | np.ndarray:
         """The reduced loss: a float for mean and sum, the row losses for none."""
-        rows = self.row_losses(logits)
+        rows = self.row_losses(logits, given)
         if self.reduction == "none":
             return rows
         total = exact_sum(rows)  # exactly rounded, so a streamed file's loss equals the in-memory one
         return total / self.normalizer if self.reduction == "mean" else total
 
-    def gradient(self, logits: np.ndarray) -> np.ndarray:
+    def gradient(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
         """dL/dz for mean and sum; for none, the gradient of the sum of rows (each row's own)."""
-        return self.row_gradients(logits) * self.scale
+        return self.row_gradients(logits, given) * self.scale
 
 
 @dataclass(frozen=True)
@@ -63,34 +68,37 @@ class CrossEntropy(_Reduced):
     coefficients: np.ndarray
     name: str = "cross_entropy"
 
-    def row_losses(self, logits: np.ndarray) -> np.ndarray:
-        return -(self.coefficients * log_softmax(logits / self.temperature)).sum(axis=-1)
+    def row_losses(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
+        return -(self.coefficients * self.softmax(logits, given).log_s).sum(axis=-1)
 
-    def row_gradients(self, logits: np.ndarray) -> np.ndarray:
+    def row_gradients(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
         """The gradient of each row's own loss, before the reduction's scale."""
-        # s_j A - a_j rewritten as s_j (A - a_j) - a_j (1 - s_j), with 1 - s_j from softmax_complement: the
-        # naive form cancels catastrophically at the label of a confident row.
-        scaled = logits / self.temperature
+        # s_j A - a_j rewritten as s_j (A - a_j) - a_j (1 - s_j), with the accurate 1 - s_j: the naive form
+        # cancels catastrophically at the label of a confident row.
+        parts = self.softmax(logits, given)
         a = self.coefficients
         others = a.sum(axis=-1, keepdims=True) - a
-        return (softmax(scaled) * others - a * softmax_complement(scaled)) / self.temperature
+        return (parts.s * others - a * parts.complement) / self.temperature
 
-    def perturbation(self, base: np.ndarray) -> Callable[[int, np.ndarray], np.ndarray]:
+    def perturbation(
+        self, base: np.ndarray, given: Softmax | None = None
+    ) -> Callable[[int | slice, np.ndarray], np.ndarray]:
         """l(z + d e_j) - l(z) for every row, exactly, in O(N) per column: for finite differences around `base`.
 
         Moving z_j by d moves z_j / T by d / T = u, which multiplies exp(z_j/T - m) by e^u and the normaliser
         by 1 + s_j q (q = e^u - 1), so l changes by A log(1 + s_j q) - a_j u, with A = sum_c a_c. Split
         A = B + a_j and fold a_j u into the log: B log1p(s_j q) + a_j log1p((1 - s_j)(e^-u - 1)). Each term
-        keeps full relative precision (1 - s_j from softmax_complement), so the differences carry rounding of
-        eps |dl| rather than eps |l|: a loss of 17 cannot swamp a gradient element of 5e-4. It is the loss
-        itself that is evaluated, never its derivative.
+        keeps full relative precision (the accurate 1 - s_j), so the differences carry rounding of eps |dl|
+        rather than eps |l|: a loss of 17 cannot swamp a gradient element of 5e-4. It is the loss itself that
+        is evaluated, never its derivative. Each (row, column) is independent, so `column` may be a slice
+        and `offsets` one per logit: every column moved at once, each on its own.
         """
-        scaled = base / self.temperature
-        s, complement = softmax(scaled), softmax_complement(scaled)
+        parts = self.softmax(base, given)
+        s, complement = parts.s, parts.complement
         a = self.coefficients
         others = a.sum(axis=-1, keepdims=True) - a
 
-        def perturb(column: int, offsets: np.ndarray) -> np.ndarray:
+        def perturb(column: int | slice, offsets: np.ndarray) -> np.ndarray:
             u = offsets / self.temperature
             rise = others[:, column] * np.log1p(s[:, column] * np.expm1(u))
             return rise + a[:, column] * np.log1p(complement[:, column] * np.expm1(-u))
@@ -99,8 +107,8 @@ class CrossEntropy(_Reduced):
 
     def hessian(self, logits: np.ndarray) -> np.ndarray:
         """d2L/dz2 per row (N x C x C): the gradient (s A - a) / T differentiates to A J / T^2."""
-        scaled = logits / self.temperature
-        jacobian = softmax_jacobian(softmax(scaled), softmax_complement(scaled))
+        parts = softmax_parts(logits / self.temperature)
+        jacobian = softmax_jacobian(parts.s, parts.complement)
         factor = self.coefficients.sum(axis=-1) * self.scale / self.temperature**2
         return jacobian * factor[:, None, None]
 
@@ -116,19 +124,19 @@ class SquaredError(_Reduced):
     targets: np.ndarray
     name: str = "mse"
 
-    def row_losses(self, logits: np.ndarray) -> np.ndarray:
-        return 0.5 * ((softmax(logits / self.temperature) - self.targets) ** 2).sum(axis=-1)
+    def row_losses(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
+        return 0.5 * ((self.softmax(logits, given).s - self.targets) ** 2).sum(axis=-1)
 
-    def row_gradients(self, logits: np.ndarray) -> np.ndarray:
-        s = softmax(logits / self.temperature)
+    def row_gradients(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
+        s = self.softmax(logits, given).s
         g = s - self.targets
         return s * (g - (g * s).sum(axis=-1, keepdims=True)) / self.temperature
 
     def hessian(self, logits: np.ndarray) -> np.ndarray:
         """H = J J + (g_i - <g,s>) J_ij - s_i s_j (g_j - <g,s>), over T^2 (J symmetric, g = s - t)."""
-        scaled = logits / self.temperature
-        s = softmax(scaled)
-        jacobian = softmax_jacobian(s, softmax_complement(scaled))
+        parts = softmax_parts(logits / self.temperature)
+        s = parts.s
+        jacobian = softmax_jacobian(s, parts.complement)
         centred = s - self.targets - ((s - self.targets) * s).sum(axis=-1, keepdims=True)
         curvature = centred[:, :, None] * jacobian - s[:, :, None] * (s * centred)[:, None, :]
         return (jacobian @ jacobian + curvature) * (self.scale / self.temperature**2)

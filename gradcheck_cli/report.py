@@ -127,34 +127,67 @@ class RowChecks:
     numeric_gradient: np.ndarray
 
 
-def _jacobian_check(low: np.ndarray, logits: np.ndarray, settings: Settings) -> CheckResult:
-    """The Jacobian check one column at a time, so memory stays N x C however large C is.
+def _jacobian_check(
+    analytic_s: core.Softmax, reference: core.Softmax, logits: np.ndarray, settings: Settings
+) -> CheckResult:
+    """Every element of ds/dz, analytic vs finite differences, in O(N C) time and memory however large C is.
 
-    Each column's analytic and numeric values are computed exactly as the full N x C x C arrays would hold
-    them, and merge() picks the same worst element numpy.argmax would, so the result is identical.
+    Off the diagonal, column j of both Jacobians is s_i times one number per row: analytic -s_j / T, numeric
+    factor[:, j] (see differences.softmax_derivative_factors). So in column j every off-diagonal element's
+    error s_i |s_j / T + factor|, its share of the tolerance s_i e / (atol + rtol s_i |factor|) and its relative
+    error grow with s_i (or stay level): the element of the largest other s_i is the worst of them. Comparing
+    that one and the diagonal element of each (row, column) decides the check of all N C^2 elements, with
+    the same values an element-by-element comparison computes for them. In float32 the analytic s is not the
+    reference's, the columns do not factor, and jacobian_check_by_element compares every element.
+    `analytic_s` and `reference` are softmax(z / T) in the analytic dtype and in float64.
     """
     assert settings.eps is not None and settings.atol is not None and settings.rtol is not None
-    dtype = low.dtype
-    temperature = dtype.type(settings.temperature)
-    scaled = low / temperature
-    s, complement = core.softmax(scaled), core.softmax_complement(scaled)
-    reference = logits / settings.temperature
-    if dtype == np.float64 and settings.temperature == 1.0:
-        s_ref, complement_ref = s, complement  # the same logits: no need to compute them twice
-    else:
-        s_ref, complement_ref = core.softmax(reference), core.softmax_complement(reference)
-    h = differences.steps(logits, settings.eps)
+    temperature = settings.temperature
+    s, complement = reference.s, reference.complement
+    h = differences.broadcast_steps(logits, settings.eps)
+    factor, own = differences.softmax_derivative_factors(s, complement, h, settings.method, temperature)
+    if analytic_s.s.dtype != np.float64:
+        return jacobian_check_by_element(analytic_s, s, factor, own, settings)
+    atol, rtol = settings.atol, settings.rtol
+    rows, classes = s.shape
+    columns = np.arange(classes)
+    diagonal = compare("jacobian", s * complement / temperature, own, atol, rtol, _JACOBIAN)
+    result = replace(diagonal, worst_index=(diagonal.worst_index[0], diagonal.worst_index[1], diagonal.worst_index[1]))
+    if classes == 1:
+        return result
+    # For each (row, column j) the largest s_i with i != j: the row's largest, or its second where j is the largest.
+    first = s.argmax(axis=1)
+    rest = s.copy()
+    rest[np.arange(rows), first] = -np.inf
+    other = np.where(columns == first[:, None], rest.argmax(axis=1)[:, None], first[:, None])
+    s_other = np.take_along_axis(s, other, axis=1)
+    off = compare("jacobian", -s_other * s / temperature, s_other * factor, atol, rtol, _JACOBIAN)
+    row, column = off.worst_index
+    return merge(result, replace(off, worst_index=(row, int(other[row, column]), column)), (0, 0, 0))
+
+
+_JACOBIAN = "ds/dz, analytic vs finite differences"
+
+
+def jacobian_check_by_element(
+    analytic_s: core.Softmax, s: np.ndarray, factor: np.ndarray, own: np.ndarray, settings: Settings
+) -> CheckResult:
+    """The Jacobian check comparing every element, one column (N x C) at a time so memory stays O(N C).
+
+    `analytic_s` is the softmax in the analytic dtype; s, factor and own are the reference's (see
+    _jacobian_check). merge() picks the worst element numpy.argmax over the whole N x C x C arrays would.
+    """
+    assert settings.atol is not None and settings.rtol is not None
+    low_s, low_complement = analytic_s.s, analytic_s.complement
+    temperature = low_s.dtype.type(settings.temperature)
     result: CheckResult | None = None
-    for j in range(logits.shape[1]):
-        analytic = -s * s[:, j : j + 1]
-        analytic[:, j] = s[:, j] * complement[:, j]
-        if settings.temperature != 1.0:
-            analytic /= temperature
-        numeric = differences.softmax_column_derivative(
-            s_ref, complement_ref, h[:, j], j, settings.method, settings.temperature
-        )
-        part = compare("jacobian", analytic, numeric, settings.atol, settings.rtol,
-                       description="ds/dz, analytic vs finite differences")
+    for j in range(s.shape[1]):
+        analytic = -low_s * low_s[:, j : j + 1]
+        analytic[:, j] = low_s[:, j] * low_complement[:, j]
+        analytic /= temperature
+        numeric = s * factor[:, j : j + 1]
+        numeric[:, j] = own[:, j]
+        part = compare("jacobian", analytic, numeric, settings.atol, settings.rtol, description=_JACOBIAN)
         result = merge(result, replace(part, worst_index=(*part.worst_index, j)), (0, 0, 0))
     assert result is not None
     return result
@@ -175,27 +208,29 @@ def _check_rows(batch: Batch, settings: Settings, normalizer: float | None = Non
     """
     assert settings.eps is not None and settings.atol is not None and settings.rtol is not None
     dtype = np.dtype(settings.dtype)
-    low = batch.logits.astype(dtype)
-    logits = low.astype(np.float64)
+    low = batch.logits.astype(dtype, copy=False)
+    logits = low.astype(np.float64, copy=False)
     reference_loss = build_loss(batch, settings, whole=normalizer is None)
     analytic_loss = build_loss(batch, settings, dtype, whole=normalizer is None)
     if normalizer is not None:
         reference_loss = replace(reference_loss, normalizer=normalizer)
         analytic_loss = replace(analytic_loss, normalizer=normalizer)
-    analytic = analytic_loss.gradient(low)
-    numeric = differences.numeric_gradient(reference_loss, logits, settings.eps, settings.method)
+    # softmax(z / T) once for every check of these rows (twice in float32: the analytic one and the reference)
+    reference = core.softmax_parts(logits / settings.temperature)
+    analytic_s = reference if dtype == np.float64 else core.softmax_parts(low / dtype.type(settings.temperature))
+    analytic = analytic_loss.gradient(low, analytic_s)
+    numeric = differences.numeric_gradient(reference_loss, logits, settings.eps, settings.method, reference)
     tolerances = {"atol": settings.atol, "rtol": settings.rtol}
     checks = [
         compare("gradient", analytic, numeric, **tolerances, description="dL/dz, analytic vs finite differences"),
-        _jacobian_check(low, logits, settings),
+        _jacobian_check(analytic_s, reference, logits, settings),
     ]
     if settings.order == 2:
         hessian = analytic_loss.hessian(low)
         numeric_hessian = differences.finite_difference(reference_loss.gradient, logits, settings.eps, settings.method)
         checks.append(compare("hessian", hessian, numeric_hessian, **tolerances,
                               description="d2L/dz2, analytic vs finite differences of the gradient"))
-    probabilities = core.softmax(low / dtype.type(settings.temperature))
-    return RowChecks(checks, analytic_loss.row_losses(low), probabilities, analytic, numeric)
+    return RowChecks(checks, analytic_loss.row_losses(low, analytic_s), analytic_s.s, analytic, numeric)
 
 
 def normalizer_of(batches: Iterable[Batch], settings: Settings) -> float:

@@ -76,6 +76,25 @@ def test_count_rows_skips_header_comments_and_blank_lines(tmp_path):
         assert stream.count_rows(source) == 20
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+@pytest.mark.parametrize("last_newline", [True, False])
+@pytest.mark.parametrize("comments", [True, False])
+def test_every_newline_and_blank_line_streams_as_the_whole_file_reads(tmp_path, newline, last_newline, comments):
+    logits, labels = case(rows=20)
+    path = tmp_path / "data.csv"
+    write_csv(path, logits, labels, comments)
+    lines = ["", " \t", *(line for line in path.read_text().splitlines() if comments or line[:1] != "#")]
+    lines.insert(9, "   ")
+    path.write_bytes((newline.join(lines) + (newline if last_newline else "")).encode())
+    whole = run_check(load_batch(input_path=str(path)), Settings(), keep_arrays=False)
+    with stream.open_source(str(path), "auto") as source:
+        assert stream.count_rows(source) == 20  # the mean's divisor
+        streamed = stream.check_source(source, Settings(), chunk_bytes=150)
+    assert checks_dict(streamed.checks) == checks_dict(whole.checks)
+    assert streamed.loss == whole.loss
+    assert [streamed.line_of(row) for row in range(20)] == [whole.line_of(row) for row in range(20)]
+
+
 def test_big_files_stream_and_summarise(gradcheck, tmp_path, monkeypatch):
     monkeypatch.setattr(stream, "STREAM_ABOVE_BYTES", 100)
     monkeypatch.setattr(stream, "CHUNK_BYTES", 300)
