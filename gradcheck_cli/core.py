@@ -22,6 +22,7 @@ class Softmax:
     complement: np.ndarray  # 1 - s, accurate to the last digits even where s is within rounding of 1
     shifted: np.ndarray  # z - max(z) per row
     log_total: np.ndarray  # log sum exp(z - max(z)), one per row (N x 1)
+    largest: np.ndarray  # the class of each row's largest logit (the first, if several are equal)
 
     @property
     def log_s(self) -> np.ndarray:
@@ -38,16 +39,26 @@ def softmax_parts(logits: np.ndarray) -> Softmax:
     positive; for every other class j the others' sum includes that 1 and exp(z_j - m) <= 1, so
     total - exp(z_j - m) cancels at most one bit.
     """
-    first = logits.argmax(axis=-1)[..., None]
-    shifted = logits - np.take_along_axis(logits, first, axis=-1)
+    shape, classes = logits.shape, logits.shape[-1]
+    z = logits.reshape(-1, classes)
+    largest = z.argmax(axis=1)
+    # Flat positions of each row's largest logit: faster than take_along_axis/put_along_axis on short rows.
+    at_largest = np.arange(z.shape[0]) * classes + largest
+    shifted = z - z.reshape(-1)[at_largest][:, None]
     exps = np.exp(shifted)
-    np.put_along_axis(exps, first, 0.0, axis=-1)
-    rest = exps.sum(axis=-1, keepdims=True)  # the others' sum of each row's largest class
-    np.put_along_axis(exps, first, 1.0, axis=-1)
+    exps.reshape(-1)[at_largest] = 0.0
+    rest = exps.sum(axis=1, keepdims=True)  # the others' sum of each row's largest class
+    exps.reshape(-1)[at_largest] = 1.0
     total = rest + 1.0
     others = total - exps
-    np.put_along_axis(others, first, rest, axis=-1)
-    return Softmax(s=exps / total, complement=others / total, shifted=shifted, log_total=np.log(total))
+    others.reshape(-1)[at_largest] = rest[:, 0]
+    return Softmax(
+        s=(exps / total).reshape(shape),
+        complement=(others / total).reshape(shape),
+        shifted=shifted.reshape(shape),
+        log_total=np.log(total).reshape(shape[:-1] + (1,)),
+        largest=largest.reshape(shape[:-1]),
+    )
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

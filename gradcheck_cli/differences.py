@@ -248,8 +248,9 @@ def softmax_derivative_factors(
 
     def change(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         q = np.expm1(offsets / temperature)
-        denominator = 1.0 + s * q
-        return -s * q / denominator, s * complement * q / denominator
+        moved = s * q
+        others = moved / (1.0 + moved)
+        return -others, others * complement
 
     if spec.complex_step:
         factor, own = (part.imag for part in change(1j * h))

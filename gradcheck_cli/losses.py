@@ -175,8 +175,10 @@ def torch_cross_entropy(
         label_weight = np.where(kept, w[safe], 0.0)
         coefficients = np.zeros((labels.shape[0], classes))
         coefficients[np.arange(labels.shape[0]), safe] = (1.0 - label_smoothing) * label_weight
-        coefficients += np.where(kept, label_smoothing / classes, 0.0)[:, None] * w[None, :]
-        normalizer = exact_sum(label_weight)
+        if label_smoothing:
+            coefficients += np.where(kept, label_smoothing / classes, 0.0)[:, None] * w[None, :]
+        # Without weights each kept row weighs 1: counting them is exact and cheaper than summing.
+        normalizer = exact_sum(label_weight) if weights is not None else float(np.count_nonzero(kept))
     else:
         assert targets is not None
         coefficients = w[None, :] * ((1.0 - label_smoothing) * targets + label_smoothing / classes)

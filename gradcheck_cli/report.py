@@ -156,14 +156,17 @@ def _jacobian_check(
     if classes == 1:
         return result
     # For each (row, column j) the largest s_i with i != j: the row's largest, or its second where j is the largest.
-    first = s.argmax(axis=1)
+    first = reference.largest
+    at_first = np.arange(rows) * classes + first
     rest = s.copy()
-    rest[np.arange(rows), first] = -np.inf
-    other = np.where(columns == first[:, None], rest.argmax(axis=1)[:, None], first[:, None])
-    s_other = np.take_along_axis(s, other, axis=1)
+    rest.reshape(-1)[at_first] = -np.inf
+    second = rest.argmax(axis=1)
+    is_first = columns == first[:, None]
+    s_other = np.where(is_first, s.reshape(-1)[at_first - first + second][:, None], s.reshape(-1)[at_first][:, None])
     off = compare("jacobian", -s_other * s / temperature, s_other * factor, atol, rtol, _JACOBIAN)
     row, column = off.worst_index
-    return merge(result, replace(off, worst_index=(row, int(other[row, column]), column)), (0, 0, 0))
+    other = int(second[row] if is_first[row, column] else first[row])
+    return merge(result, replace(off, worst_index=(row, other, column)), (0, 0, 0))
 
 
 _JACOBIAN = "ds/dz, analytic vs finite differences"
@@ -211,10 +214,11 @@ def _check_rows(batch: Batch, settings: Settings, normalizer: float | None = Non
     low = batch.logits.astype(dtype, copy=False)
     logits = low.astype(np.float64, copy=False)
     reference_loss = build_loss(batch, settings, whole=normalizer is None)
-    analytic_loss = build_loss(batch, settings, dtype, whole=normalizer is None)
     if normalizer is not None:
         reference_loss = replace(reference_loss, normalizer=normalizer)
-        analytic_loss = replace(analytic_loss, normalizer=normalizer)
+    analytic_loss = reference_loss
+    if dtype != np.float64:
+        analytic_loss = replace(build_loss(batch, settings, dtype, whole=False), normalizer=reference_loss.normalizer)
     # softmax(z / T) once for every check of these rows (twice in float32: the analytic one and the reference)
     reference = core.softmax_parts(logits / settings.temperature)
     analytic_s = reference if dtype == np.float64 else core.softmax_parts(low / dtype.type(settings.temperature))
