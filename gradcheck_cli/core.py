@@ -56,7 +56,7 @@ def softmax_parts(logits: np.ndarray) -> Softmax:
         s=(exps / total).reshape(shape),
         complement=(others / total).reshape(shape),
         shifted=shifted.reshape(shape),
-        log_total=np.log(total).reshape(shape[:-1] + (1,)),
+        log_total=np.log(total).reshape((*shape[:-1], 1)),
         largest=largest.reshape(shape[:-1]),
     )
 

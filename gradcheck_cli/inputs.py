@@ -43,7 +43,7 @@ class Batch:
     targets: np.ndarray
     source: str | None = None
     # The line of the input file each row came from, for annotations; None when rows came from arguments.
-    row_lines: list[int] | None = field(default=None, repr=False)
+    row_lines: list[int] | np.ndarray | None = field(default=None, repr=False)
     # The user's own values by name (SUPPLIED_KEYS), shaped as in the report: N x C, N x C x C, () or (N,).
     supplied: dict[str, np.ndarray] = field(default_factory=dict)
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from gradcheck_cli.inputs import (
     parse_csv_rows,
     strict_json_line,
 )
+
+if TYPE_CHECKING:
+    import multiprocessing
 
 # About this many bytes of text per chunk: a few MB of arrays, whatever the number of rows.
 CHUNK_BYTES = 1 << 20
@@ -135,8 +138,7 @@ def _text_blocks(source: Source, chunk_bytes: int) -> Iterator[tuple[int, list[s
         number += len(lines)
 
 
-def csv_batches(source: Source, chunk_bytes: int = CHUNK_BYTES, ignore_index: int | None = None,
-                line_of: list[np.ndarray] | None = None) -> Iterator[Batch]:
+def csv_batches(source: Source, chunk_bytes: int = CHUNK_BYTES, ignore_index: int | None = None) -> Iterator[Batch]:
     """The CSV's rows as Batches of about chunk_bytes of text each, with the same rules as inputs.read_csv."""
     layout: CsvLayout | None = None
     for first, block in _text_blocks(source, chunk_bytes):
@@ -160,13 +162,12 @@ def csv_batches(source: Source, chunk_bytes: int = CHUNK_BYTES, ignore_index: in
         logits, labels = parsed
         if labels is None:
             raise InputError(f"{source.name}: streaming needs the labels in the file: a 'label' column")
-        yield _labelled_batch(logits, labels, lines, source.name, ignore_index, line_of)
+        yield _labelled_batch(logits, labels, lines, source.name, ignore_index)
     if layout is None:
         raise InputError(f"{source.name}: no data rows (only blank lines or comments)")
 
 
-def jsonl_batches(source: Source, chunk_bytes: int = CHUNK_BYTES, ignore_index: int | None = None,
-                  line_of: list[np.ndarray] | None = None) -> Iterator[Batch]:
+def jsonl_batches(source: Source, chunk_bytes: int = CHUNK_BYTES, ignore_index: int | None = None) -> Iterator[Batch]:
     """JSON Lines: one object per line, {"logits": [...], "label": k} or {"logits": [...], "targets": [...]}."""
     width: int | None = None
     with_labels: bool | None = None
@@ -196,16 +197,14 @@ def jsonl_batches(source: Source, chunk_bytes: int = CHUNK_BYTES, ignore_index: 
         matrix, numbers = np.array(rows, dtype=np.float64), np.array(lines)
         if with_labels:
             labels = np.array(answers, dtype=np.int64)
-            yield _labelled_batch(matrix, labels, numbers, source.name, ignore_index, line_of)
+            yield _labelled_batch(matrix, labels, numbers, source.name, ignore_index)
         else:
             targets = np.array(answers, dtype=np.float64)
             negative = np.argwhere(targets < 0)
             if negative.size:
                 raise InputError(f"{source.name}:{numbers[negative[0][0]]}: a target is negative")
-            if line_of is not None:
-                line_of.append(numbers)
             check_logit_range(matrix, _locator(source.name, numbers))
-            yield Batch(logits=matrix, labels=None, targets=targets, source=source.name)
+            yield Batch(logits=matrix, labels=None, targets=targets, source=source.name, row_lines=numbers)
     if width is None:
         raise InputError(f"{source.name}: no data rows")
 
@@ -215,7 +214,7 @@ def _locator(name: str, lines: np.ndarray) -> Callable[[int], str]:
 
 
 def _labelled_batch(logits: np.ndarray, labels: np.ndarray, lines: np.ndarray, name: str,
-                    ignore_index: int | None, line_of: list[np.ndarray] | None) -> Batch:
+                    ignore_index: int | None) -> Batch:
     check_logit_range(logits, _locator(name, lines))
     classes = logits.shape[1]
     bad = np.flatnonzero(((labels < 0) | (labels >= classes)) & (labels != ignore_index))
@@ -223,16 +222,68 @@ def _labelled_batch(logits: np.ndarray, labels: np.ndarray, lines: np.ndarray, n
         raise InputError(f"{name}:{lines[bad[0]]}: label {labels[bad[0]]} is out of range; "
                          f"with {classes} classes a label is 0 to {classes - 1}")
     kept = labels != ignore_index if ignore_index is not None else np.ones(labels.shape[0], dtype=bool)
-    if line_of is not None:
-        line_of.append(lines)
     targets = core.one_hot(np.where(kept, labels, 0), classes) * kept[:, None]
-    return Batch(logits=logits, labels=labels, targets=targets, source=name)
+    return Batch(logits=logits, labels=labels, targets=targets, source=name, row_lines=lines)
 
 
-def batches(source: Source, chunk_bytes: int = CHUNK_BYTES, ignore_index: int | None = None,
-            line_of: list[np.ndarray] | None = None) -> Iterator[Batch]:
+def batches(source: Source, chunk_bytes: int = CHUNK_BYTES, ignore_index: int | None = None) -> Iterator[Batch]:
+    """The file's rows in Batches, each with the file line of every row (row_lines)."""
     read = jsonl_batches if source.format == "jsonl" else csv_batches
-    return read(source, chunk_bytes, ignore_index, line_of)
+    return read(source, chunk_bytes, ignore_index)
+
+
+@contextmanager
+def read_ahead(batches: Iterator[Batch], depth: int = 8) -> Iterator[Iterator[Batch]]:
+    """The same batches, parsed in a forked process (started at once) while this one checks the ones before.
+
+    Parsing is most of a streamed check's time, and a machine has more than one core: the check of each
+    chunk overlaps the parsing of the next ones. At most `depth` parsed chunks wait, so memory stays bounded.
+    An error the reader meets is raised here in turn, after the batches before it, as without the reader.
+    Where fork is not safe (macOS, Windows) or not possible, the batches are read in this process.
+    """
+    if not sys.platform.startswith("linux"):
+        yield batches
+        return
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    try:
+        parsed: multiprocessing.Queue[Batch | Exception | None] = context.Queue(depth)
+        reader = context.Process(target=_send_batches, args=(batches, parsed), daemon=True)
+        reader.start()
+    except OSError:  # no /dev/shm for the queue's semaphores, or no more processes allowed
+        yield batches
+        return
+
+    def received() -> Iterator[Batch]:
+        while (item := parsed.get()) is not None:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+    try:
+        yield received()
+    finally:
+        reader.terminate()
+        reader.join()
+        parsed.close()
+
+
+def _send_batches(batches: Iterator[Batch], parsed: multiprocessing.Queue[Batch | Exception | None]) -> None:
+    """The reader process: every batch, then None; or the error that stopped it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the checking process's to handle
+    try:
+        for batch in batches:
+            parsed.put(batch)
+        parsed.put(None)
+    except InputError as error:
+        parsed.put(error)
+    except Exception as error:  # noqa: BLE001 - an internal error: the checking process reports it, exit 3
+        parsed.put(RuntimeError(f"reading the input failed: {error!r}"))
+    parsed.close()
+    parsed.join_thread()  # everything sent before the process ends
 
 
 def line_lookup(pieces: list[np.ndarray]) -> Callable[[int], int | None]:
@@ -288,32 +339,32 @@ def check_source(
     assert isinstance(settings, Settings)
     _keep_freed_memory()
     ignore_index = settings.ignore_index
-    normalizer = None
-    total_rows = count_rows(source)
-    if settings.reduction == "mean":
-        needs_labels = settings.loss == "cross_entropy" and (
-            settings.weights is not None or settings.ignore_index is not None
-        )
-        if needs_labels:
-            normalizer = normalizer_of(batches(source, chunk_bytes, ignore_index), settings)
-        else:
-            normalizer = float(total_rows)
-        if normalizer == 0.0:
-            raise InputError("the mean divides by the summed weights of the rows not ignored, and that is 0 here: "
-                             "use --reduction sum or none")
     pieces: list[np.ndarray] = []
 
     def each(start: int, batch: Batch, part: object) -> None:
         if on_rows is not None:
             on_rows(start, batch, part, pieces[-1] if pieces else None)
 
-    with _progress(total_rows, source.size) as advance:
-        def tracked() -> Iterator[Batch]:
-            for batch in batches(source, chunk_bytes, ignore_index, pieces):
-                yield batch
-                advance(batch.logits.shape[0])
+    with read_ahead(batches(source, chunk_bytes, ignore_index)) as reading:  # parsing starts while rows are counted
+        total_rows = count_rows(source)
+        normalizer = None
+        if settings.reduction == "mean":
+            normalizer = float(total_rows)
+            if settings.loss == "cross_entropy" and (settings.weights is not None or ignore_index is not None):
+                with read_ahead(batches(source, chunk_bytes, ignore_index)) as labelled:
+                    normalizer = normalizer_of(labelled, settings)
+            if normalizer == 0.0:
+                raise InputError("the mean divides by the summed weights of the rows not ignored, and that is 0 "
+                                 "here: use --reduction sum or none")
+        with _progress(total_rows, source.size) as advance:
+            def tracked() -> Iterator[Batch]:
+                for batch in reading:
+                    assert isinstance(batch.row_lines, np.ndarray)
+                    pieces.append(batch.row_lines)
+                    yield batch
+                    advance(batch.logits.shape[0])
 
-        checks, loss, rows, classes = stream_check(tracked(), settings, normalizer, each)
+            checks, loss, rows, classes = stream_check(tracked(), settings, normalizer, each)
     return Report(settings=settings.resolved(), rows=rows, classes=classes, loss=loss, checks=checks,
                   source=source.name, line_of=line_lookup(pieces))
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gradcheck_cli import stream
+from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs import load_batch
 from gradcheck_cli.report import Settings, run_check
 
@@ -179,3 +180,32 @@ def test_a_row_of_3000_classes_checks_without_the_full_jacobian(gradcheck):
     run = gradcheck("check", "--logits", row, "--labels", "7")
     assert run.exit_code == 0, run
     assert "3000 x 3000 per row, checked column by column" in run.stdout
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_reading_ahead_in_a_process_changes_nothing(tmp_path, monkeypatch, kind):
+    """Parsing in a forked reader gives what parsing in this process gives, errors included, in order."""
+    import multiprocessing
+
+    logits, labels = case(rows=60)
+    labels[50] = 7  # out of range for 5 classes: an error after several chunks were checked
+    path = tmp_path / f"data.{kind}"
+    (write_csv if kind == "csv" else write_jsonl)(path, logits, labels)
+
+    def run(platform):
+        monkeypatch.setattr(stream.sys, "platform", platform)
+        seen, readers = [], []
+
+        def each(start, *_):
+            seen.append(start)
+            readers.append(len(multiprocessing.active_children()))
+
+        with stream.open_source(str(path), "auto") as source, pytest.raises(InputError) as error:
+            stream.check_source(source, Settings(reduction="sum"), each, 300)
+        return str(error.value), seen, max(readers)
+
+    forked, in_process = run("linux"), run("darwin")
+    assert forked[:2] == in_process[:2]
+    assert (forked[2], in_process[2]) == (1, 0)  # one reader process, or none
+    assert "label 7 is out of range" in forked[0] and len(forked[1]) > 3
+    assert multiprocessing.active_children() == []  # the reader is gone after the error
