@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -10,8 +10,7 @@ import numpy as np
 _TINY = float(np.finfo(np.float64).tiny)
 
 
-@dataclass(frozen=True)
-class CheckResult:
+class CheckResult(NamedTuple):
     name: str
     passed: bool
     max_abs_error: float | None
@@ -85,15 +84,14 @@ def merge(earlier: CheckResult | None, later: CheckResult, offset: tuple[int, ..
     later column). The worst element is the one with the largest share of its tolerance, and of equal
     shares the first in row-major order, which is what numpy.argmax over the whole array picks.
     """
-    shifted = replace(later, worst_index=tuple(i + o for i, o in zip(later.worst_index, offset, strict=True)))
+    shifted = later._replace(worst_index=tuple(i + o for i, o in zip(later.worst_index, offset, strict=True)))
     if earlier is None:
         return shifted
     later_wins = shifted.worst_share > earlier.worst_share or (
         shifted.worst_share == earlier.worst_share and shifted.worst_index < earlier.worst_index
     )
     worst = shifted if later_wins else earlier
-    return replace(
-        worst,
+    return worst._replace(
         passed=earlier.passed and shifted.passed,
         max_abs_error=_larger(earlier.max_abs_error, shifted.max_abs_error),
         max_rel_error=_larger(earlier.max_rel_error, shifted.max_rel_error),

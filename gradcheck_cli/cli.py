@@ -119,7 +119,6 @@ def check(impl: str | None, full: bool, output_format: str, color: str, no_color
 
         gradcheck check --logits 1.1,2.2,0.2,-1.7 --labels 2
     """
-    from gradcheck_cli import stream
     from gradcheck_cli.report import Settings
 
     inputs = {key: options.pop(key) for key in _INPUT_KEYS}
@@ -130,6 +129,8 @@ def check(impl: str | None, full: bool, output_format: str, color: str, no_color
         inputs[key] for key in _INPUT_KEYS if key not in ("input_path", "input_format"))
     with contextlib.ExitStack() as stack:
         if alone and not full:
+            from gradcheck_cli import stream
+
             source = stack.enter_context(stream.open_source(inputs["input_path"], inputs["input_format"]))
             big = source.size > stream.STREAM_ABOVE_BYTES or output_format == "ndjson"
             if source.format in ("csv", "jsonl") and big:
@@ -160,7 +161,6 @@ def _check_in_memory(
 ) -> Any:
     import numpy as np
 
-    from gradcheck_cli import stream
     from gradcheck_cli.inputs import load_batch
     from gradcheck_cli.render import FULL_LIMIT
     from gradcheck_cli.report import run_check
@@ -179,6 +179,7 @@ def _check_in_memory(
                        keep_jacobian=jacobian)
     if output_format == "ndjson":
         lines = None if batch.row_lines is None else np.asarray(batch.row_lines)
+        from gradcheck_cli import stream
         from gradcheck_cli.report import check_rows
 
         part = check_rows(batch, report.settings)

@@ -6,13 +6,12 @@ here loops over rows, prints, or knows about click or rich.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 
-@dataclass(frozen=True)
-class Softmax:
+class Softmax(NamedTuple):
     """Row-wise softmax of a batch and what the checks build on it, all from one exp per logit.
 
     Computed once per batch and handed to every check that needs it (see softmax_parts).

@@ -14,8 +14,7 @@ terms whose rounding would swamp small gradient elements. Anything else (a user'
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -24,8 +23,7 @@ from gradcheck_cli.core import Softmax, softmax_parts
 Perturbation = Callable[[int | slice, np.ndarray], np.ndarray]
 
 
-@dataclass(frozen=True)
-class Method:
+class Method(NamedTuple):
     name: str
     offsets: tuple[float, ...]  # in units of h; imaginary for the complex step
     weights: tuple[float, ...]  # f'(z) ~ sum w_k f(z + o_k h) / h
@@ -274,8 +272,7 @@ SWEEP_STEPS = tuple(10.0**-k for k in range(1, 14))
 SWEEP_AGREEMENT = 1e-6
 
 
-@dataclass(frozen=True)
-class SweepPoint:
+class SweepPoint(NamedTuple):
     eps: float
     max_abs_error: float
     max_rel_error: float

@@ -6,12 +6,12 @@ JSON path such as `logits[1][2]`, or the option and its occurrence). Nothing her
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -34,7 +34,7 @@ _LABEL_COLUMN = "label"
 _LARGEST_LABEL = 2**63
 
 
-@dataclass
+@dataclass(eq=False, repr=False)  # holds arrays: == has no truth value, and each method costs start-up
 class Batch:
     """One batch of samples: N x C logits with N class labels or an N x C target distribution."""
 
@@ -48,7 +48,7 @@ class Batch:
     supplied: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(eq=False, repr=False)  # holds arrays: == has no truth value, and each method costs start-up
 class _Parsed:
     """What one input source supplied; the parts it did not supply stay None."""
 
@@ -222,8 +222,7 @@ def _is_header(cells: list[tuple[int, str]]) -> bool:
     return any(not _NUMBER.match(cell) and not _NON_FINITE.match(cell) for _, cell in cells)
 
 
-@dataclass(frozen=True)
-class CsvLayout:
+class CsvLayout(NamedTuple):
     """What the first data line of a CSV says about the rest: its width and where the label column is."""
 
     header: list[str] | None
@@ -368,7 +367,16 @@ def _line_col(text: str, position: int) -> str:
     return f"{line}:{position - (text.rfind(chr(10), 0, position) + 1) + 1}"
 
 
+def _shown(value: object) -> str:
+    """A JSON value as the user wrote it, cut short, for an error message."""
+    import json  # here, not at the top: start-up pays for it only when JSON is used
+
+    return json.dumps(value)[:40]
+
+
 def _load_json(text: str, name: str) -> object:
+    import json  # here, not at the top: start-up pays for it only when JSON is used
+
     # The parse_float hook costs a Python call per number (a third of reading 100,000 logits); only a number
     # with a three-digit exponent can overflow by itself; a long mantissa that overflows reads as inf, which
     # _json_matrix reports with its JSON path.
@@ -414,7 +422,7 @@ def _json_matrix(value: object, key: str, name: str, nulls: bool = False) -> np.
             raise InputError(f"{name}: {path}: expected a non-empty list of numbers")
         for c, x in enumerate(row):
             if not (_is_number(x) or (nulls and x is None)):
-                raise InputError(f"{name}: {path}[{c}]: expected a number, got {json.dumps(x)[:40]}")
+                raise InputError(f"{name}: {path}[{c}]: expected a number, got {_shown(x)}")
         if len(row) != len(rows[0]):
             raise InputError(
                 f"{name}: {path}: ragged {key}: this row has {len(row)} values, the first has {len(rows[0])}"
@@ -439,7 +447,7 @@ def _json_labels(value: object, name: str) -> np.ndarray:
         raise InputError(f"{name}: labels: expected a non-empty list of class indices")
     for n, x in enumerate(value):
         if not (_is_number(x) and float(x).is_integer()):
-            raise InputError(f"{name}: labels[{n}]: expected an integer class index, got {json.dumps(x)[:40]}")
+            raise InputError(f"{name}: labels[{n}]: expected an integer class index, got {_shown(x)}")
         if abs(x) >= _LARGEST_LABEL:
             raise InputError(f"{name}: labels[{n}]: {x} is far too large for a class index")
     return np.array([int(x) for x in value], dtype=np.int64)
@@ -504,7 +512,7 @@ def strict_json_line(line: str, where: str) -> tuple[list[float], int | list[flo
     if isinstance(label, list) and len(label) == 1:
         label = label[0]
     if not (_is_number(label) and float(label).is_integer()):
-        raise InputError(f"{where}: {given[0]}: expected an integer class index, got {json.dumps(label)[:40]}")
+        raise InputError(f"{where}: {given[0]}: expected an integer class index, got {_shown(label)}")
     if abs(label) >= _LARGEST_LABEL:
         raise InputError(f"{where}: {given[0]}: {label} is far too large for a class index")
     return logits[0].tolist(), int(label)
@@ -554,7 +562,7 @@ def check_logit_range(logits: np.ndarray, locate: Callable[[int], str]) -> None:
         )
 
 
-@dataclass
+@dataclass(eq=False, repr=False)  # holds arrays: == has no truth value, and each method costs start-up
 class _Answers:
     """Labels or targets from one place, and how to name the place of row n in a message."""
 

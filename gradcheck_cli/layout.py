@@ -46,11 +46,35 @@ def matrix_table(
     while True:
         columns = pick(count, shown)
         table = _table(corner, row_names, column_names, cell, rows, columns)
+        if shown <= MIN_COLUMNS or _width_bound(corner, row_names, column_names, cell, rows, columns) <= console.width:
+            return table, rows, columns
         # Measured without the console's limit (which would clamp the answer to the width we test against).
         natural = console.measure(table, options=console.options.update(max_width=UNLIMITED)).maximum
-        if shown <= MIN_COLUMNS or natural <= console.width:
+        if natural <= console.width:
             return table, rows, columns
         shown -= 1
+
+
+def _width_bound(
+    corner: str,
+    row_names: Sequence[str],
+    column_names: Sequence[str],
+    cell: Callable[[int, int], str],
+    rows: list[int | None],
+    columns: list[int | None],
+) -> int:
+    """At least the width _table's table takes: its one-line cells, plus 3 per column for padding and rules.
+
+    Asking rich to measure a table costs as much as drawing it; most tables fit with room to spare.
+    """
+    from rich.cells import cell_len
+
+    shown = [i for i in rows if i is not None]
+    widths = [max(cell_len(corner), *(cell_len(row_names[i]) for i in shown), 1)]
+    for j in columns:
+        if j is not None:
+            widths.append(max(cell_len(column_names[j]), 1, *(cell_len(cell(i, j)) for i in shown)))
+    return sum(widths) + 3 * len(columns) + 6
 
 
 def _table(

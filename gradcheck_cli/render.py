@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +105,8 @@ def worst_rows(report: Report) -> list[dict[str, Any]]:
 
 
 def render_json(report: Report) -> str:
+    import json  # here, not at the top: start-up pays for it only when JSON is used
+
     # allow_nan=False: a NaN that slipped past finite_or_none is a bug, and must not become invalid JSON.
     return json.dumps(report_to_dict(report), allow_nan=False)
 

@@ -48,7 +48,7 @@ class Settings:
         )
 
 
-@dataclass
+@dataclass(eq=False, repr=False)  # holds arrays: == has no truth value, and each method costs start-up
 class Report:
     """Everything a run found. The per-row arrays are None when they were not kept (a big or streamed input)."""
 
@@ -116,7 +116,7 @@ def build_loss(
     return replace(loss, coefficients=loss.coefficients.astype(dtype))
 
 
-@dataclass
+@dataclass(eq=False, repr=False)  # holds arrays: == has no truth value, and each method costs start-up
 class RowChecks:
     """The checks of a run of consecutive rows, and what a report or a per-row stream needs of them."""
 
@@ -152,7 +152,7 @@ def _jacobian_check(
     rows, classes = s.shape
     columns = np.arange(classes)
     diagonal = compare("jacobian", s * complement / temperature, own, atol, rtol, _JACOBIAN)
-    result = replace(diagonal, worst_index=(diagonal.worst_index[0], diagonal.worst_index[1], diagonal.worst_index[1]))
+    result = diagonal._replace(worst_index=(diagonal.worst_index[0], diagonal.worst_index[1], diagonal.worst_index[1]))
     if classes == 1:
         return result
     # For each (row, column j) the largest s_i with i != j: the row's largest, or its second where j is the largest.
@@ -166,7 +166,7 @@ def _jacobian_check(
     off = compare("jacobian", -s_other * s / temperature, s_other * factor, atol, rtol, _JACOBIAN)
     row, column = off.worst_index
     other = int(second[row] if is_first[row, column] else first[row])
-    return merge(result, replace(off, worst_index=(row, other, column)), (0, 0, 0))
+    return merge(result, off._replace(worst_index=(row, other, column)), (0, 0, 0))
 
 
 _JACOBIAN = "ds/dz, analytic vs finite differences"
@@ -191,7 +191,7 @@ def jacobian_check_by_element(
         numeric = s * factor[:, j : j + 1]
         numeric[:, j] = own[:, j]
         part = compare("jacobian", analytic, numeric, settings.atol, settings.rtol, description=_JACOBIAN)
-        result = merge(result, replace(part, worst_index=(*part.worst_index, j)), (0, 0, 0))
+        result = merge(result, part._replace(worst_index=(*part.worst_index, j)), (0, 0, 0))
     assert result is not None
     return result
 

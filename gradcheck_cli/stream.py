@@ -8,7 +8,6 @@ Parsing reuses inputs.py's CSV layout and row parser, so every error names the s
 from __future__ import annotations
 
 import codecs
-import json
 import os
 import re
 import sys
@@ -299,6 +298,8 @@ def line_lookup(pieces: list[np.ndarray]) -> Callable[[int], int | None]:
 
 def write_ndjson_rows(out: IO[str], start: int, batch: Batch, part: object, lines: np.ndarray | None) -> None:
     """One JSON object per sample: its loss, probabilities, gradients and whether its gradient agrees."""
+    import json  # here, not at the top: start-up pays for it only when JSON is used
+
     from gradcheck_cli.report import RowChecks
 
     assert isinstance(part, RowChecks)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -53,6 +52,8 @@ def sweep(eps_values: tuple[float, ...] | None, output_format: str, color: str, 
 
         gradcheck sweep --logits 1.1,2.2,0.2,-1.7 --labels 2
     """
+    import json  # here, not at the top: start-up pays for it only when JSON is used
+
     from gradcheck_cli import differences
     from gradcheck_cli.inputs import load_batch
     from gradcheck_cli.losses import cross_entropy

@@ -431,3 +431,26 @@ def test_sweep_github_format_annotates_the_input_file(gradcheck):
 def test_sweep_table_rows_fit_80_columns(gradcheck):
     rows = [line for line in gradcheck(*SWEEP).stdout.splitlines() if re.match(r"\s*\de-\d\d ", line)]
     assert len(rows) == 13 and max(len(line) for line in rows) <= 80, rows
+
+
+@pytest.mark.parametrize("classes", [1, 3, 7, 12, 40])
+@pytest.mark.parametrize("names", ["short", "wide"])
+def test_the_width_bound_never_undercuts_what_rich_measures(classes, names):
+    """Tables that fit by the cheap bound skip rich's measuring; the bound must never say 'fits' wrongly."""
+    from rich.console import Console
+
+    from gradcheck_cli import layout
+
+    console = Console(width=80)
+    column_names = [f"s_{c}" if names == "short" else f"класс_{c}_名前" for c in range(classes)]
+    row_names = [str(n) for n in range(3)]
+
+    def cell(i, j):
+        return f"{(i + 1) * (j - 3.5) / 7:.6g}"
+
+    for shown in range(1, classes + 1):
+        columns = layout.pick(classes, shown)
+        rows = layout.pick(3, 3)
+        table = layout._table("row", row_names, column_names, cell, rows, columns)
+        natural = console.measure(table, options=console.options.update(max_width=10**6)).maximum
+        assert layout._width_bound("row", row_names, column_names, cell, rows, columns) >= natural

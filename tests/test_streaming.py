@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -35,7 +34,7 @@ def case(rows=37, classes=5, seed=0):
 
 
 def checks_dict(checks):
-    return [asdict(check) for check in checks]
+    return [check._asdict() for check in checks]
 
 
 SETTINGS = [
