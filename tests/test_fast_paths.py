@@ -66,3 +66,14 @@ def test_a_label_beyond_int64_is_refused_with_its_place(gradcheck, tmp_path, lab
     path.write_text(f"a,b,c,label\n0,0,0,{label}\n")
     run = gradcheck("check", "-i", str(path))
     assert run.exit_code == 2 and f"huge.csv:2:7: '{label}' is far too large" in run.stderr, run
+
+
+@pytest.mark.parametrize("others", [0, 40], ids=["few exponents", "many exponents"])
+@pytest.mark.parametrize("literal", ["1e400", "1E+400", "-2.5e0400"])
+def test_a_three_digit_exponent_is_named_however_many_exponents_the_text_has(gradcheck, tmp_path, others, literal):
+    """Texts with few e's are searched at each e, others by one regex scan: both find the overflowing number."""
+    row = [f"{k + 1}.5e-05" for k in range(others)] + ["0.5", literal]
+    path = tmp_path / "big.json"
+    path.write_text(f'{{"logits": [[{", ".join(row)}]], "labels": [0]}}')
+    run = gradcheck("check", "-i", str(path))
+    assert run.exit_code == 2 and f"the number {literal} overflows float64" in run.stderr, run
