@@ -218,7 +218,7 @@ def render_tables(report: Report, console: Console, quiet: bool = False) -> None
 
     names = ([f"s_{i}" for i in range(classes)], [f"z_{j}" for j in range(classes)])
     if report.jacobian is None:  # too wide to be worth building only to show a corner of it
-        console.print(f"Softmax Jacobian: {classes} x {classes} per row, checked column by column "
+        console.print(f"Softmax Jacobian: {classes} x {classes} per row, checked without building it "
                       "(-f json prints it)")
     else:
         for n in range(min(rows, MAX_JACOBIAN_ROWS)):

@@ -156,13 +156,13 @@ def _jacobian_check(
     if classes == 1:
         return result
     # For each (row, column j) the largest s_i with i != j: the row's largest, or its second where j is the largest.
-    first = reference.largest
-    at_first = np.arange(rows) * classes + first
+    first, row_starts = reference.largest, np.arange(rows) * classes  # (flat indices: fast on short rows)
     rest = s.copy()
-    rest.reshape(-1)[at_first] = -np.inf
+    rest.reshape(-1)[row_starts + first] = -np.inf
     second = rest.argmax(axis=1)
+    top, runner_up = s.reshape(-1)[row_starts + first], s.reshape(-1)[row_starts + second]
     is_first = columns == first[:, None]
-    s_other = np.where(is_first, s.reshape(-1)[at_first - first + second][:, None], s.reshape(-1)[at_first][:, None])
+    s_other = np.where(is_first, runner_up[:, None], top[:, None])
     off = compare("jacobian", -s_other * s / temperature, s_other * factor, atol, rtol, _JACOBIAN)
     row, column = off.worst_index
     other = int(second[row] if is_first[row, column] else first[row])
