@@ -19,7 +19,7 @@ from gradcheck_cli.core import Softmax, softmax_jacobian, softmax_parts
 LOSSES = ("cross_entropy", "mse")
 
 
-@dataclass(frozen=True, eq=False, repr=False)  # holds arrays: == has no truth value, and each method costs start-up
+@dataclass(eq=False, repr=False)  # holds arrays: == has no truth value; each generated method costs start-up
 class _Reduced:
     """What every loss shares: a temperature, a reduction, and the normaliser of the mean."""
 
@@ -55,7 +55,7 @@ class _Reduced:
         return self.row_gradients(logits, given) * self.scale
 
 
-@dataclass(frozen=True, eq=False, repr=False)  # holds arrays: == has no truth value, and each method costs start-up
+@dataclass(eq=False, repr=False)  # holds arrays: == has no truth value; each generated method costs start-up
 class CrossEntropy(_Reduced):
     """Cross-entropy of softmax(z / T) against fixed per-class coefficients.
 
@@ -113,7 +113,7 @@ class CrossEntropy(_Reduced):
         return jacobian * factor[:, None, None]
 
 
-@dataclass(frozen=True, eq=False, repr=False)  # holds arrays: == has no truth value, and each method costs start-up
+@dataclass(eq=False, repr=False)  # holds arrays: == has no truth value; each generated method costs start-up
 class SquaredError(_Reduced):
     """l_n = 1/2 sum_k (s_k - t_k)^2 on s = softmax(z / T); its gradient is the vector-Jacobian product.
 

@@ -150,13 +150,14 @@ def verdict_line(report: Report) -> str:
     return f"FAIL: {first.name} disagrees at {_where(first)}, {size} ({tally})"
 
 
-def _table(title: str, *columns: str) -> Any:
+def _table(title: str, *columns: str, wrapping: tuple[str, ...] = ()) -> Any:
+    """A table whose columns never wrap, but for those named in `wrapping` (wrapping costs a third of drawing)."""
     from rich import box
     from rich.table import Table
 
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in columns:
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=column not in wrapping)
     return table
 
 
@@ -255,7 +256,7 @@ def _render_summary(report: Report, console: Console) -> None:
     loss = report.loss
     if loss is not None and not isinstance(loss, np.ndarray):
         console.print(f"Loss ({report.settings.loss}, {report.settings.reduction}): {loss!r}")
-    worst = _table("Worst rows", "check", "row", "line", "result")
+    worst = _table("Worst rows", "check", "row", "line", "result", wrapping=("check",))
     for entry in worst_rows(report):
         line = "" if entry["line"] is None else str(entry["line"])
         worst.add_row(entry["check"], str(entry["row"]), line, "pass" if entry["passed"] else "FAIL")
@@ -266,7 +267,8 @@ def _render_summary(report: Report, console: Console) -> None:
 def _render_checks(report: Report, console: Console) -> None:
     from rich.text import Text
 
-    checks = _table("Checks", "check", "result", "max abs err", "max rel err", "worst element")
+    checks = _table("Checks", "check", "result", "max abs err", "max rel err", "worst element",
+                    wrapping=("check", "worst element"))
     for check in report.checks:
         result = Text("pass", style="green") if check.passed else Text("FAIL", style="bold red")
         checks.add_row(check.name, result, _error(check.max_abs_error), _error(check.max_rel_error), _where(check))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -20,8 +20,7 @@ if TYPE_CHECKING:
 EXIT_AGREE, EXIT_DISAGREE, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """How to check. None means 'the default for the method', filled in by `resolved`."""
 
     method: str = "central"
@@ -39,8 +38,7 @@ class Settings:
 
     def resolved(self) -> Settings:
         atol, rtol = differences.default_tolerances(self.method, self.dtype)
-        return replace(
-            self,
+        return self._replace(
             # The reference is always float64, so its step is float64's whatever the analytic dtype.
             eps=differences.default_eps(self.method) if self.eps is None else self.eps,
             atol=atol if self.atol is None else self.atol,
@@ -241,7 +239,7 @@ def normalizer_of(batches: Iterable[Batch], settings: Settings) -> float:
     """The mean's divisor over a whole input that arrives in pieces: the summed weights of the rows kept."""
     total, rows = ExactSum(), 0
     for batch in batches:
-        build_loss(batch, replace(settings, reduction="sum"))  # refuses bad options for this piece
+        build_loss(batch, settings._replace(reduction="sum"))  # refuses bad options for this piece
         rows += batch.logits.shape[0]
         if settings.loss == "cross_entropy" and batch.labels is not None:
             kept = np.ones(batch.labels.shape[0], dtype=bool)
