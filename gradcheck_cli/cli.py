@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 
 from gradcheck_cli import terminal
-from gradcheck_cli.completion import completion_command
 from gradcheck_cli.errors import InputError
-from gradcheck_cli.explain import explain as explain_command
 from gradcheck_cli.options import (
     check_options,
     emit_report,
@@ -25,8 +23,6 @@ from gradcheck_cli.options import (
     supplied_options,
     write_stdout,
 )
-from gradcheck_cli.schema import schema_command
-from gradcheck_cli.sweep import sweep as sweep_command
 
 EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 3, 130
 WIDE_JACOBIAN = 50
@@ -34,7 +30,28 @@ _debug = False
 
 
 class GradcheckGroup(click.Group):
-    """Maps every way a run can end onto the documented exit codes, each with at most one line on stderr."""
+    """Maps every way a run can end onto the documented exit codes, each with at most one line on stderr.
+
+    The commands other than `check` are imported when they are run or listed, so a check does not pay for them.
+    """
+
+    lazy_commands: ClassVar[dict[str, tuple[str, str]]] = {
+        "completion": ("gradcheck_cli.completion", "completion_command"),
+        "explain": ("gradcheck_cli.explain", "explain"),
+        "schema": ("gradcheck_cli.schema", "schema_command"),
+        "sweep": ("gradcheck_cli.sweep", "sweep"),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy_commands and name not in self.commands:
+            import importlib
+
+            module, attribute = self.lazy_commands[name]
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
@@ -186,8 +203,3 @@ def _check_in_memory(
         write_stdout(lambda: stream.write_ndjson_rows(sys.stdout, 0, batch, part, lines))
     return report
 
-
-main.add_command(schema_command)
-main.add_command(completion_command)
-main.add_command(sweep_command)
-main.add_command(explain_command)
