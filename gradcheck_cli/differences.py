@@ -260,11 +260,6 @@ def softmax_derivative_factors(
     return factor / h, own / h
 
 
-def numeric_jacobian(logits: np.ndarray, eps: float, method: str, temperature: float = 1.0) -> np.ndarray:
-    """ds/dz of s = softmax(z / T), N x C x C (the streaming check never builds it: see report.py)."""
-    return differentiate(jacobian_perturbation(logits, temperature), steps(logits, eps), method)
-
-
 # --- step-size sweep ----------------------------------------------------------------------------------------
 
 SWEEP_STEPS = tuple(10.0**-k for k in range(1, 14))
