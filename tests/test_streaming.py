@@ -208,3 +208,27 @@ def test_reading_ahead_in_a_process_changes_nothing(tmp_path, monkeypatch, kind)
     assert (forked[2], in_process[2]) == (1, 0)  # one reader process, or none
     assert "label 7 is out of range" in forked[0] and len(forked[1]) > 3
     assert multiprocessing.active_children() == []  # the reader is gone after the error
+
+
+@pytest.mark.parametrize(
+    ("megabytes", "kind", "terminal", "drawn"),
+    [(40, "csv", True, True), (20, "csv", True, False), (40, "csv", False, False), (8, "jsonl", True, True)],
+)
+def test_a_progress_bar_only_on_a_terminal_and_for_a_second_or_more(monkeypatch, megabytes, kind, terminal, drawn):
+    """About a second of work or more, on a terminal's stderr; never on a pipe, never on stdout."""
+    import io
+    import sys
+
+    class Stderr(io.StringIO):
+        def isatty(self):
+            return terminal
+
+    stderr, stdout = Stderr(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    source = stream.Source("big", "big", kind, megabytes << 20)
+    with stream._progress(100, source) as advance:
+        advance(60)
+        advance(40)
+    assert ("checking rows" in stderr.getvalue()) == drawn
+    assert stdout.getvalue() == ""
