@@ -17,6 +17,7 @@ from gradcheck_cli.errors import InputError
 from gradcheck_cli.options import (
     check_options,
     emit_report,
+    expect_reader,
     input_options,
     loss_options,
     output_options,
@@ -55,6 +56,7 @@ class GradcheckGroup(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
+        expect_reader()
         try:
             code = super().main(*args, **kwargs)
         except click.exceptions.NoArgsIsHelpError as error:

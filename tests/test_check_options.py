@@ -233,3 +233,25 @@ def test_a_closed_pipe_ends_quietly():
         stderr = process.stderr.read().decode()
         assert process.wait(timeout=60) == 0, stderr
     assert stderr == ""
+
+
+def test_after_a_closed_pipe_nothing_more_is_formatted(monkeypatch):
+    """`-f ndjson | head`: once the reader is gone, rows are no longer formatted (the check still finishes)."""
+    from gradcheck_cli import options
+
+    monkeypatch.setattr(options.os, "open", lambda *args: 0)
+    monkeypatch.setattr(options.os, "dup2", lambda *args: None)
+    calls = []
+
+    def emit():
+        calls.append(len(calls))
+        raise BrokenPipeError
+
+    options.expect_reader()
+    options.write_stdout(emit)
+    options.write_stdout(emit)
+    assert calls == [0]
+    options.expect_reader()  # the next run (in the same process) has a reader again
+    options.write_stdout(emit)
+    assert calls == [0, 1]
+    options.expect_reader()
