@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -133,7 +134,10 @@ class ExactSum:
         if self._non_finite != 0.0 or np.isnan(self._non_finite):
             return self._non_finite
         # Python's int / int is correctly rounded, whatever the size of the integers.
-        return self._total / 2**self._SHIFT
+        try:
+            return self._total / 2**self._SHIFT
+        except OverflowError:  # finite values whose sum is beyond float64: it rounds to infinity
+            return math.inf if self._total > 0 else -math.inf
 
 
 def exact_sum(values: np.ndarray) -> float:

@@ -246,3 +246,22 @@ def test_logits_beyond_float64_resolution_are_refused_not_mangled(gradcheck, log
 def test_logits_at_the_limit_still_check(gradcheck):
     run = gradcheck("check", "--logits", "1e9,-1e9,0", "--labels", "2", "-q")
     assert run.exit_code == 0, run
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_finite_row_losses_whose_sum_overflows_are_a_failed_check_not_a_crash(gradcheck, reduction):
+    """Each row's loss fits in float64 but their exact sum does not: it rounds to inf, the loss check fails."""
+    run = gradcheck("check", "--logits", "0,0,0", "--logits", "0,0,0", "--labels", "0,0", "--reduction", reduction,
+                    "--weights", "1.5e308,1,1", "-f", "json")
+    assert run.exit_code == 1, run
+    report = json.loads(run.stdout)
+    assert report["loss"] is None
+    assert {check["name"]: check["passed"] for check in report["checks"]}["loss"] is False
+
+
+def test_an_exact_sum_beyond_float64_rounds_to_infinity():
+    from gradcheck_cli.checks import exact_sum
+
+    assert exact_sum(np.array([1.7e308, 1.7e308])) == np.inf
+    assert exact_sum(np.array([-1.7e308, -1.7e308])) == -np.inf
+    assert exact_sum(np.array([1.7e308, 1.7e308, -1.7e308])) == 1.7e308
