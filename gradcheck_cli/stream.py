@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -297,30 +297,42 @@ def line_lookup(pieces: list[np.ndarray]) -> Callable[[int], int | None]:
 
 
 def write_ndjson_rows(out: IO[str], start: int, batch: Batch, part: object, lines: np.ndarray | None) -> None:
-    """One JSON object per sample: its loss, probabilities, gradients and whether its gradient agrees."""
+    """One JSON object per sample: its loss, probabilities, gradients and whether its gradient agrees.
+
+    The arrays become Python lists a chunk at a time (one call each, not one per value); the loop over rows
+    only assembles each row's record, which is what ndjson is.
+    """
     import json  # here, not at the top: start-up pays for it only when JSON is used
 
     from gradcheck_cli.report import RowChecks
 
     assert isinstance(part, RowChecks)
-    error = np.abs(part.analytic_gradient - part.numeric_gradient)
-    records = []
-    for k in range(batch.logits.shape[0]):
-        record = {
-            "row": start + k,
-            "line": None if lines is None else int(lines[k]),
-            "loss": _finite(float(part.row_losses[k])),
-            "probabilities": [_finite(v) for v in part.probabilities[k].tolist()],
-            "gradient": {"analytic": [_finite(v) for v in part.analytic_gradient[k].tolist()],
-                         "numeric": [_finite(v) for v in part.numeric_gradient[k].tolist()]},
-            "max_abs_error": _finite(float(error[k].max())),
-        }
-        records.append(json.dumps(record, allow_nan=False))
+    rows = batch.logits.shape[0]
+    error = np.abs(part.analytic_gradient - part.numeric_gradient).max(axis=1)
+    columns = zip(
+        range(start, start + rows),
+        [None] * rows if lines is None else lines.tolist(),
+        *(_json_values(values) for values in (part.row_losses, part.probabilities, part.analytic_gradient,
+                                              part.numeric_gradient, error)),
+        strict=True,
+    )
+    encode = json.JSONEncoder(allow_nan=False).encode
+    records = [
+        encode({"row": row, "line": line, "loss": loss, "probabilities": probabilities,
+                "gradient": {"analytic": analytic, "numeric": numeric}, "max_abs_error": worst})
+        for row, line, loss, probabilities, analytic, numeric, worst in columns
+    ]
     out.write("\n".join(records) + "\n")
 
 
-def _finite(value: float) -> float | None:
-    return value if np.isfinite(value) else None
+def _json_values(values: np.ndarray) -> list[Any]:
+    """The array as nested lists of floats, with None where a value is not finite (strict JSON has no NaN)."""
+    values = np.asarray(values, dtype=np.float64)
+    if np.isfinite(values).all():
+        return list(values.tolist())
+    masked = values.astype(object)
+    masked[~np.isfinite(values)] = None
+    return list(masked.tolist())
 
 
 def check_source(
