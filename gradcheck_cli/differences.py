@@ -118,26 +118,20 @@ def steps(logits: np.ndarray, eps: float) -> np.ndarray:
     perturbations (rounding relative to the change, not to |f|), and a re-evaluated row loss grows only
     like |z|, so the balance point moves like |z|^(1/3) at most.
     """
-    common = common_step(logits, eps)
-    if common is not None:
-        return np.full(logits.shape, common)
-    nominal = np.maximum(eps, 4.0 * np.spacing(np.abs(logits)))
-    return np.exp2(np.floor(np.log2(nominal)))
-
-
-def common_step(logits: np.ndarray, eps: float) -> float | None:
-    """The step every logit gets when none is so large that its 4 ulps exceed eps (so always, for central)."""
-    largest = float(np.abs(logits).max()) if logits.size else 0.0
-    return float(2.0 ** np.floor(np.log2(eps))) if 4.0 * np.spacing(largest) <= eps else None
+    return np.broadcast_to(broadcast_steps(logits, eps), logits.shape).copy()
 
 
 def broadcast_steps(logits: np.ndarray, eps: float) -> np.ndarray:
-    """The steps as one number (a 0-d array) when every logit gets the same, else one per logit.
+    """The steps of `steps`, as one number (a 0-d array) when every logit gets the same, else one per logit.
 
-    For stencils that move every column at once: e^h - 1 and the like are then computed once, not per logit.
+    Every logit gets the same unless one is so large that its 4 ulps exceed eps (never, for central). For
+    stencils that move every column at once: e^h - 1 and the like are then computed once, not per logit.
     """
-    common = common_step(logits, eps)
-    return steps(logits, eps) if common is None else np.asarray(common)
+    largest = float(np.abs(logits).max()) if logits.size else 0.0
+    if 4.0 * np.spacing(largest) <= eps:
+        return np.asarray(2.0 ** np.floor(np.log2(eps)))
+    nominal = np.maximum(eps, 4.0 * np.spacing(np.abs(logits)))
+    return np.exp2(np.floor(np.log2(nominal)))
 
 
 def column_perturbation(function: Callable[[np.ndarray], np.ndarray], logits: np.ndarray) -> Perturbation:
