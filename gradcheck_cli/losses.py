@@ -44,7 +44,10 @@ class _Reduced:
 
     def loss(self, logits: np.ndarray, given: Softmax | None = None) -> float | np.ndarray:
         """The reduced loss: a float for mean and sum, the row losses for none."""
-        rows = self.row_losses(logits, given)
+        return self.reduce(self.row_losses(logits, given))
+
+    def reduce(self, rows: np.ndarray) -> float | np.ndarray:
+        """The row losses reduced: a float for mean and sum, the rows themselves for none."""
         if self.reduction == "none":
             return rows
         total = exact_sum(rows)  # exactly rounded, so a streamed file's loss equals the in-memory one

@@ -120,9 +120,13 @@ class RowChecks:
 
     checks: list[CheckResult]
     row_losses: np.ndarray  # unscaled, in the analytic dtype
-    probabilities: np.ndarray
+    softmax: core.Softmax  # in the analytic dtype
     analytic_gradient: np.ndarray
     numeric_gradient: np.ndarray
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return self.softmax.s
 
 
 def _jacobian_check(
@@ -214,12 +218,12 @@ def _check_rows(batch: Batch, settings: Settings, normalizer: float | None = Non
     reference_loss = build_loss(batch, settings, whole=normalizer is None)
     if normalizer is not None:
         reference_loss = replace(reference_loss, normalizer=normalizer)
-    analytic_loss = reference_loss
-    if dtype != np.float64:
-        analytic_loss = replace(build_loss(batch, settings, dtype, whole=False), normalizer=reference_loss.normalizer)
     # softmax(z / T) once for every check of these rows (twice in float32: the analytic one and the reference)
     reference = core.softmax_parts(logits / settings.temperature)
-    analytic_s = reference if dtype == np.float64 else core.softmax_parts(low / dtype.type(settings.temperature))
+    analytic_loss, analytic_s = reference_loss, reference
+    if dtype != np.float64:
+        analytic_loss = replace(build_loss(batch, settings, dtype, whole=False), normalizer=reference_loss.normalizer)
+        analytic_s = core.softmax_parts(low / dtype.type(settings.temperature))
     analytic = analytic_loss.gradient(low, analytic_s)
     numeric = differences.numeric_gradient(reference_loss, logits, settings.eps, settings.method, reference)
     tolerances = {"atol": settings.atol, "rtol": settings.rtol}
@@ -232,7 +236,7 @@ def _check_rows(batch: Batch, settings: Settings, normalizer: float | None = Non
         numeric_hessian = differences.finite_difference(reference_loss.gradient, logits, settings.eps, settings.method)
         checks.append(compare("hessian", hessian, numeric_hessian, **tolerances,
                               description="d2L/dz2, analytic vs finite differences of the gradient"))
-    return RowChecks(checks, analytic_loss.row_losses(low, analytic_s), analytic_s.s, analytic, numeric)
+    return RowChecks(checks, analytic_loss.row_losses(low, analytic_s), analytic_s, analytic, numeric)
 
 
 def normalizer_of(batches: Iterable[Batch], settings: Settings) -> float:
@@ -302,18 +306,17 @@ def run_check(
     checks = list(result.checks)
     dtype = np.dtype(settings.dtype)
     temperature = settings.temperature
-    low = batch.logits.astype(dtype)
-    logits = low.astype(np.float64)
+    logits = batch.logits.astype(dtype).astype(np.float64)
     reference_loss = build_loss(batch, settings)
     analytic_loss = build_loss(batch, settings, dtype)
     tolerances = {"atol": settings.atol, "rtol": settings.rtol}
     if batch.supplied:
-        scaled = logits / temperature
+        parts = core.softmax_parts(logits / temperature)
         reference = {
-            "probabilities": core.softmax(scaled),
-            "jacobian": core.softmax_jacobian(core.softmax(scaled), core.softmax_complement(scaled)) / temperature,
-            "loss": reference_loss.loss(logits),
-            "gradient": reference_loss.gradient(logits),
+            "probabilities": parts.s,
+            "jacobian": core.softmax_jacobian(parts.s, parts.complement) / temperature,
+            "loss": reference_loss.loss(logits, parts),
+            "gradient": reference_loss.gradient(logits, parts),
         }
         for name, supplied in batch.supplied.items():
             expected = np.asarray(reference[name])
@@ -326,7 +329,7 @@ def run_check(
     if implementation is not None:
         checks += implementation.checks(logits, batch.targets, reference_loss, settings, notes)
     with np.errstate(over="ignore", invalid="ignore"):
-        loss = analytic_loss.loss(low)
+        loss = analytic_loss.reduce(result.row_losses)
     if not np.all(np.isfinite(loss)):  # a loss that overflows is a failure, never a NaN in JSON
         value = np.atleast_1d(np.asarray(loss, dtype=np.float64))
         checks.append(compare("loss", value, value, settings.atol, settings.rtol, description="the loss is finite"))
@@ -343,10 +346,9 @@ def run_check(
         line_of=(lambda row: row_lines[row] if row < len(row_lines) else None) if row_lines else (lambda row: None),
     )
     if keep_arrays:
-        scaled_low = low / dtype.type(temperature)
         report.probabilities = result.probabilities
         if keep_jacobian:
-            report.jacobian = core.softmax_jacobian(result.probabilities, core.softmax_complement(scaled_low))
+            report.jacobian = core.softmax_jacobian(result.softmax.s, result.softmax.complement)
             report.jacobian /= dtype.type(temperature)
         report.analytic_gradient = result.analytic_gradient
         report.numeric_gradient = result.numeric_gradient
