@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
@@ -304,6 +304,7 @@ def write_ndjson_rows(out: IO[str], start: int, batch: Batch, part: object, line
     """
     import json  # here, not at the top: start-up pays for it only when JSON is used
 
+    from gradcheck_cli.render import finite_or_none
     from gradcheck_cli.report import RowChecks
 
     assert isinstance(part, RowChecks)
@@ -312,7 +313,7 @@ def write_ndjson_rows(out: IO[str], start: int, batch: Batch, part: object, line
     columns = zip(
         range(start, start + rows),
         [None] * rows if lines is None else lines.tolist(),
-        *(_json_values(values) for values in (part.row_losses, part.probabilities, part.analytic_gradient,
+        *(finite_or_none(values) for values in (part.row_losses, part.probabilities, part.analytic_gradient,
                                               part.numeric_gradient, error)),
         strict=True,
     )
@@ -323,16 +324,6 @@ def write_ndjson_rows(out: IO[str], start: int, batch: Batch, part: object, line
         for row, line, loss, probabilities, analytic, numeric, worst in columns
     ]
     out.write("\n".join(records) + "\n")
-
-
-def _json_values(values: np.ndarray) -> list[Any]:
-    """The array as nested lists of floats, with None where a value is not finite (strict JSON has no NaN)."""
-    values = np.asarray(values, dtype=np.float64)
-    if np.isfinite(values).all():
-        return list(values.tolist())
-    masked = values.astype(object)
-    masked[~np.isfinite(values)] = None
-    return list(masked.tolist())
 
 
 def check_source(
