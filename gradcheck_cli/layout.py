@@ -45,8 +45,9 @@ def matrix_table(
     shown = max(MIN_COLUMNS, min(count, console.width // 8))
     while True:
         columns = pick(count, shown)
-        table = _table(corner, row_names, column_names, cell, rows, columns)
-        if shown <= MIN_COLUMNS or _width_bound(corner, row_names, column_names, cell, rows, columns) <= console.width:
+        grid = _grid(corner, row_names, column_names, cell, rows, columns)
+        table = _table(grid)
+        if shown <= MIN_COLUMNS or _width_bound(grid) <= console.width:
             return table, rows, columns
         # Measured without the console's limit (which would clamp the answer to the width we test against).
         natural = console.measure(table, options=console.options.update(max_width=UNLIMITED)).maximum
@@ -55,48 +56,44 @@ def matrix_table(
         shown -= 1
 
 
-def _width_bound(
+def _grid(
     corner: str,
     row_names: Sequence[str],
     column_names: Sequence[str],
     cell: Callable[[int, int], str],
     rows: list[int | None],
     columns: list[int | None],
-) -> int:
-    """At least the width _table's table takes: its one-line cells, plus 3 per column for padding and rules.
+) -> list[list[str]]:
+    """The picked rows and columns as text, each cell formatted once: the header, then a line per row."""
+    header = [corner, *(GAP if j is None else column_names[j] for j in columns)]
+    body = [
+        [GAP] * len(header) if i is None else [row_names[i], *(GAP if j is None else cell(i, j) for j in columns)]
+        for i in rows
+    ]
+    return [header, *body]
+
+
+def _width_bound(grid: list[list[str]]) -> int:
+    """At least the width _table takes for this grid: the widest one-line cell of each column, plus 3 a column
+    for padding and rules.
 
     Asking rich to measure a table costs as much as drawing it; most tables fit with room to spare.
     """
     from rich.cells import cell_len
 
-    shown = [i for i in rows if i is not None]
-    widths = [max(cell_len(corner), *(cell_len(row_names[i]) for i in shown), 1)]
-    for j in columns:
-        if j is not None:
-            widths.append(max(cell_len(column_names[j]), 1, *(cell_len(cell(i, j)) for i in shown)))
-    return sum(widths) + 3 * len(columns) + 6
+    return sum(max(cell_len(text) for text in column) for column in zip(*grid, strict=True)) + 3 * len(grid[0]) + 3
 
 
-def _table(
-    corner: str,
-    row_names: Sequence[str],
-    column_names: Sequence[str],
-    cell: Callable[[int, int], str],
-    rows: list[int | None],
-    columns: list[int | None],
-) -> Table:
+def _table(grid: list[list[str]]) -> Table:
     from rich import box
     from rich.table import Table
 
+    header, *body = grid
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column(corner, justify="right", no_wrap=True)
-    for j in columns:
-        table.add_column(GAP if j is None else column_names[j], justify="right", no_wrap=True)
-    for i in rows:
-        if i is None:
-            table.add_row(GAP, *(GAP for _ in columns))
-        else:
-            table.add_row(row_names[i], *(GAP if j is None else cell(i, j) for j in columns))
+    for name in header:
+        table.add_column(name, justify="right", no_wrap=True)
+    for line in body:
+        table.add_row(*line)
     return table
 
 

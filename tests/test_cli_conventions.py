@@ -451,6 +451,7 @@ def test_the_width_bound_never_undercuts_what_rich_measures(classes, names):
     for shown in range(1, classes + 1):
         columns = layout.pick(classes, shown)
         rows = layout.pick(3, 3)
-        table = layout._table("row", row_names, column_names, cell, rows, columns)
+        grid = layout._grid("row", row_names, column_names, cell, rows, columns)
+        table = layout._table(grid)
         natural = console.measure(table, options=console.options.update(max_width=10**6)).maximum
-        assert layout._width_bound("row", row_names, column_names, cell, rows, columns) >= natural
+        assert layout._width_bound(grid) >= natural
