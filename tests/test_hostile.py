@@ -38,17 +38,21 @@ def test_args_rows_parse_to_exactly_what_they_say_or_refuse(tokens, separator):
     assert all(np.isfinite(row))
 
 
+def _reads_finite_logits_or_refuses_in_one_line(read, text, name):
+    """A parser either reads finite logits or refuses with one line that starts with the input's name."""
+    try:
+        parsed = read(text, name)
+    except InputError as error:
+        assert str(error).startswith(name) and "\n" not in str(error)
+        return
+    assert parsed.logits is not None and np.isfinite(parsed.logits).all()
+
+
 @FUZZ
 @given(st.lists(st.lists(TOKEN, min_size=1, max_size=4), min_size=1, max_size=5), st.booleans())
 def test_csv_parses_or_refuses_with_a_location(cells, header):
     text = ("a,b,c,label\n" if header else "") + "\n".join(",".join(row) for row in cells)
-    try:
-        parsed = inputs.read_csv(text, "f.csv")
-    except InputError as error:
-        assert str(error).startswith("f.csv")
-        assert "\n" not in str(error)
-        return
-    assert parsed.logits is not None and np.isfinite(parsed.logits).all()
+    _reads_finite_logits_or_refuses_in_one_line(inputs.read_csv, text, "f.csv")
 
 
 @FUZZ
@@ -74,13 +78,7 @@ JSON_VALUES = st.recursive(
 @FUZZ
 @given(JSON_VALUES)
 def test_json_documents_parse_or_refuse(document):
-    text = json.dumps(document)
-    try:
-        parsed = inputs.read_json(text, "f.json")
-    except InputError as error:
-        assert str(error).startswith("f.json") and "\n" not in str(error)
-        return
-    assert parsed.logits is not None and np.isfinite(parsed.logits).all()
+    _reads_finite_logits_or_refuses_in_one_line(inputs.read_json, json.dumps(document), "f.json")
 
 
 @FUZZ
@@ -192,12 +190,7 @@ def test_labels_parse_to_exactly_what_they_say_or_refuse(tokens):
 @given(st.lists(JSON_VALUES, min_size=1, max_size=4))
 def test_json_lines_parse_or_refuse_with_the_line(documents):
     text = "\n".join(json.dumps(document) for document in documents)
-    try:
-        parsed = inputs.read_jsonl(text, "f.jsonl")
-    except InputError as error:
-        assert str(error).startswith("f.jsonl") and "\n" not in str(error)
-        return
-    assert parsed.logits is not None and np.isfinite(parsed.logits).all()
+    _reads_finite_logits_or_refuses_in_one_line(inputs.read_jsonl, text, "f.jsonl")
 
 
 @FUZZ
