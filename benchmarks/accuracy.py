@@ -15,8 +15,10 @@ import argparse
 
 import numpy as np
 
-from gradcheck_cli import core, differences
-from gradcheck_cli.losses import cross_entropy
+from gradcheck_cli.inputs.validate import one_hot
+from gradcheck_cli.numerics import differences
+from gradcheck_cli.numerics import softmax as core
+from gradcheck_cli.numerics.losses.cross_entropy import cross_entropy
 
 TARGETS = differences.ACCURACY_TARGETS
 SCALES = (1.0, 10.0, 100.0)
@@ -54,7 +56,7 @@ def main() -> None:
         for scale in SCALES:
             logits = rng.standard_normal((args.rows, args.classes)) * scale
             labels = rng.integers(0, args.classes, args.rows)
-            loss = cross_entropy(core.one_hot(labels, args.classes))
+            loss = cross_entropy(one_hot(labels, args.classes))
             analytic = loss.gradient(logits)
             for name in TARGETS:
                 numeric = differences.numeric_gradient(loss, logits, differences.default_eps(name), name)

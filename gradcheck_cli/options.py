@@ -1,20 +1,22 @@
-"""Options shared by several commands, defined once, and the one way results reach stdout.
+"""Options shared by several commands, defined once; their choices come from the registries.
 
 Kept apart from cli.py so that every command module can use the same bundles without importing the group.
-Nothing here imports numpy or rich at module level.
+Nothing here imports numpy or rich.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from gradcheck_cli import registry, terminal
+from gradcheck_cli import terminal
+from gradcheck_cli.inputs import FORMAT_NAMES as INPUT_FORMATS
+from gradcheck_cli.numerics.losses import LOSSES
+from gradcheck_cli.render import RENDERERS
+from gradcheck_cli.settings import DTYPES, METHOD_NAMES, REDUCTIONS
 
 
 class FiniteFloat(click.ParamType):  # type: ignore[type-arg]  # generic only in newer click
@@ -71,7 +73,7 @@ input_options = _compose(
                  help="One sample's target distribution (one-hot or soft), instead of --labels. Repeatable."),
     click.option("-i", "--input", "input_path", type=INPUT_FILE, metavar="PATH",
                  help="Read logits (and labels or targets) from a CSV or JSON file; '-' reads stdin."),
-    click.option("--input-format", type=click.Choice(["auto", "csv", "json", "jsonl"]), default="auto",
+    click.option("--input-format", type=click.Choice(["auto", *INPUT_FORMATS]), default="auto",
                  show_default=True,
                  help="Format of --input; auto goes by the extension, then by the first character."),
     click.option("--labels-file", "labels_path", type=INPUT_FILE, metavar="PATH",
@@ -81,7 +83,7 @@ input_options = _compose(
 )
 
 check_options = _compose(
-    click.option("--method", type=click.Choice(registry.METHOD_NAMES), default="central", show_default=True,
+    click.option("--method", type=click.Choice(METHOD_NAMES), default="central", show_default=True,
                  **_env("METHOD"), help="Finite-difference formula (see the README for each one's accuracy)."),
     click.option("--eps", type=POSITIVE, default=None, **_env("EPS"),
                  help="Step h, rounded down to a power of two. [default: per method, e.g. 6.1e-6 central]"),
@@ -89,11 +91,11 @@ check_options = _compose(
                  help="Absolute tolerance (numpy.isclose). [default: per method and dtype, 1e-10 central]"),
     click.option("--rtol", type=NON_NEGATIVE, default=None, **_env("RTOL"),
                  help="Relative tolerance (numpy.isclose). [default: per method and dtype, 1e-7 central]"),
-    click.option("--dtype", type=click.Choice(registry.DTYPES), default="float64", show_default=True,
+    click.option("--dtype", type=click.Choice(DTYPES), default="float64", show_default=True,
                  **_env("DTYPE"), help="Precision of the analytic quantities; the reference is always float64."),
     click.option("--order", type=click.IntRange(1, 2), default=1, show_default=True,
                  help="2 also checks the Hessian of the loss against differences of the gradient."),
-    click.option("--reduction", type=click.Choice(registry.REDUCTIONS), default="mean", show_default=True,
+    click.option("--reduction", type=click.Choice(REDUCTIONS), default="mean", show_default=True,
                  help="How row losses combine; 'none' reports each row's loss and gradient."),
 )
 
@@ -108,8 +110,8 @@ def _parse_weights(ctx: click.Context, param: click.Parameter, value: str | None
 
 
 loss_options = _compose(
-    click.option("--loss", type=click.Choice(registry.LOSSES), default="cross_entropy", show_default=True,
-                 help="cross_entropy (torch semantics), or mse: 1/2 sum_k (s_k - t_k)^2 per row on the softmax."),
+    click.option("--loss", type=click.Choice(tuple(LOSSES)), default="cross_entropy", show_default=True,
+                 help="; ".join(f"{name}: {text}" for name, (_, text) in LOSSES.items()) + "."),
     click.option("--weights", callback=_parse_weights, metavar="LIST",
                  help="Per-class weights, as torch's weight= (cross_entropy only)."),
     click.option("--label-smoothing", type=FiniteFloat(0.0, inclusive=True, maximum=1.0), default=0.0,
@@ -131,51 +133,16 @@ supplied_options = _compose(
                  help="Import FUNCTION(logits, targets) -> (loss, gradient) and check it. Runs that code."),
 )
 
-output_options = _compose(
-    click.option("-f", "--format", "output_format", type=click.Choice(["table", "json", "github", "ndjson"]),
-                 default="table", show_default=True, **_env("FORMAT"),
-                 help="Tables for people, one JSON object for programs, GitHub Actions annotations, or ndjson: "
-                      "one JSON line per sample, then the report."),
-    click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
-                 **_env("COLOR"),
-                 help="Colour in table mode; auto means a terminal, NO_COLOR unset and TERM not dumb."),
-    click.option("--no-color", is_flag=True, help="Same as --color never."),
-    terminal.quiet_option,
-    terminal.verbose_option,
-)
-
-
-_reader_gone = False
-
-
-def expect_reader() -> None:
-    """A new run: stdout has a reader until a write finds the pipe closed (several runs share a test process)."""
-    global _reader_gone
-    _reader_gone = False
-
-
-def write_stdout(emit: Callable[[], None]) -> None:
-    """Write results; if the reader went away (`| head`), stop quietly: the exit code still says the verdict."""
-    global _reader_gone
-    if _reader_gone:  # nobody reads: do not spend time formatting (ndjson rows cost more than checking them)
-        return
-    try:
-        emit()
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _reader_gone = True
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-
-
-def emit_report(report: Any, output_format: str, color: str) -> None:
-    """Write a report to stdout in the chosen format; -q leaves only the verdict line in the text formats."""
-    from gradcheck_cli import render
-
-    if output_format in ("json", "ndjson"):  # ndjson: the rows were streamed already; the report ends it
-        write_stdout(lambda: click.echo(render.render_json(report)))
-    elif output_format == "github":
-        write_stdout(lambda: click.echo(render.render_github(report)))
-    else:
-        console = terminal.make_console(color)
-        write_stdout(lambda: render.render_tables(report, console, quiet=terminal.quiet()))
+def output_options(formats: tuple[str, ...] = tuple(RENDERERS)) -> Callable[[Any], Any]:
+    """-f and the terminal options; `formats` are the output formats the command can write."""
+    return _compose(
+        click.option("-f", "--format", "output_format", type=click.Choice(formats), default="table",
+                     show_default=True, **_env("FORMAT"),
+                     help=", ".join(f"{name}: {RENDERERS[name].help}" for name in formats) + "."),
+        click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+                     **_env("COLOR"),
+                     help="Colour in table mode; auto means a terminal, NO_COLOR unset and TERM not dumb."),
+        click.option("--no-color", is_flag=True, help="Same as --color never."),
+        terminal.quiet_option,
+        terminal.verbose_option,
+    )

@@ -117,7 +117,7 @@ def test_json_report_has_the_documented_fields(gradcheck):
 
 def test_json_numbers_round_trip(gradcheck):
     run = gradcheck("check", *FIRST, "--labels", "2", "-f", "json")
-    from gradcheck_cli import core
+    from gradcheck_cli.numerics import softmax as core
 
     probabilities = core.softmax(np.array([[1.1, 2.2, 0.2, -1.7]]))
     assert strict_json(run.stdout)["probabilities"] == probabilities.tolist()
@@ -237,21 +237,19 @@ def test_a_closed_pipe_ends_quietly():
 
 def test_after_a_closed_pipe_nothing_more_is_formatted(monkeypatch):
     """`-f ndjson | head`: once the reader is gone, rows are no longer formatted (the check still finishes)."""
-    from gradcheck_cli import options
+    from gradcheck_cli import terminal
 
-    monkeypatch.setattr(options.os, "open", lambda *args: 0)
-    monkeypatch.setattr(options.os, "dup2", lambda *args: None)
+    monkeypatch.setattr(terminal.os, "open", lambda *args: 0)
+    monkeypatch.setattr(terminal.os, "dup2", lambda *args: None)
     calls = []
 
     def emit():
         calls.append(len(calls))
         raise BrokenPipeError
 
-    options.expect_reader()
-    options.write_stdout(emit)
-    options.write_stdout(emit)
+    out = terminal.Output()
+    out.write(emit)
+    out.write(emit)
     assert calls == [0]
-    options.expect_reader()  # the next run (in the same process) has a reader again
-    options.write_stdout(emit)
+    terminal.Output().write(emit)  # the next run (in the same process) has a reader again
     assert calls == [0, 1]
-    options.expect_reader()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from gradcheck_cli.layout import pick
+from gradcheck_cli.render.layout import pick
 from gradcheck_cli.terminal import wants_color
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -353,7 +353,7 @@ def test_github_format_when_everything_passes_is_the_verdict_alone(gradcheck):
 
 
 def test_github_annotation_escapes_workflow_command_characters():
-    from gradcheck_cli.render import _escape_data, _escape_property
+    from gradcheck_cli.render.github import _escape_data, _escape_property
 
     assert _escape_data("50% a\nb\r") == "50%25 a%0Ab%0D"
     assert _escape_property("C:\\x,y%") == "C%3A\\x%2Cy%25"
@@ -439,7 +439,7 @@ def test_the_width_bound_never_undercuts_what_rich_measures(classes, names):
     """Tables that fit by the cheap bound skip rich's measuring; the bound must never say 'fits' wrongly."""
     from rich.console import Console
 
-    from gradcheck_cli import layout
+    from gradcheck_cli.render import layout
 
     console = Console(width=80)
     column_names = [f"s_{c}" if names == "short" else f"класс_{c}_名前" for c in range(classes)]

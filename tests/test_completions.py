@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from gradcheck_cli.completion import FILE_NAMES, SHELLS, completion_script
+from gradcheck_cli.cli import main
+from gradcheck_cli.commands.completion import FILE_NAMES, SHELLS, completion_script
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPLETIONS = ROOT / "completions"
@@ -30,7 +31,7 @@ CONTROL = re.compile(r"\x1b\[[?0-9;]*[A-Za-z@]|\r")
 @pytest.mark.parametrize("shell", SHELLS)
 def test_committed_script_is_fresh(shell):
     committed = (COMPLETIONS / FILE_NAMES[shell]).read_text(encoding="utf-8")
-    assert committed == completion_script(shell), (
+    assert committed == completion_script(shell, main), (
         f"completions/{FILE_NAMES[shell]} is stale: run `gradcheck completion {shell} > "
         f"completions/{FILE_NAMES[shell]}`"
     )
@@ -40,7 +41,7 @@ def test_committed_script_is_fresh(shell):
 def test_completion_command_prints_what_click_generates(gradcheck, shell):
     run = gradcheck("completion", shell)
     assert run.exit_code == 0, run
-    assert run.stdout == completion_script(shell)
+    assert run.stdout == completion_script(shell, main)
     assert f"_GRADCHECK_COMPLETE={shell}_complete" in run.stdout
 
 

@@ -7,11 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from gradcheck_cli import core, differences, registry
-from gradcheck_cli.checks import compare
-from gradcheck_cli.inputs import Batch
-from gradcheck_cli.losses import cross_entropy
-from gradcheck_cli.report import Settings, run_check
+from gradcheck_cli import settings as registry
+from gradcheck_cli.batch import Batch
+from gradcheck_cli.checks.compare import compare
+from gradcheck_cli.inputs.validate import one_hot
+from gradcheck_cli.numerics import differences
+from gradcheck_cli.numerics import softmax as core
+from gradcheck_cli.numerics.losses.cross_entropy import cross_entropy
+from gradcheck_cli.pipeline import check_batch as run_check
+from gradcheck_cli.settings import Settings
 
 TARGETS = differences.ACCURACY_TARGETS
 
@@ -20,7 +24,7 @@ def random_case(scale: float, rows: int = 64, classes: int = 10, seed: int = 0):
     rng = np.random.default_rng(seed)
     logits = rng.standard_normal((rows, classes)) * scale
     labels = rng.integers(0, classes, rows)
-    return logits, labels, cross_entropy(core.one_hot(labels, classes))
+    return logits, labels, cross_entropy(one_hot(labels, classes))
 
 
 def test_the_cli_offers_exactly_the_methods_the_engine_has():
@@ -101,7 +105,7 @@ def test_complex_step_is_exact_to_rounding():
 
 def test_float32_really_computes_in_float32_and_passes():
     logits, labels, _ = random_case(10.0, rows=8)
-    batch = Batch(logits=logits, labels=labels, targets=core.one_hot(labels, logits.shape[1]))
+    batch = Batch(logits=logits, labels=labels, targets=one_hot(labels, logits.shape[1]))
     report = run_check(batch, Settings(dtype="float32"))
     assert report.probabilities.dtype == np.float32
     assert report.analytic_gradient.dtype == np.float32
@@ -141,12 +145,12 @@ def test_hessian_of_cross_entropy_is_the_jacobian_scaled_by_the_target_mass():
 
 
 def test_hessian_check_fails_for_a_wrong_hessian(monkeypatch):
-    from gradcheck_cli.losses import CrossEntropy
+    from gradcheck_cli.numerics.losses.cross_entropy import CrossEntropy
 
     original = CrossEntropy.hessian
     monkeypatch.setattr(CrossEntropy, "hessian", lambda self, z: original(self, z) * 2)  # the factor-2 slip
     logits, labels, _ = random_case(1.0, rows=4)
-    report = run_check(Batch(logits, labels, core.one_hot(labels, 10)), Settings(order=2))
+    report = run_check(Batch(logits, labels, one_hot(labels, 10)), Settings(order=2))
     failed = [check.name for check in report.checks if not check.passed]
     assert failed == ["hessian"]
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gradcheck_cli import inputs
 from gradcheck_cli.errors import InputError
+from gradcheck_cli.inputs import csv_format, json_format, jsonl_format, numbers, source
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -29,13 +29,23 @@ TOKEN = st.one_of(
 def test_args_rows_parse_to_exactly_what_they_say_or_refuse(tokens, separator):
     text = separator.join(tokens)
     try:
-        row = inputs.parse_row(text, "--logits #1")
+        row = numbers.parse_row(text, "--logits #1")
     except InputError as error:
         assert str(error).startswith("--logits #1")
         return
     words = [word for word in text.replace(",", " ").split() if word]
     assert row == [float(word) for word in words]
     assert all(np.isfinite(row))
+
+
+def _whole(reader):
+    """A format's reader on a whole text, as one block: its one piece of rows."""
+
+    def read(text, name):
+        (parsed,) = reader.pieces(iter([(1, text)]), name)
+        return parsed
+
+    return read
 
 
 def _reads_finite_logits_or_refuses_in_one_line(read, text, name):
@@ -52,7 +62,7 @@ def _reads_finite_logits_or_refuses_in_one_line(read, text, name):
 @given(st.lists(st.lists(TOKEN, min_size=1, max_size=4), min_size=1, max_size=5), st.booleans())
 def test_csv_parses_or_refuses_with_a_location(cells, header):
     text = ("a,b,c,label\n" if header else "") + "\n".join(",".join(row) for row in cells)
-    _reads_finite_logits_or_refuses_in_one_line(inputs.read_csv, text, "f.csv")
+    _reads_finite_logits_or_refuses_in_one_line(_whole(csv_format), text, "f.csv")
 
 
 @FUZZ
@@ -60,9 +70,9 @@ def test_csv_parses_or_refuses_with_a_location(cells, header):
        st.lists(st.integers(0, 2), min_size=6, max_size=6))
 def test_csv_fast_path_reads_exactly_what_the_exact_parser_reads(rows, labels):
     lines = [(n + 1, ",".join(repr(v) for v in row) + f",{labels[n]}") for n, row in enumerate(rows)]
-    layout = inputs.CsvLayout(["a", "b", "c", "label"], 4, 3)
-    fast = inputs.parse_csv_rows(lines, "f.csv", layout)
-    exact = inputs._parse_csv_rows_exactly(lines, "f.csv", layout)
+    layout = csv_format.CsvLayout(["a", "b", "c", "label"], 4, 3)
+    fast = csv_format.parse_csv_rows(lines, "f.csv", layout)
+    exact = csv_format._parse_csv_rows_exactly(lines, "f.csv", layout)
     np.testing.assert_array_equal(fast[0], exact[0])
     np.testing.assert_array_equal(fast[1], exact[1])
 
@@ -78,7 +88,7 @@ JSON_VALUES = st.recursive(
 @FUZZ
 @given(JSON_VALUES)
 def test_json_documents_parse_or_refuse(document):
-    _reads_finite_logits_or_refuses_in_one_line(inputs.read_json, json.dumps(document), "f.json")
+    _reads_finite_logits_or_refuses_in_one_line(json_format.read_json, json.dumps(document), "f.json")
 
 
 @FUZZ
@@ -133,12 +143,12 @@ def test_ten_thousand_classes(gradcheck):
 
 
 def test_an_internal_error_is_one_line_and_exit_3(gradcheck, monkeypatch):
-    from gradcheck_cli import report
+    from gradcheck_cli.checks import runner
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(report, "check_rows", broken)
+    monkeypatch.setattr(runner, "check_rows", broken)
     run = gradcheck("check", "--logits", "1,2", "--labels", "0")
     assert run.exit_code == 3, run
     assert run.stderr == ("gradcheck: error: internal error: ZeroDivisionError: boom "
@@ -163,7 +173,7 @@ def test_an_open_stdin_does_not_block_a_command_given_its_input_as_args():
 
 
 def test_a_file_too_big_to_read_whole_is_refused_with_the_way_out(gradcheck, tmp_path, monkeypatch):
-    monkeypatch.setattr(inputs, "MAX_IN_MEMORY_BYTES", 100)
+    monkeypatch.setattr(source, "MAX_IN_MEMORY_BYTES", 100)
     path = tmp_path / "big.json"
     path.write_text(json.dumps({"logits": [[1.0, 2.0, 3.0]] * 20, "labels": [0] * 20}))
     run = gradcheck("check", "-i", str(path))
@@ -176,7 +186,7 @@ def test_a_file_too_big_to_read_whole_is_refused_with_the_way_out(gradcheck, tmp
 def test_labels_parse_to_exactly_what_they_say_or_refuse(tokens):
     text = ",".join(tokens)
     try:
-        labels = inputs.parse_labels(text, "--labels")
+        labels = numbers.parse_labels(text, "--labels")
     except InputError as error:
         assert str(error).startswith("--labels") and "\n" not in str(error)
         return
@@ -190,7 +200,7 @@ def test_labels_parse_to_exactly_what_they_say_or_refuse(tokens):
 @given(st.lists(JSON_VALUES, min_size=1, max_size=4))
 def test_json_lines_parse_or_refuse_with_the_line(documents):
     text = "\n".join(json.dumps(document) for document in documents)
-    _reads_finite_logits_or_refuses_in_one_line(inputs.read_jsonl, text, "f.jsonl")
+    _reads_finite_logits_or_refuses_in_one_line(_whole(jsonl_format), text, "f.jsonl")
 
 
 @FUZZ
@@ -253,7 +263,7 @@ def test_finite_row_losses_whose_sum_overflows_are_a_failed_check_not_a_crash(gr
 
 
 def test_an_exact_sum_beyond_float64_rounds_to_infinity():
-    from gradcheck_cli.checks import exact_sum
+    from gradcheck_cli.numerics.exact import exact_sum
 
     assert exact_sum(np.array([1.7e308, 1.7e308])) == np.inf
     assert exact_sum(np.array([-1.7e308, -1.7e308])) == -np.inf

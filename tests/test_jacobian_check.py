@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradcheck_cli import core, differences
-from gradcheck_cli.report import Settings, _jacobian_check, jacobian_check_by_element
+from gradcheck_cli.checks.jacobian import jacobian_check as _jacobian_check
+from gradcheck_cli.checks.jacobian import jacobian_check_by_element
+from gradcheck_cli.numerics import differences
+from gradcheck_cli.numerics import softmax as core
+from gradcheck_cli.settings import Settings
 
 
 def _by_element(logits: np.ndarray, settings: Settings):
@@ -39,7 +42,7 @@ def _logits(rows: int, classes: int, scale: float, seed: int) -> np.ndarray:
 @pytest.mark.parametrize(("classes", "scale"), [(1, 1.0), (2, 3.0), (3, 0.1), (10, 3.0), (40, 30.0), (7, 300.0)])
 def test_the_factored_check_equals_comparing_every_element(method, temperature, classes, scale):
     logits = _logits(64, classes, scale, seed=classes)
-    settings = Settings(method=method, temperature=temperature).resolved()
+    settings = differences.resolve(Settings(method=method, temperature=temperature))
     fast, full = _fast(logits, settings), _by_element(logits, settings)
     # Off the diagonal the element-by-element errors of one column differ from s_i |s_j / T + factor| only by
     # the rounding of the two products (a few eps of the largest element, 0.25 / T); the factored check
@@ -55,7 +58,7 @@ def test_the_factored_check_equals_comparing_every_element(method, temperature, 
 def test_a_wrong_numeric_element_fails_both_ways_at_the_same_place(monkeypatch, where):
     """A relative slip of 1e-6 in one (row, column) shows at the element of the row's largest other s_i."""
     logits = _logits(30, 5, 2.0, seed=3)
-    settings = Settings().resolved()
+    settings = differences.resolve(Settings())
     exact = differences.softmax_derivative_factors
 
     def slipped(*args, **kwargs):
@@ -76,7 +79,7 @@ def test_a_wrong_numeric_element_fails_both_ways_at_the_same_place(monkeypatch, 
 def test_float32_compares_every_element():
     """In float32 the analytic s is rounded differently from the reference: nothing factors, all is compared."""
     logits = _logits(20, 6, 5.0, seed=1).astype(np.float32)
-    settings = Settings(dtype="float32").resolved()
+    settings = differences.resolve(Settings(dtype="float32"))
     low, reference = core.softmax_parts(logits), core.softmax_parts(logits.astype(np.float64))
     result = _jacobian_check(low, reference, logits.astype(np.float64), settings)
     assert result.passed and len(result.worst_index) == 3

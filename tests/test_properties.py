@@ -7,10 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from gradcheck_cli import core
-from gradcheck_cli.inputs import Batch
-from gradcheck_cli.losses import cross_entropy
-from gradcheck_cli.report import Settings, run_check
+from gradcheck_cli.batch import Batch
+from gradcheck_cli.inputs.validate import one_hot
+from gradcheck_cli.numerics import softmax as core
+from gradcheck_cli.numerics.losses.cross_entropy import cross_entropy
+from gradcheck_cli.pipeline import check_batch as run_check
+from gradcheck_cli.settings import Settings
 
 
 def batches(max_scale: float = 100.0):
@@ -42,7 +44,7 @@ def test_jacobian_is_symmetric_and_its_rows_and_columns_sum_to_zero(logits):
 def test_gradient_rows_sum_to_zero_for_one_hot_labels(logits, data):
     labels = np.array(data.draw(st.lists(st.integers(0, logits.shape[1] - 1), min_size=logits.shape[0],
                                          max_size=logits.shape[0])))
-    gradient = cross_entropy(core.one_hot(labels, logits.shape[1])).gradient(logits)
+    gradient = cross_entropy(one_hot(labels, logits.shape[1])).gradient(logits)
     np.testing.assert_allclose(gradient.sum(axis=1), 0.0, atol=1e-15)
 
 
@@ -51,7 +53,7 @@ def test_gradient_rows_sum_to_zero_for_one_hot_labels(logits, data):
 def test_finite_differences_agree_with_the_analytic_gradient(logits, data):
     labels = np.array(data.draw(st.lists(st.integers(0, logits.shape[1] - 1), min_size=logits.shape[0],
                                          max_size=logits.shape[0])))
-    batch = Batch(logits=logits, labels=labels, targets=core.one_hot(labels, logits.shape[1]))
+    batch = Batch(logits=logits, labels=labels, targets=one_hot(labels, logits.shape[1]))
     report = run_check(batch, Settings())
     assert report.passed, [c for c in report.checks if not c.passed]
 
@@ -60,6 +62,6 @@ def test_large_loss_does_not_swamp_a_small_gradient_element():
     """Found by hypothesis: loss 16.7 and a gradient element of 4.6e-4 in one row. Differencing the full
     row loss carries rounding of eps*16.7/h, about 6e-7 of that element, over the default rtol."""
     logits = np.array([[-9.0, 0.0, 7.0, 7.0]])
-    batch = Batch(logits=logits, labels=np.array([0]), targets=core.one_hot(np.array([0]), 4))
+    batch = Batch(logits=logits, labels=np.array([0]), targets=one_hot(np.array([0]), 4))
     report = run_check(batch, Settings())
     assert report.passed, report.checks

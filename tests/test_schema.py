@@ -12,8 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from gradcheck_cli.render import SCHEMA_VERSION
-from gradcheck_cli.schema import schema_text
+from gradcheck_cli.render.schema import SCHEMA_VERSION, schema_text
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -324,9 +323,10 @@ def test_a_non_finite_value_is_null_and_still_valid():
     """The schema's null for non-finite numbers, exercised directly: the CLI refuses non-finite input."""
     import numpy as np
 
-    from gradcheck_cli.inputs import Batch
-    from gradcheck_cli.render import report_to_dict
-    from gradcheck_cli.report import Settings, run_check
+    from gradcheck_cli.batch import Batch
+    from gradcheck_cli.pipeline import check_batch as run_check
+    from gradcheck_cli.render.json_report import report_to_dict
+    from gradcheck_cli.settings import Settings
 
     batch = Batch(logits=np.array([[1.0, 2.0]]), labels=np.array([0]), targets=np.array([[1.0, 0.0]]))
     report = run_check(batch, Settings())

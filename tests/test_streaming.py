@@ -7,10 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from gradcheck_cli import stream
+from gradcheck_cli import pipeline
+from gradcheck_cli import terminal as terminal_room
+from gradcheck_cli.checks import runner
+from gradcheck_cli.checks.runner import Keep
 from gradcheck_cli.errors import InputError
-from gradcheck_cli.inputs import load_batch
-from gradcheck_cli.report import Settings, run_check
+from gradcheck_cli.inputs import readahead, source
+from gradcheck_cli.inputs.gather import InputRequest
+from gradcheck_cli.settings import Settings
 
 
 def write_csv(path, logits, labels, comments=True):
@@ -31,6 +35,25 @@ def write_jsonl(path, logits, labels):
 def case(rows=37, classes=5, seed=0):
     rng = np.random.default_rng(seed)
     return rng.standard_normal((rows, classes)) * 4, rng.integers(0, classes, rows)
+
+
+def check_whole(path, settings):
+    """The file read as one batch."""
+    with pipeline.open_check(InputRequest(input_path=str(path)), settings) as job:
+        assert job.input.whole is not None
+        return job.run(Keep(arrays=False))
+
+
+def check_chunks(path, settings, chunk_bytes, on_rows=None):
+    """The file read in chunks of about chunk_bytes."""
+    with pipeline.open_check(InputRequest(input_path=str(path)), settings, chunk_bytes=chunk_bytes) as job:
+        assert job.input.whole is None
+        return job.run(Keep(arrays=False), on_rows)
+
+
+def count_rows(path):
+    with source.open_source(str(path), "auto") as opened:
+        return source.count_rows(opened)
 
 
 def checks_dict(checks):
@@ -54,10 +77,8 @@ def test_chunk_boundaries_change_nothing(tmp_path, settings, chunk_bytes, kind):
     logits, labels = case()
     path = tmp_path / f"data.{kind}"
     (write_csv if kind == "csv" else write_jsonl)(path, logits, labels)
-    whole = run_check(load_batch(input_path=str(path), ignore_index=settings.ignore_index), settings,
-                      keep_arrays=False)
-    with stream.open_source(str(path), "auto") as source:
-        streamed = stream.check_source(source, settings, chunk_bytes=chunk_bytes)
+    whole = check_whole(path, settings)
+    streamed = check_chunks(path, settings, chunk_bytes)
     assert checks_dict(streamed.checks) == checks_dict(whole.checks)
     if settings.reduction != "none":
         assert streamed.loss == whole.loss  # to the last bit: the loss is an exactly rounded sum
@@ -72,8 +93,7 @@ def test_count_rows_skips_header_comments_and_blank_lines(tmp_path):
     path = tmp_path / "data.csv"
     write_csv(path, logits, labels)
     path.write_text(path.read_text() + "   \n\t\n")
-    with stream.open_source(str(path), "auto") as source:
-        assert stream.count_rows(source) == 20
+    assert count_rows(path) == 20
 
 
 @pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
@@ -86,18 +106,18 @@ def test_every_newline_and_blank_line_streams_as_the_whole_file_reads(tmp_path, 
     lines = ["", " \t", *(line for line in path.read_text().splitlines() if comments or line[:1] != "#")]
     lines.insert(9, "   ")
     path.write_bytes((newline.join(lines) + (newline if last_newline else "")).encode())
-    whole = run_check(load_batch(input_path=str(path)), Settings(), keep_arrays=False)
-    with stream.open_source(str(path), "auto") as source:
-        assert stream.count_rows(source) == 20  # the mean's divisor
-        streamed = stream.check_source(source, Settings(), chunk_bytes=150)
+    whole = check_whole(path, Settings())
+    assert count_rows(path) == 20  # the mean's divisor
+    streamed = check_chunks(path, Settings(), 150)
     assert checks_dict(streamed.checks) == checks_dict(whole.checks)
     assert streamed.loss == whole.loss
     assert [streamed.line_of(row) for row in range(20)] == [whole.line_of(row) for row in range(20)]
 
 
 def test_big_files_stream_and_summarise(gradcheck, tmp_path, monkeypatch):
-    monkeypatch.setattr(stream, "STREAM_ABOVE_BYTES", 100)
-    monkeypatch.setattr(stream, "CHUNK_BYTES", 300)
+    monkeypatch.setattr(source, "STREAM_ABOVE_BYTES", 100)
+    monkeypatch.setattr(source, "CHUNK_BYTES", 300)
+    monkeypatch.setattr(runner, "FULL_LIMIT", 100)  # arrays are kept by the number of logits, not of bytes
     logits, labels = case(rows=60)
     path = tmp_path / "big.csv"
     write_csv(path, logits, labels)
@@ -161,8 +181,8 @@ def test_json_lines_errors_name_the_line(gradcheck, tmp_path, text, message):
 
 
 def test_a_bad_cell_deep_in_a_streamed_file_names_its_line_and_column(gradcheck, tmp_path, monkeypatch):
-    monkeypatch.setattr(stream, "STREAM_ABOVE_BYTES", 100)
-    monkeypatch.setattr(stream, "CHUNK_BYTES", 200)
+    monkeypatch.setattr(source, "STREAM_ABOVE_BYTES", 100)
+    monkeypatch.setattr(source, "CHUNK_BYTES", 200)
     logits, labels = case(rows=40)
     path = tmp_path / "big.csv"
     write_csv(path, logits, labels, comments=False)
@@ -192,15 +212,15 @@ def test_reading_ahead_in_a_process_changes_nothing(tmp_path, monkeypatch, kind)
     (write_csv if kind == "csv" else write_jsonl)(path, logits, labels)
 
     def run(platform):
-        monkeypatch.setattr(stream.sys, "platform", platform)
+        monkeypatch.setattr(readahead.sys, "platform", platform)
         seen, readers = [], []
 
         def each(start, *_):
             seen.append(start)
             readers.append(len(multiprocessing.active_children()))
 
-        with stream.open_source(str(path), "auto") as source, pytest.raises(InputError) as error:
-            stream.check_source(source, Settings(reduction="sum"), each, 300)
+        with pytest.raises(InputError) as error:
+            check_chunks(path, Settings(reduction="sum"), 300, each)
         return str(error.value), seen, max(readers)
 
     forked, in_process = run("linux"), run("darwin")
@@ -226,8 +246,7 @@ def test_a_progress_bar_only_on_a_terminal_and_for_a_second_or_more(monkeypatch,
     stderr, stdout = Stderr(), io.StringIO()
     monkeypatch.setattr(sys, "stderr", stderr)
     monkeypatch.setattr(sys, "stdout", stdout)
-    source = stream.Source("big", "big", kind, megabytes << 20)
-    with stream._progress(100, source) as advance:
+    with terminal_room.progress(megabytes << 20, kind, lambda: 100) as advance:
         advance(60)
         advance(40)
     assert ("checking rows" in stderr.getvalue()) == drawn

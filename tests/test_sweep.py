@@ -7,21 +7,22 @@ import json
 import numpy as np
 import pytest
 
-from gradcheck_cli import core, differences
-from gradcheck_cli.losses import cross_entropy
+from gradcheck_cli.inputs.validate import one_hot
+from gradcheck_cli.numerics import differences
+from gradcheck_cli.numerics.losses.cross_entropy import cross_entropy
 
 LOGITS = np.array([[1.1, 2.2, 0.2, -1.7], [3.0, -1.0, 0.5, 2.0]])
 LABELS = np.array([2, 0])
 
 
 def curve(analytic: np.ndarray) -> list[float]:
-    loss = cross_entropy(core.one_hot(LABELS, 4))
+    loss = cross_entropy(one_hot(LABELS, 4))
     points = differences.sweep(analytic, loss.row_losses, LOGITS, differences.SWEEP_STEPS)
     return [point.error_vs_largest for point in points]
 
 
 def test_a_correct_gradient_draws_a_v():
-    loss = cross_entropy(core.one_hot(LABELS, 4))
+    loss = cross_entropy(one_hot(LABELS, 4))
     errors = curve(loss.row_gradients(LOGITS))
     bottom = int(np.argmin(errors))
     assert 0 < bottom < len(errors) - 1, errors
@@ -32,7 +33,7 @@ def test_a_correct_gradient_draws_a_v():
 
 
 def test_a_wrong_gradient_has_a_floor():
-    loss = cross_entropy(core.one_hot(LABELS, 4))
+    loss = cross_entropy(one_hot(LABELS, 4))
     wrong = loss.row_gradients(LOGITS) * (1 + 1e-4)
     errors = curve(wrong)
     assert min(errors) > 1e-5

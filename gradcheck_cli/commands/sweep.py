@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from gradcheck_cli import options, terminal
-from gradcheck_cli.schema import SCHEMA_VERSION
+from gradcheck_cli.render.schema import SCHEMA_VERSION
+from gradcheck_cli.settings import Settings
 
 
 def _parse_steps(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
@@ -38,10 +39,13 @@ def _chart_bar(error: float, lowest: float, highest: float, width: int = 24) -> 
 
 @click.command()
 @options.input_options
+@options.loss_options
 @click.option("--steps", "eps_values", callback=_parse_steps, metavar="LIST",
               help="Steps to try, comma-separated. [default: 1e-1, 1e-2, ..., 1e-13]")
-@options.output_options
-def sweep(eps_values: tuple[float, ...] | None, output_format: str, color: str, no_color: bool, **inputs: Any) -> int:
+@options.output_options(("table", "json", "github"))
+def sweep(eps_values: tuple[float, ...] | None, output_format: str, color: str, no_color: bool, loss: str,
+          weights: tuple[float, ...] | None, label_smoothing: float, ignore_index: int | None, temperature: float,
+          **inputs: Any) -> int:
     """Sweep the finite-difference step and show the error of the gradient against it.
 
     A correct gradient gives a V: truncation error on the right (large steps), rounding error on the left
@@ -54,15 +58,20 @@ def sweep(eps_values: tuple[float, ...] | None, output_format: str, color: str, 
     """
     import json  # here, not at the top: start-up pays for it only when JSON is used
 
-    from gradcheck_cli import differences
-    from gradcheck_cli.inputs import load_batch
-    from gradcheck_cli.losses import cross_entropy
+    import numpy as np
 
-    batch = load_batch(**inputs)
-    loss = cross_entropy(batch.targets)
+    from gradcheck_cli import pipeline
+    from gradcheck_cli.inputs.gather import InputRequest
+    from gradcheck_cli.numerics import differences
+    from gradcheck_cli.numerics.losses import loss_kind
+
+    settings = Settings(loss=loss, weights=weights, label_smoothing=label_smoothing, ignore_index=ignore_index,
+                        temperature=temperature)
+    batch = pipeline.load_whole(InputRequest(**inputs), settings)
+    loss_of_rows = loss_kind(loss).build(batch, settings, np.dtype(np.float64))
     steps = eps_values or differences.SWEEP_STEPS
-    analytic = loss.row_gradients(batch.logits)
-    points = differences.sweep(analytic, loss.row_losses, batch.logits, steps)
+    analytic = loss_of_rows.row_gradients(batch.logits)
+    points = differences.sweep(analytic, loss_of_rows.row_losses, batch.logits, steps)
     correct = differences.sweep_looks_correct(points)
     default = differences.default_eps("central")
     best = min(points, key=lambda point: point.error_vs_largest)
@@ -86,14 +95,14 @@ def sweep(eps_values: tuple[float, ...] | None, output_format: str, color: str, 
             ],
             "verdict": verdict,
         }
-        options.write_stdout(lambda: click.echo(json.dumps(document, allow_nan=False)))
+        terminal.output().write(lambda: click.echo(json.dumps(document, allow_nan=False)))
     elif output_format == "github" or terminal.quiet():
-        from gradcheck_cli.render import github_error
+        from gradcheck_cli.render.github import github_error
 
         # Annotations for a pull request (the input file, no one row to blame), or -q: the verdict line alone.
         wanted = not correct and output_format == "github"
         annotation = [github_error(batch.source, "gradcheck sweep", verdict)] if wanted else []
-        options.write_stdout(lambda: click.echo("\n".join([*annotation, last_line])))
+        terminal.output().write(lambda: click.echo("\n".join([*annotation, last_line])))
     else:
         console = terminal.make_console("never" if no_color else color)
         errors = [p.error_vs_largest for p in points if p.error_vs_largest > 0]
@@ -111,5 +120,5 @@ def sweep(eps_values: tuple[float, ...] | None, output_format: str, color: str, 
                               f"{point.error_vs_largest:9.2e}  {bar}{mark}", soft_wrap=True)
             console.print(last_line, soft_wrap=True)
 
-        options.write_stdout(emit)
+        terminal.output().write(emit)
     return 0 if correct else 1

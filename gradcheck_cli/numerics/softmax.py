@@ -85,9 +85,3 @@ def softmax_jacobian(probabilities: np.ndarray, complement: np.ndarray | None = 
     index = np.arange(s.shape[-1])
     jacobian[..., index, index] = diagonal
     return jacobian
-
-
-def one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
-    targets = np.zeros((labels.shape[0], classes))
-    targets[np.arange(labels.shape[0]), labels] = 1.0
-    return targets

@@ -16,14 +16,13 @@ COMPLETE_VAR = "_GRADCHECK_COMPLETE"
 FILE_NAMES = {"bash": "gradcheck.bash", "zsh": "_gradcheck", "fish": "gradcheck.fish"}
 
 
-def completion_script(shell: str) -> str:
+def completion_script(shell: str, command: click.Command) -> str:
+    """The script for `command` (the gradcheck group: the script calls back into it on every TAB)."""
     from click.shell_completion import get_completion_class
-
-    from gradcheck_cli.cli import main
 
     completion_class = get_completion_class(shell)
     assert completion_class is not None, shell
-    return completion_class(main, {}, PROG_NAME, COMPLETE_VAR).source()
+    return completion_class(command, {}, PROG_NAME, COMPLETE_VAR).source()
 
 
 @click.command("completion")
@@ -35,4 +34,4 @@ def completion_command(shell: str) -> None:
 
         eval "$(gradcheck completion bash)"
     """
-    click.echo(completion_script(shell), nl=False)
+    click.echo(completion_script(shell, click.get_current_context().find_root().command), nl=False)

@@ -7,31 +7,29 @@ from typing import Any
 import click
 
 from gradcheck_cli import options, terminal
+from gradcheck_cli.settings import Settings
 
 # Up to this many classes the derivation lists every Jacobian entry; beyond, the first rows and the diagonal.
 FULL_JACOBIAN_CLASSES = 6
 
 
-def _n(value: float) -> str:
-    """Three significant digits, trailing zeros kept (0.150, not 0.15), with a real minus sign."""
-    return f"{value:#.3g}".rstrip(".").replace("-", "\u2212")
+def derivation(logits: Any, row: int, explain_loss: Any) -> list[str]:
+    """The lines of the derivation for one row; classes are numbered from 1, as in the sources.
 
-
-def derivation(logits: Any, targets: Any, row: int) -> list[str]:
-    """The lines of the derivation for one row; classes are numbered from 1, as in the sources."""
+    Softmax and Jacobian are the same for every loss; `explain_loss(z, s, row)` writes the loss's own part.
+    """
     import numpy as np
 
-    from gradcheck_cli import core
+    from gradcheck_cli.numerics import softmax as core
+    from gradcheck_cli.numerics.losses.base import shown as _n
 
     z = logits[row]
-    y = targets[row]
     classes = len(z)
     m = float(z.max())
     exps = np.exp(z - m)
     total = float(exps.sum())
     s = core.softmax(z[None, :])[0]
     jacobian = core.softmax_jacobian(s[None, :], core.softmax_complement(z[None, :]))[0]
-    gradient = s * y.sum() - y
     k = range(classes)
     lines = [
         f"Sample {row} (classes numbered 1..{classes}; class k is index k-1 of the input)",
@@ -53,44 +51,52 @@ def derivation(logits: Any, targets: Any, row: int) -> list[str]:
                          f" = {_n(jacobian[i, j])}")
     if len(shown) < classes * classes:
         lines.append(f"   ... rows 3 to {classes} show only their diagonal; `gradcheck check -f json` has every entry")
-    lines += ["   (rows and columns of J sum to 0; J is symmetric)", "", "3. Cross-entropy: L = −Σ_i y_i log s_i"]
-    lines.append("   y = (" + ", ".join(_n(v) for v in y) + ")")
-    terms = [f"{_n(y[i])}·log {_n(s[i])}" for i in k if y[i] != 0]
-    loss = float(-(y * core.log_softmax(z[None, :])[0]).sum())
-    lines += [f"   L = −({' + '.join(terms)}) = {_n(loss)}", ""]
-    if np.isclose(y.sum(), 1.0):
-        lines.append("4. Gradient: ∂L/∂z_j = s_j·Σ_i y_i − y_j = s_j − y_j (the y_i sum to 1)")
-    else:
-        lines.append(f"4. Gradient: ∂L/∂z_j = s_j·Σ_i y_i − y_j (here Σ_i y_i = {_n(float(y.sum()))})")
-    lines += [f"   ∂L/∂z_{j + 1} = {_n(s[j])} − {_n(y[j])} = {_n(gradient[j])}" for j in k]
-    lines.append("   (for a batch with reduction mean, each row's gradient is divided by N)")
-    return lines
+    lines += ["   (rows and columns of J sum to 0; J is symmetric)", ""]
+    return lines + explain_loss(z, s, row)
 
 
 @click.command()
 @options.input_options
+@options.loss_options
 @click.option("--row", type=click.IntRange(min=0), default=0, show_default=True, help="Which sample (0-based).")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
               help="Colour; auto means only on a terminal.")
-def explain(row: int, color: str, **inputs: Any) -> int:
+def explain(row: int, color: str, loss: str, weights: tuple[float, ...] | None, label_smoothing: float,
+            ignore_index: int | None, temperature: float, **inputs: Any) -> int:
     """Print the derivation of one sample's softmax, Jacobian, loss and gradient with its own numbers.
 
     Example:
 
         gradcheck explain --logits 1.1,2.2,0.2,-1.7 --labels 2
     """
-    from gradcheck_cli.errors import InputError
-    from gradcheck_cli.inputs import load_batch
+    import numpy as np
 
-    batch = load_batch(**inputs)
-    if row >= batch.logits.shape[0]:
-        raise InputError(f"--row {row}: the input has {batch.logits.shape[0]} rows (0 to {batch.logits.shape[0] - 1})")
+    from gradcheck_cli import pipeline
+    from gradcheck_cli.errors import InputError
+    from gradcheck_cli.inputs.gather import InputRequest
+    from gradcheck_cli.numerics.losses import loss_kind
+
+    settings = Settings(loss=loss, weights=weights, label_smoothing=label_smoothing, ignore_index=ignore_index,
+                        temperature=temperature)
+    batch = pipeline.load_whole(InputRequest(**inputs), settings)
+    if row >= batch.rows:
+        raise InputError(f"--row {row}: the input has {batch.rows} rows (0 to {batch.rows - 1})")
+    kind = loss_kind(loss)
+    built = kind.build(batch, settings._replace(temperature=1.0), np.dtype(np.float64))
+    scaled = batch.logits / temperature
+
+    def explain_loss(z: Any, s: Any, row: int) -> list[str]:
+        return kind.explain(built, z, s, row)
+
+    lines = derivation(scaled, row, explain_loss)
+    if temperature != 1.0:
+        lines.insert(1, f"(--temperature {temperature:g}: z below is your logits / T, and the gradient by your "
+                        "logits is each ∂L/∂z_j below divided by T)")
     console = terminal.make_console(color)
-    lines = derivation(batch.logits, batch.targets, row)
 
     def emit() -> None:
         for line in lines:
             console.print(line, soft_wrap=True, style="bold" if line[:2] in {f"{n}." for n in range(1, 5)} else None)
 
-    options.write_stdout(emit)
+    terminal.output().write(emit)
     return 0

@@ -1,65 +1,23 @@
-"""Losses on top of softmax(z / T): their row losses, analytic gradients, Hessians and reductions.
-
-Every loss object offers the same interface: row_losses, row_gradients (each row's own), scale (what the
-reduction multiplies rows by), loss, gradient, hessian, and, where an exact and cheap one exists,
-perturbation (see differences.py). Gradients are always with respect to the logits z, temperature included.
-A caller that has softmax(z / T) already (core.softmax_parts) passes it as `given`: a batch computes it once.
-"""
+"""Cross-entropy with torch.nn.functional.cross_entropy's semantics: labels or soft targets, class weights,
+label smoothing, ignore_index, reductions, temperature."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from gradcheck_cli.checks import exact_sum
-from gradcheck_cli.core import Softmax, softmax_jacobian, softmax_parts
-
-LOSSES = ("cross_entropy", "mse")
-
-
-@dataclass(eq=False, repr=False)  # holds arrays: == has no truth value; each generated method costs start-up
-class _Reduced:
-    """What every loss shares: a temperature, a reduction, and the normaliser of the mean."""
-
-    reduction: str
-    normalizer: float
-    temperature: float
-
-    @property
-    def scale(self) -> float:
-        """What the reduction multiplies each row's loss (and so its gradient) by."""
-        return 1.0 / self.normalizer if self.reduction == "mean" else 1.0
-
-    def softmax(self, logits: np.ndarray, given: Softmax | None = None) -> Softmax:
-        """softmax(z / T), unless the caller has it already."""
-        return given if given is not None else softmax_parts(logits / self.temperature)
-
-    def row_losses(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
-        raise NotImplementedError
-
-    def row_gradients(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
-        raise NotImplementedError
-
-    def loss(self, logits: np.ndarray, given: Softmax | None = None) -> float | np.ndarray:
-        """The reduced loss: a float for mean and sum, the row losses for none."""
-        return self.reduce(self.row_losses(logits, given))
-
-    def reduce(self, rows: np.ndarray) -> float | np.ndarray:
-        """The row losses reduced: a float for mean and sum, the rows themselves for none."""
-        if self.reduction == "none":
-            return rows
-        total = exact_sum(rows)  # exactly rounded, so a streamed file's loss equals the in-memory one
-        return total / self.normalizer if self.reduction == "mean" else total
-
-    def gradient(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
-        """dL/dz for mean and sum; for none, the gradient of the sum of rows (each row's own)."""
-        return self.row_gradients(logits, given) * self.scale
+from gradcheck_cli.batch import Batch
+from gradcheck_cli.errors import InputError
+from gradcheck_cli.numerics.exact import exact_sum
+from gradcheck_cli.numerics.losses.base import Loss, LossKind, shown
+from gradcheck_cli.numerics.softmax import Softmax, softmax_jacobian, softmax_parts
+from gradcheck_cli.settings import Settings
 
 
 @dataclass(eq=False, repr=False)  # holds arrays: == has no truth value; each generated method costs start-up
-class CrossEntropy(_Reduced):
+class CrossEntropy(Loss):
     """Cross-entropy of softmax(z / T) against fixed per-class coefficients.
 
     Every variant (one-hot labels, soft targets, class weights, label smoothing, ignored rows) reduces to
@@ -116,38 +74,6 @@ class CrossEntropy(_Reduced):
         return jacobian * factor[:, None, None]
 
 
-@dataclass(eq=False, repr=False)  # holds arrays: == has no truth value; each generated method costs start-up
-class SquaredError(_Reduced):
-    """l_n = 1/2 sum_k (s_k - t_k)^2 on s = softmax(z / T); its gradient is the vector-Jacobian product.
-
-    With g = dl/ds = s - t: dl/dz_k = s_k (g_k - sum_j g_j s_j) / T. (One source writes g = 2(s - t) for this
-    loss: with the 1/2 that factor is wrong, and a check of it fails.)
-    """
-
-    targets: np.ndarray
-    name: str = "mse"
-
-    def row_losses(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
-        return 0.5 * ((self.softmax(logits, given).s - self.targets) ** 2).sum(axis=-1)
-
-    def row_gradients(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
-        s = self.softmax(logits, given).s
-        g = s - self.targets
-        return s * (g - (g * s).sum(axis=-1, keepdims=True)) / self.temperature
-
-    def hessian(self, logits: np.ndarray) -> np.ndarray:
-        """H = J J + (g_i - <g,s>) J_ij - s_i s_j (g_j - <g,s>), over T^2 (J symmetric, g = s - t)."""
-        parts = softmax_parts(logits / self.temperature)
-        s = parts.s
-        jacobian = softmax_jacobian(s, parts.complement)
-        centred = s - self.targets - ((s - self.targets) * s).sum(axis=-1, keepdims=True)
-        curvature = centred[:, :, None] * jacobian - s[:, :, None] * (s * centred)[:, None, :]
-        return (jacobian @ jacobian + curvature) * (self.scale / self.temperature**2)
-
-
-Loss = CrossEntropy | SquaredError
-
-
 def cross_entropy(targets: np.ndarray, reduction: str = "mean", temperature: float = 1.0) -> CrossEntropy:
     """Plain categorical cross-entropy -sum_i y_i log s_i, averaged over rows for reduction=mean."""
     return CrossEntropy(reduction, float(targets.shape[0]), temperature, coefficients=targets)
@@ -189,6 +115,69 @@ def torch_cross_entropy(
     return CrossEntropy(reduction, normalizer, temperature, coefficients=coefficients)
 
 
-def squared_error(targets: np.ndarray, reduction: str = "mean", temperature: float = 1.0) -> SquaredError:
-    """1/2 sum_k (s_k - t_k)^2 per row; mean averages over rows (not over rows x classes as torch's mse_loss)."""
-    return SquaredError(reduction, float(targets.shape[0]), temperature, targets=targets)
+
+
+def _weights(batch: Batch, settings: Settings) -> np.ndarray | None:
+    if settings.weights is None:
+        return None
+    if len(settings.weights) != batch.classes:
+        raise InputError(f"--weights: {len(settings.weights)} weights for {batch.classes} classes")
+    return np.array(settings.weights)
+
+
+def build(batch: Batch, settings: Settings, dtype: np.dtype) -> CrossEntropy:
+    """The loss the settings describe on this batch, in `dtype`, with the batch's own mean divisor."""
+    if batch.labels is None and settings.ignore_index is not None:
+        raise InputError("--ignore-index applies to class labels, not to target distributions (as in torch)")
+    loss = torch_cross_entropy(
+        batch.classes,
+        labels=batch.labels,
+        targets=None if batch.labels is not None else batch.targets,
+        reduction=settings.reduction,
+        weights=_weights(batch, settings),
+        label_smoothing=settings.label_smoothing,
+        ignore_index=settings.ignore_index,
+        temperature=settings.temperature,
+    )
+    return replace(loss, coefficients=loss.coefficients.astype(dtype))
+
+
+def divisor_rows(batch: Batch, settings: Settings) -> np.ndarray:
+    """Each row's share of the mean's divisor: its label's weight, 0 if ignored (1 per row for targets)."""
+    weights = _weights(batch, settings)
+    if batch.labels is None:
+        return np.ones(batch.rows)
+    labels = batch.labels
+    kept = np.ones(batch.rows, dtype=bool) if settings.ignore_index is None else labels != settings.ignore_index
+    if weights is None:
+        return kept.astype(np.float64)
+    return np.where(kept, weights[np.where(kept, labels, 0)], 0.0)
+
+
+def counts_rows(settings: Settings) -> bool:
+    """Without weights or an ignored label, every row counts once."""
+    return settings.weights is None and settings.ignore_index is None
+
+
+def explain(loss: Loss, z: np.ndarray, s: np.ndarray, row: int) -> list[str]:
+    """Cross-entropy and its gradient with the row's numbers; y are its coefficients (the target row of plain
+    cross-entropy; weights, smoothing and an ignored row folded in)."""
+    assert isinstance(loss, CrossEntropy)
+    y = loss.coefficients[row]
+    k = range(len(z))
+    lines = ["3. Cross-entropy: L = −Σ_i y_i log s_i", "   y = (" + ", ".join(shown(v) for v in y) + ")"]
+    terms = [f"{shown(y[i])}·log {shown(s[i])}" for i in k if y[i] != 0]
+    value = float(-(y * softmax_parts(z[None, :]).log_s[0]).sum())
+    lines += [f"   L = −({' + '.join(terms) or '0'}) = {shown(value)}", ""]
+    if np.isclose(y.sum(), 1.0):
+        lines.append("4. Gradient: ∂L/∂z_j = s_j·Σ_i y_i − y_j = s_j − y_j (the y_i sum to 1)")
+    else:
+        lines.append(f"4. Gradient: ∂L/∂z_j = s_j·Σ_i y_i − y_j (here Σ_i y_i = {shown(float(y.sum()))})")
+    gradient = s * y.sum() - y
+    lines += [f"   ∂L/∂z_{j + 1} = {shown(s[j])} − {shown(y[j])} = {shown(gradient[j])}" for j in k]
+    lines.append("   (for a batch with reduction mean, each row's gradient is divided by N)")
+    return lines
+
+
+KIND = LossKind("cross_entropy", ("weights", "label_smoothing", "ignore_index"), build, divisor_rows, counts_rows,
+                explain)

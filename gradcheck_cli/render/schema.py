@@ -1,8 +1,6 @@
-"""The JSON Schema (draft 2020-12) of the report, shipped in the package as schema.json, and `gradcheck schema`."""
+"""The JSON Schema (draft 2020-12) of the report, shipped in the package as schema.json."""
 
 from __future__ import annotations
-
-import click
 
 SCHEMA_FILE = "schema.json"
 # Every JSON document gradcheck prints carries this; see schema.json's description for when it changes.
@@ -14,14 +12,3 @@ def schema_text() -> str:
     from importlib.resources import files  # only `gradcheck schema` and the tests need it: keep start-up lean
 
     return files("gradcheck_cli").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
-
-
-@click.command("schema")
-def schema_command() -> None:
-    """Print the JSON Schema of the `--format json` report.
-
-    Example:
-
-        gradcheck schema > gradcheck-report.schema.json
-    """
-    click.echo(schema_text(), nl=False)

@@ -18,7 +18,8 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from gradcheck_cli.core import Softmax, softmax_parts
+from gradcheck_cli.numerics.softmax import Softmax, softmax_parts
+from gradcheck_cli.settings import Settings
 
 Perturbation = Callable[[int | slice, np.ndarray], np.ndarray]
 
@@ -101,6 +102,17 @@ def default_tolerances(method: str, dtype: str | np.dtype = "float64") -> tuple[
     if np.dtype(dtype) == np.float32:
         return _FLOAT32_TOLERANCES
     return _TOLERANCES[method]
+
+
+def resolve(settings: Settings) -> Settings:
+    """The settings with every default filled in: the method's step and the tolerances of method and dtype."""
+    atol, rtol = default_tolerances(settings.method, settings.dtype)
+    return settings._replace(
+        # The reference is always float64, so its step is float64's whatever the analytic dtype.
+        eps=default_eps(settings.method) if settings.eps is None else settings.eps,
+        atol=atol if settings.atol is None else settings.atol,
+        rtol=rtol if settings.rtol is None else settings.rtol,
+    )
 
 
 def steps(logits: np.ndarray, eps: float) -> np.ndarray:

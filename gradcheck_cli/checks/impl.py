@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gradcheck_cli import differences
-from gradcheck_cli.checks import CheckResult, compare
+from gradcheck_cli.checks.compare import compare
 from gradcheck_cli.errors import InputError
+from gradcheck_cli.numerics import differences
+from gradcheck_cli.report import CheckResult
 
 if TYPE_CHECKING:
-    from gradcheck_cli.losses import Loss
-    from gradcheck_cli.report import Settings
+    from gradcheck_cli.numerics.losses.base import Loss
+    from gradcheck_cli.settings import Settings
 
 # A scalar loss gives one number per evaluation, so its finite differences take one perturbation per
 # element; past this many elements the first rows up to it are differenced (and a note says so).

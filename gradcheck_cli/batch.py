@@ -1,0 +1,37 @@
+"""A batch of samples as the readers hand it to the checks: logits, labels or targets, and the user's values.
+
+numpy appears only in annotations, so the lowest layer stays free of heavy imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# Values a user computed with their own implementation, each checked against gradcheck's reference.
+SUPPLIED_KEYS = ("probabilities", "jacobian", "loss", "gradient")
+
+
+@dataclass(eq=False, repr=False)  # holds arrays: == has no truth value, and each method costs start-up
+class Batch:
+    """N x C logits with N class labels (targets then their one-hot rows) or an N x C target distribution."""
+
+    logits: np.ndarray
+    labels: np.ndarray | None
+    targets: np.ndarray
+    source: str | None = None
+    # The line of the input file each row came from, for annotations; None when rows came from arguments.
+    row_lines: np.ndarray | None = field(default=None, repr=False)
+    # The user's own values by name (SUPPLIED_KEYS), shaped as in the report: N x C, N x C x C, () or (N,).
+    supplied: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return int(self.logits.shape[0])
+
+    @property
+    def classes(self) -> int:
+        return int(self.logits.shape[1])

@@ -1,0 +1,141 @@
+"""Turn what the readers parsed into a Batch, checking it once for every input form and chunk.
+
+A reader hands over a Parsed piece (logits and whatever else its source holds); labels or targets from
+elsewhere (--labels, a labels file, ...) come as Answers. Exactly one kind of answers, rows that match,
+labels in range, targets not negative, logits within range, the user's values in their report shapes: each is
+decided here only, so whole and chunked reading cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gradcheck_cli.batch import Batch
+from gradcheck_cli.errors import InputError
+from gradcheck_cli.inputs.numbers import check_logit_range
+
+
+def _row(n: int) -> str:
+    return f"row {n}"
+
+
+@dataclass(eq=False, repr=False)  # holds arrays: == has no truth value, and each method costs start-up
+class Answers:
+    """Labels or targets from one place, and how to name the place of row n in a message."""
+
+    values: np.ndarray
+    are_labels: bool
+    source: str
+    locate: Callable[[int], str]
+
+
+@dataclass(eq=False, repr=False)  # holds arrays: == has no truth value, and each method costs start-up
+class Parsed:
+    """What one source supplied for some rows: logits, and labels, targets or the user's values if it has them."""
+
+    logits: np.ndarray
+    answers: list[Answers] = field(default_factory=list)
+    row_lines: np.ndarray | None = None  # the file line of each row, when they came from a file
+    supplied: dict[str, tuple[np.ndarray, str]] = field(default_factory=dict)  # name -> (values, where)
+
+    def locate(self, name: str | None) -> Callable[[int], str]:
+        lines = self.row_lines
+        return _row if lines is None else (lambda n: f"{name}:{lines[n]}")
+
+
+def line_answers(values: np.ndarray, are_labels: bool, source: str, name: str, lines: np.ndarray) -> Answers:
+    """Answers read from a file, each located by its line."""
+    return Answers(values, are_labels, source, lambda n: f"{name}:{lines[n]}")
+
+
+def one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
+    targets = np.zeros((labels.shape[0], classes))
+    targets[np.arange(labels.shape[0]), labels] = 1.0
+    return targets
+
+
+def make_batch(
+    parsed: Parsed,
+    name: str | None,
+    others: list[Answers],
+    supplied: dict[str, tuple[np.ndarray, str]],
+    ignore_index: int | None,
+) -> Batch:
+    """The Batch of a parsed piece, with the answers and user's values given beside it, or the first error."""
+    logits = parsed.logits
+    answers = [*parsed.answers, *others]
+    if not answers:
+        raise InputError(
+            "no labels or targets: give --labels, --targets, --labels-file, --targets-file, "
+            "a 'label' column in the CSV, or \"labels\"/\"targets\" in the JSON"
+        )
+    if len(answers) > 1:
+        raise InputError(
+            f"both {answers[0].source} and {answers[1].source} give the answers; give labels or targets once"
+        )
+    check_logit_range(logits, parsed.locate(name))
+    given = answers[0]
+    what = "labels" if given.are_labels else "target rows"
+    if given.values.shape[0] != logits.shape[0]:
+        raise InputError(f"{given.source}: {given.values.shape[0]} {what} for {logits.shape[0]} rows of logits")
+    labels: np.ndarray | None = None
+    if given.are_labels:
+        _validate_labels(given, logits.shape[1], ignore_index)
+        labels = given.values
+        kept = labels != ignore_index if ignore_index is not None else np.ones(logits.shape[0], dtype=bool)
+        # An ignored row has no target: its label may be out of range (torch's default -100).
+        targets = one_hot(np.where(kept, labels, 0), logits.shape[1]) * kept[:, None]
+    else:
+        _validate_targets(given, logits)
+        targets = given.values
+    values = {**parsed.supplied, **supplied}
+    return Batch(
+        logits=logits,
+        labels=labels,
+        targets=targets,
+        source=name,
+        row_lines=parsed.row_lines,
+        supplied={key: _supplied_shape(key, array, where, logits.shape) for key, (array, where) in values.items()},
+    )
+
+
+def _validate_labels(answers: Answers, classes: int, ignore_index: int | None = None) -> None:
+    labels = answers.values
+    bad = np.flatnonzero(((labels < 0) | (labels >= classes)) & (labels != ignore_index))
+    if bad.size:
+        n = int(bad[0])
+        raise InputError(
+            f"{answers.locate(n)}: label {int(labels[n])} is out of range; "
+            f"with {classes} classes a label is 0 to {classes - 1}"
+        )
+
+
+def _validate_targets(answers: Answers, logits: np.ndarray) -> None:
+    targets = answers.values
+    if targets.shape[1] != logits.shape[1]:
+        raise InputError(
+            f"{answers.source}: targets have {targets.shape[1]} classes, the logits have {logits.shape[1]}"
+        )
+    negative = np.argwhere(targets < 0)
+    if negative.size:
+        n, c = (int(i) for i in negative[0])
+        raise InputError(f"{answers.locate(n)}: target {float(targets[n, c])!r} for class {c} is negative")
+
+
+def _supplied_shape(key: str, values: np.ndarray, where: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A supplied value must have the shape the report gives it; a loss is one number or one per row."""
+    rows, classes = shape
+    expected: dict[str, tuple[int, ...]] = {
+        "probabilities": (rows, classes), "gradient": (rows, classes), "jacobian": (rows, classes, classes)
+    }
+    if key == "loss":
+        if values.size not in (1, rows):
+            raise InputError(f"{where}: {values.size} loss values; give one number, or one per row ({rows})")
+        return values
+    if values.shape != expected[key]:
+        wanted, got = (" x ".join(map(str, e)) for e in (expected[key], values.shape))
+        raise InputError(f"{where}: the supplied {key} is {got}; for {rows} x {classes} logits it must be {wanted}")
+    return values

@@ -1,0 +1,91 @@
+"""The front door of a check: open the input, find the mean's divisor, run the one runner over its batches.
+
+The command line is one caller; nothing here knows about click, rich or output formats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from gradcheck_cli.batch import Batch
+from gradcheck_cli.checks.impl import Implementation
+from gradcheck_cli.checks.runner import Keep, OnRows, run
+from gradcheck_cli.errors import InputError
+from gradcheck_cli.inputs.gather import Input, InputRequest, open_input
+from gradcheck_cli.numerics.exact import ExactSum
+from gradcheck_cli.numerics.losses import accepted_kind
+from gradcheck_cli.report import Report
+from gradcheck_cli.settings import Settings
+
+
+@dataclass(eq=False)
+class CheckJob:
+    """An opened input and how to check it; run() does the work."""
+
+    input: Input
+    settings: Settings
+    implementation: Implementation | None
+
+    def run(self, keep: Keep = Keep(), on_rows: OnRows | None = None) -> Report:
+        with self.input.reading() as batches:  # a chunked input is parsed ahead while the divisor is found
+            normalizer = mean_divisor(self.input, self.settings)
+            return run(batches, self.settings, normalizer, self.implementation, keep, on_rows)
+
+
+@contextmanager
+def open_check(
+    request: InputRequest, settings: Settings, impl: str | None = None, chunk_bytes: int | None = None
+) -> Iterator[CheckJob]:
+    """Open the input (and import the implementation) for a check; the input is closed on leaving."""
+    accepted_kind(settings)  # refuses options this loss does not take before anything is read
+    implementation = Implementation.load(impl) if impl is not None else None
+    # A user's function is called on the whole input at once, so it is read as one batch.
+    with open_input(request, settings.ignore_index, implementation is not None, chunk_bytes) as opened:
+        yield CheckJob(opened, settings, implementation)
+
+
+def check(request: InputRequest, settings: Settings, impl: str | None = None, keep: Keep = Keep()) -> Report:
+    """Check an input and return its Report."""
+    with open_check(request, settings, impl) as job:
+        return job.run(keep)
+
+
+def check_batch(batch: Batch, settings: Settings, keep: Keep = Keep()) -> Report:
+    """Check a batch already in memory."""
+    accepted_kind(settings)
+    return CheckJob(Input(batch.source, None, 0, batch), settings, None).run(keep)
+
+
+def mean_divisor(opened: Input, settings: Settings) -> float:
+    """What the mean divides the summed row losses by, over the whole input (1 for the other reductions).
+
+    The loss says whether that is the number of rows (counted without parsing a chunked file) or a sum over
+    the rows (its labels' weights, say), which takes one more pass over the batches.
+    """
+    if settings.reduction != "mean":
+        return 1.0
+    kind = accepted_kind(settings)
+    if kind.counts_rows(settings):
+        divisor = float(opened.count_rows())
+    else:
+        total = ExactSum()
+        with opened.reading() as batches:
+            for batch in batches:
+                total.add(kind.divisor_rows(batch, settings))
+        divisor = total.value()
+    if divisor == 0.0:
+        raise InputError(
+            "the mean divides by the summed weights of the rows not ignored, and that is 0 here "
+            "(every row ignored, or only zero weights): use --reduction sum or none"
+        )
+    return divisor
+
+
+def load_whole(request: InputRequest, settings: Settings) -> Batch:
+    """The input as one batch (for the commands that study a few rows: sweep, explain)."""
+    accepted_kind(settings)
+    with open_input(request, settings.ignore_index, whole=True) as opened:
+        assert opened.whole is not None
+        return opened.whole
