@@ -76,7 +76,7 @@ class GradcheckGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, InputError, KeyboardInterrupt):
             raise
-        except Exception as error:  # noqa: BLE001 - the last line of defence: one line, exit 3
+        except Exception as error:
             if ctx.meta.get("gradcheck.debug"):
                 import traceback  # imported here: start-up pays for it only when it is needed
 

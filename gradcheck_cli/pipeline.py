@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.checks.impl import Implementation
-from gradcheck_cli.checks.runner import Keep, OnRows, run
+from gradcheck_cli.checks.runner import KEEP_ALL, Keep, OnRows, run
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs.gather import Input, InputRequest, open_input
 from gradcheck_cli.numerics.exact import ExactSum
@@ -28,7 +28,7 @@ class CheckJob:
     settings: Settings
     implementation: Implementation | None
 
-    def run(self, keep: Keep = Keep(), on_rows: OnRows | None = None) -> Report:
+    def run(self, keep: Keep = KEEP_ALL, on_rows: OnRows | None = None) -> Report:
         with self.input.reading() as batches:  # a chunked input is parsed ahead while the divisor is found
             normalizer = mean_divisor(self.input, self.settings)
             return run(batches, self.settings, normalizer, self.implementation, keep, on_rows)
@@ -46,13 +46,13 @@ def open_check(
         yield CheckJob(opened, settings, implementation)
 
 
-def check(request: InputRequest, settings: Settings, impl: str | None = None, keep: Keep = Keep()) -> Report:
+def check(request: InputRequest, settings: Settings, impl: str | None = None, keep: Keep = KEEP_ALL) -> Report:
     """Check an input and return its Report."""
     with open_check(request, settings, impl) as job:
         return job.run(keep)
 
 
-def check_batch(batch: Batch, settings: Settings, keep: Keep = Keep()) -> Report:
+def check_batch(batch: Batch, settings: Settings, keep: Keep = KEEP_ALL) -> Report:
     """Check a batch already in memory."""
     accepted_kind(settings)
     return CheckJob(Input(batch.source, None, 0, batch), settings, None).run(keep)

@@ -43,12 +43,15 @@ class Keep(NamedTuple):
     limit: int | None = FULL_LIMIT  # past this many logits nothing is kept; None: keep whatever the size
 
 
+KEEP_ALL = Keep()  # every array up to the limit, the Jacobian included
+
+
 def run(
     batches: Iterable[Batch],
     settings: Settings,
     normalizer: float,
     implementation: Implementation | None = None,
-    keep: Keep = Keep(),
+    keep: Keep = KEEP_ALL,
     on_rows: OnRows | None = None,
 ) -> Report:
     """Check every batch and fold the results. `normalizer` is the whole input's mean divisor.

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from gradcheck_cli import terminal
 from gradcheck_cli.options import check_options, input_options, loss_options, output_options, supplied_options
 from gradcheck_cli.settings import Settings
+
+if TYPE_CHECKING:
+    from gradcheck_cli.batch import Batch
+    from gradcheck_cli.report import RowChecks
 
 # The options that say where the data is (InputRequest's fields); the rest describe the check (Settings).
 _INPUT_KEYS = ("logits_args", "labels_arg", "targets_args", "input_path", "input_format", "labels_path",
@@ -52,7 +56,7 @@ def check(impl: str | None, full: bool, output_format: str, color: str, no_color
         with terminal.progress(opened.size, opened.format, opened.count_rows) as advance:
             rows_out = render.rows_writer(out) if spec.streams_rows else None
 
-            def on_rows(start: int, batch: Any, part: Any) -> None:
+            def on_rows(start: int, batch: Batch, part: RowChecks) -> None:
                 if rows_out is not None:
                     rows_out(start, batch, part)
                 advance(batch.rows)

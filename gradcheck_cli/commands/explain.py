@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from gradcheck_cli import options, terminal
 from gradcheck_cli.settings import Settings
 
+if TYPE_CHECKING:
+    import numpy as np
+
 # Up to this many classes the derivation lists every Jacobian entry; beyond, the first rows and the diagonal.
 FULL_JACOBIAN_CLASSES = 6
 
 
-def derivation(logits: Any, row: int, explain_loss: Any) -> list[str]:
+def derivation(
+    logits: np.ndarray, row: int, explain_loss: Callable[[np.ndarray, np.ndarray, int], list[str]]
+) -> list[str]:
     """The lines of the derivation for one row; classes are numbered from 1, as in the sources.
 
     Softmax and Jacobian are the same for every loss; `explain_loss(z, s, row)` writes the loss's own part.
@@ -85,7 +91,7 @@ def explain(row: int, color: str, loss: str, weights: tuple[float, ...] | None, 
     built = kind.build(batch, settings._replace(temperature=1.0), np.dtype(np.float64))
     scaled = batch.logits / temperature
 
-    def explain_loss(z: Any, s: Any, row: int) -> list[str]:
+    def explain_loss(z: np.ndarray, s: np.ndarray, row: int) -> list[str]:
         return kind.explain(built, z, s, row)
 
     lines = derivation(scaled, row, explain_loss)
