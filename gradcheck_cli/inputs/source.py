@@ -8,7 +8,6 @@ named by file and line.
 from __future__ import annotations
 
 import codecs
-import importlib
 import os
 import re
 import sys
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from gradcheck_cli.errors import InputError
-from gradcheck_cli.inputs import FORMATS
+from gradcheck_cli.inputs import FORMATS, reader
 
 # About this many bytes of text per chunk: a few MB of arrays, whatever the number of rows.
 CHUNK_BYTES = 1 << 20
@@ -43,7 +42,7 @@ class Source:
     @property
     def reader(self) -> ModuleType:
         """The format's module (see inputs/__init__.py for what it offers)."""
-        return importlib.import_module(f"gradcheck_cli.inputs.{FORMATS[self.format].module}")
+        return reader(self.format)
 
     @property
     def streams(self) -> bool:
@@ -92,8 +91,7 @@ def _detect(path: str, name_for_suffix: str, requested: str) -> str:
     with open(path, "rb") as handle:  # the first lines: JSON Lines is told from JSON by its second line
         head = b"".join(handle.readline(_HEAD_BYTES) for _ in range(3)).decode("utf-8", errors="replace")
     for format_name in sorted(FORMATS, key=lambda known: FORMATS[known].sniff_order):
-        module = importlib.import_module(f"gradcheck_cli.inputs.{FORMATS[format_name].module}")
-        if module.sniff(head):
+        if reader(format_name).sniff(head):
             return format_name
     return "csv"
 

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 
 class Renderer(NamedTuple):
-    module: str  # gradcheck_cli.render.<module>
+    module: str
     help: str
     arrays: bool  # shows the per-row arrays (kept for inputs up to the runner's limit, or with --full)
     jacobian_classes: int | None  # keeps the N x C x C Jacobian up to this many classes (None: any)
@@ -22,14 +22,15 @@ class Renderer(NamedTuple):
 
 # Tables show a corner of a wide Jacobian at most: past 50 classes they say so instead of building it.
 RENDERERS = {
-    "table": Renderer("tables", "tables for people", arrays=True, jacobian_classes=50),
-    "json": Renderer("json_report", "one JSON object for programs", arrays=True, jacobian_classes=None),
-    "github": Renderer("github", "GitHub Actions annotations", arrays=False, jacobian_classes=0),
-    "ndjson": Renderer("ndjson_rows", "one JSON line per sample, then the report", arrays=False,
+    "table": Renderer("gradcheck_cli.render.tables", "tables for people", arrays=True, jacobian_classes=50),
+    "json": Renderer("gradcheck_cli.render.json_report", "one JSON object for programs", arrays=True,
+                     jacobian_classes=None),
+    "github": Renderer("gradcheck_cli.render.github", "GitHub Actions annotations", arrays=False, jacobian_classes=0),
+    "ndjson": Renderer("gradcheck_cli.render.ndjson_rows", "one JSON line per sample, then the report", arrays=False,
                        jacobian_classes=0, streams_rows=True),
 }
 FORMAT_NAMES = tuple(RENDERERS)
 
 
 def renderer(name: str) -> ModuleType:
-    return importlib.import_module(f"{__name__}.{RENDERERS[name].module}")
+    return importlib.import_module(RENDERERS[name].module)

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
 # name -> (module, one line for --help)
 LOSSES = {
-    "cross_entropy": ("cross_entropy", "torch.nn.functional.cross_entropy's semantics"),
-    "mse": ("squared_error", "1/2 sum_k (s_k - t_k)^2 per row on the softmax"),
+    "cross_entropy": ("gradcheck_cli.numerics.losses.cross_entropy", "torch.nn.functional.cross_entropy's semantics"),
+    "mse": ("gradcheck_cli.numerics.losses.squared_error", "1/2 sum_k (s_k - t_k)^2 per row on the softmax"),
 }
 LOSS_NAMES = tuple(LOSSES)
 # The loss options, as Settings fields, with the flag that sets each and the value that means 'not given'.
@@ -27,7 +27,7 @@ LOSS_OPTIONS = {"weights": ("--weights", None), "label_smoothing": ("--label-smo
 
 
 def loss_kind(name: str) -> LossKind:
-    kind: LossKind = importlib.import_module(f"{__name__}.{LOSSES[name][0]}").KIND
+    kind: LossKind = importlib.import_module(LOSSES[name][0]).KIND
     return kind
 
 
