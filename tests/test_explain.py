@@ -49,3 +49,29 @@ def test_wide_rows_list_the_diagonal_only_past_the_first_rows(gradcheck):
     jacobian_lines = [line for line in run.stdout.splitlines() if line.strip().startswith("∂s_")]
     assert len(jacobian_lines) == 2 * 10 + 8
     assert "rows 3 to 10 show only their diagonal" in run.stdout
+
+
+def test_the_squared_error_derivation_comes_from_the_loss_registry(gradcheck):
+    """--loss mse: L = 1/2 sum (s - t)^2 and its vector-Jacobian product, numbers from an independent sum."""
+    import numpy as np
+
+    run = gradcheck("explain", "--logits", "1,2,3", "--targets", "0.2,0.3,0.5", "--loss", "mse")
+    assert run.exit_code == 0, run
+    z, t = np.array([1.0, 2.0, 3.0]), np.array([0.2, 0.3, 0.5])
+
+    def loss(v):
+        s = np.exp(v) / np.exp(v).sum()
+        return 0.5 * ((s - t) ** 2).sum()
+
+    h = 1e-6
+    gradient = [(loss(z + h * e) - loss(z - h * e)) / (2 * h) for e in np.eye(3)]
+    assert f"= {f'{loss(z):#.3g}'}" in run.stdout
+    for j, value in enumerate(gradient):
+        line = next(line for line in run.stdout.splitlines() if line.strip().startswith(f"∂L/∂z_{j + 1} ="))
+        assert line.endswith(f"{value:#.3g}".replace("-", "−")), line
+    assert "Squared error" in run.stdout and "Cross-entropy" not in run.stdout
+
+
+def test_explain_refuses_an_option_its_loss_does_not_take(gradcheck):
+    run = gradcheck("explain", "--logits", "1,2,3", "--targets", "0.2,0.3,0.5", "--loss", "mse", "--weights", "1,1,1")
+    assert run.exit_code == 2 and "apply to cross_entropy, not mse" in run.stderr, run

@@ -63,3 +63,21 @@ def test_bad_steps_are_usage_errors(gradcheck, steps):
     run = gradcheck("sweep", "--logits", "1,2", "--labels", "0", "--steps", steps)
     assert run.exit_code == 2, run
     assert run.stderr.startswith("gradcheck: error: ") and "--steps" in run.stderr
+
+
+def test_sweep_studies_the_loss_the_registry_builds(gradcheck):
+    """--loss mse sweeps the squared error's own gradient: a V (exit 0), and its loss options are checked."""
+    run = gradcheck("sweep", "--logits", "1.1,2.2,0.2,-1.7", "--targets", "0.1,0.2,0.6,0.1", "--loss", "mse",
+                    "-f", "json")
+    assert run.exit_code == 0 and json.loads(run.stdout)["passed"] is True, run
+    refused = gradcheck("sweep", "--logits", "1,2", "--labels", "0", "--loss", "mse", "--label-smoothing", "0.1")
+    assert refused.exit_code == 2 and "not mse" in refused.stderr, refused
+
+
+def test_sweep_with_weights_sweeps_the_weighted_loss(gradcheck):
+    """A weight of 3 on the row's label makes its loss 3 x cross-entropy: truncation errors triple, still a V."""
+    args = ("sweep", "--logits", "1.1,2.2,0.2,-1.7", "--labels", "2", "--steps", "1e-1,1e-2", "-f", "json")
+    plain, weighted = gradcheck(*args), gradcheck(*args, "--weights", "1,1,3,1")
+    assert plain.exit_code == weighted.exit_code == 0, weighted
+    for one, three in zip(json.loads(plain.stdout)["steps"], json.loads(weighted.stdout)["steps"], strict=True):
+        assert three["max_abs_error"] / one["max_abs_error"] == pytest.approx(3.0, rel=1e-6)

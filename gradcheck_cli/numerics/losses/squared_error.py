@@ -58,7 +58,7 @@ def explain(loss: Loss, z: np.ndarray, s: np.ndarray, row: int) -> list[str]:
     inner = float((g * s).sum())
     k = range(len(z))
     lines = ["3. Squared error: L = ½ Σ_k (s_k − t_k)²", "   t = (" + ", ".join(shown(v) for v in t) + ")",
-             f"   L = ½ ({' + '.join(f'{shown(g[i])}²' for i in k)}) = {shown(0.5 * float((g * g).sum()))}", "",
+             f"   L = ½ ({' + '.join(f'({shown(g[i])})²' for i in k)}) = {shown(0.5 * float((g * g).sum()))}", "",
              "4. Gradient: with g = ∂L/∂s = s − t, ∂L/∂z_k = Σ_j g_j ∂s_j/∂z_k = s_k (g_k − Σ_j g_j s_j)",
              f"   Σ_j g_j s_j = {shown(inner)}"]
     lines += [f"   ∂L/∂z_{j + 1} = {shown(s[j])}×({shown(g[j])} − {shown(inner)}) = {shown(s[j] * (g[j] - inner))}"
