@@ -76,8 +76,9 @@ def test_sweep_studies_the_loss_the_registry_builds(gradcheck):
 
 def test_sweep_with_weights_sweeps_the_weighted_loss(gradcheck):
     """A weight of 3 on the row's label makes its loss 3 x cross-entropy: truncation errors triple, still a V."""
-    args = ("sweep", "--logits", "1.1,2.2,0.2,-1.7", "--labels", "2", "--steps", "1e-1,1e-2", "-f", "json")
+    args = ("sweep", "--logits", "1.1,2.2,0.2,-1.7", "--labels", "2", "--steps", "1e-1,1e-2,1e-5", "-f", "json")
     plain, weighted = gradcheck(*args), gradcheck(*args, "--weights", "1,1,3,1")
     assert plain.exit_code == weighted.exit_code == 0, weighted
-    for one, three in zip(json.loads(plain.stdout)["steps"], json.loads(weighted.stdout)["steps"], strict=True):
+    for one, three in zip(json.loads(plain.stdout)["steps"][:2], json.loads(weighted.stdout)["steps"][:2],
+                          strict=True):  # the large steps, where truncation (proportional to the loss) dominates
         assert three["max_abs_error"] / one["max_abs_error"] == pytest.approx(3.0, rel=1e-6)
