@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gradcheck_cli.batch import Batch
-from gradcheck_cli.checks.impl import Implementation
 from gradcheck_cli.checks.runner import KEEP_ALL, Keep, OnRows, run
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs.gather import Input, InputRequest, open_input
@@ -18,6 +18,9 @@ from gradcheck_cli.numerics.exact import ExactSum
 from gradcheck_cli.numerics.losses import accepted_kind
 from gradcheck_cli.report import Report
 from gradcheck_cli.settings import Settings
+
+if TYPE_CHECKING:
+    from gradcheck_cli.checks.impl import Implementation
 
 
 @dataclass(eq=False)
@@ -40,7 +43,11 @@ def open_check(
 ) -> Iterator[CheckJob]:
     """Open the input (and import the implementation) for a check; the input is closed on leaving."""
     accepted_kind(settings)  # refuses options this loss does not take before anything is read
-    implementation = Implementation.load(impl) if impl is not None else None
+    implementation = None
+    if impl is not None:
+        from gradcheck_cli.checks.impl import Implementation  # importlib machinery only when asked
+
+        implementation = Implementation.load(impl)
     # A user's function is called on the whole input at once, so it is read as one batch.
     with open_input(request, settings.ignore_index, implementation is not None, chunk_bytes) as opened:
         yield CheckJob(opened, settings, implementation)

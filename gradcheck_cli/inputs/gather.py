@@ -16,9 +16,8 @@ import numpy as np
 
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.errors import InputError
-from gradcheck_cli.inputs import csv_format, source
+from gradcheck_cli.inputs import source
 from gradcheck_cli.inputs.numbers import parse_labels, parse_row, rows_from_args
-from gradcheck_cli.inputs.readahead import read_ahead
 from gradcheck_cli.inputs.validate import Answers, Parsed, line_answers, make_batch
 
 
@@ -62,6 +61,9 @@ class Input:
             yield iter([self.whole])
             return
         assert self.chunked is not None
+        from gradcheck_cli.inputs.readahead import keep_freed_memory, read_ahead  # only a chunked input needs it
+
+        keep_freed_memory()  # each chunk's temporaries reuse the last one's memory
         with read_ahead(self._parse(self.chunked)) as batches:
             yield batches
 
@@ -117,6 +119,8 @@ def _answers_beside(request: InputRequest) -> list[Answers]:
         answers.append(Answers(values, False, "--targets", lambda n: f"--targets #{n + 1}"))
     for path, are_labels in ((request.labels_path, True), (request.targets_path, False)):
         if path is not None:
+            from gradcheck_cli.inputs import csv_format  # only a file beside the input needs it
+
             text, name = source.read_text(path)
             read = csv_format.read_labels_file if are_labels else csv_format.read_targets_file
             values, lines = read(text, name)
@@ -128,6 +132,8 @@ def _supplied_beside(request: InputRequest) -> dict[str, tuple[np.ndarray, str]]
     supplied = {}
     for key, path in (("gradient", request.gradient_path), ("probabilities", request.probabilities_path)):
         if path is not None:
+            from gradcheck_cli.inputs import csv_format
+
             text, name = source.read_text(path)
             supplied[key] = (csv_format.read_targets_file(text, name)[0], name)
     if request.loss_value is not None:

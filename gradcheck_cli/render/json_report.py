@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gradcheck_cli.render.schema import SCHEMA_VERSION
+from gradcheck_cli.render.verdict import worst_rows
 from gradcheck_cli.report import CheckResult, Report
 
 if TYPE_CHECKING:
@@ -76,16 +77,6 @@ def report_to_dict(report: Report) -> dict[str, Any]:
             "numeric": finite_or_none(report.numeric_gradient),
         }
     return document
-
-
-def worst_rows(report: Report) -> list[dict[str, Any]]:
-    """For each check, the row of its worst element and the file line it came from (if any)."""
-    rows = []
-    for check in report.checks:
-        if check.worst_index and check.name in ("gradient", "jacobian", "hessian"):
-            row = check.worst_index[0]
-            rows.append({"check": check.name, "row": row, "line": report.line_of(row), "passed": check.passed})
-    return rows
 
 
 def render_json(report: Report) -> str:

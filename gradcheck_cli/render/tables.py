@@ -9,8 +9,7 @@ import numpy as np
 
 from gradcheck_cli.checks.runner import FULL_LIMIT
 from gradcheck_cli.render import layout
-from gradcheck_cli.render.json_report import worst_rows
-from gradcheck_cli.render.verdict import verdict_line, where
+from gradcheck_cli.render.verdict import verdict_line, where, worst_rows
 from gradcheck_cli.report import Report
 
 if TYPE_CHECKING:
