@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gradcheck_cli.settings import Settings
 
@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from gradcheck_cli.numerics.softmax import Softmax
 
 EXIT_AGREE, EXIT_DISAGREE, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# Every JSON document gradcheck prints carries this; see schema.json's description for when it changes.
+SCHEMA_VERSION = 1
+# The checks whose worst element is in a row of the input (worst_rows names that row and its file line).
+ROW_CHECKS = ("gradient", "jacobian", "hessian")
 
 
 class CheckResult(NamedTuple):
@@ -81,3 +85,65 @@ class Report:
     def full(self) -> bool:
         """Whether the per-row arrays are here (else the report is a summary)."""
         return self.probabilities is not None
+
+    def worst_rows(self) -> list[dict[str, Any]]:
+        """For each check, the row of its worst element and the file line it came from (if any)."""
+        rows = []
+        for check in self.checks:
+            if check.worst_index and check.name in ROW_CHECKS:
+                row = check.worst_index[0]
+                rows.append({"check": check.name, "row": row, "line": self.line_of(row), "passed": check.passed})
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON report as plain data (valid against schema.json); the per-row arrays are there when full."""
+        settings = self.settings
+        document: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "command": "check",
+            "passed": self.passed,
+            "settings": {**settings._asdict(), "weights": None if settings.weights is None else list(settings.weights)},
+            "shape": {"rows": self.rows, "classes": self.classes},
+            "arrays": self.full,
+            "loss": None if self.loss is None else finite_or_none(self.loss),
+            "checks": [check_to_dict(check) for check in self.checks],
+            "worst_rows": self.worst_rows(),
+            "notes": self.notes,
+        }
+        if self.full:
+            document["probabilities"] = finite_or_none(self.probabilities)
+            document["jacobian"] = finite_or_none(self.jacobian)
+            document["gradient"] = {
+                "analytic": finite_or_none(self.analytic_gradient),
+                "numeric": finite_or_none(self.numeric_gradient),
+            }
+        return document
+
+
+def finite_or_none(values: Any) -> Any:
+    """Nested lists of floats with every non-finite value as null, so the JSON stays strict."""
+    import numpy as np  # here: the result objects are built without numpy at import
+
+    array = np.asarray(values, dtype=np.float64)
+    if np.isfinite(array).all():
+        return array.tolist()
+    cleaned = array.astype(object)
+    cleaned[~np.isfinite(array)] = None
+    return cleaned.tolist()
+
+
+def check_to_dict(check: CheckResult) -> dict[str, Any]:
+    index = list(check.worst_index)
+    return {
+        "name": check.name,
+        "passed": check.passed,
+        "max_abs_error": check.max_abs_error,
+        "max_rel_error": check.max_rel_error,
+        "worst": {
+            "index": index,
+            "row": index[0] if index else None,
+            "column": index[-1] if index else None,
+            "actual": finite_or_none(check.actual),
+            "expected": finite_or_none(check.expected),
+        },
+    }

@@ -325,12 +325,11 @@ def test_a_non_finite_value_is_null_and_still_valid():
 
     from gradcheck_cli.batch import Batch
     from gradcheck_cli.pipeline import check_batch as run_check
-    from gradcheck_cli.render.json_report import report_to_dict
     from gradcheck_cli.settings import Settings
 
     batch = Batch(logits=np.array([[1.0, 2.0]]), labels=np.array([0]), targets=np.array([[1.0, 0.0]]))
     report = run_check(batch, Settings())
     report.analytic_gradient[0, 1] = np.nan
-    document = report_to_dict(report)
+    document = report.to_dict()
     assert document["gradient"]["analytic"][0][1] is None
     assert_valid(document)

@@ -8,8 +8,8 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 
 from gradcheck_cli.batch import Batch
-from gradcheck_cli.render.json_report import finite_or_none, render_json
-from gradcheck_cli.report import Report, RowChecks
+from gradcheck_cli.render.json_report import render_json
+from gradcheck_cli.report import Report, RowChecks, finite_or_none
 
 if TYPE_CHECKING:
     from gradcheck_cli.checks.runner import OnRows

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from gradcheck_cli.report import SCHEMA_VERSION
+
 SCHEMA_FILE = "schema.json"
-# Every JSON document gradcheck prints carries this; see schema.json's description for when it changes.
-SCHEMA_VERSION = 1
+__all__ = ("SCHEMA_FILE", "SCHEMA_VERSION", "schema_text")
 
 
 def schema_text() -> str:

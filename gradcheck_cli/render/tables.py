@@ -9,7 +9,7 @@ import numpy as np
 
 from gradcheck_cli.checks.runner import FULL_LIMIT
 from gradcheck_cli.render import layout
-from gradcheck_cli.render.verdict import verdict_line, where, worst_rows
+from gradcheck_cli.render.verdict import verdict_line, where
 from gradcheck_cli.report import Report
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ def _render_summary(report: Report, console: Console) -> None:
     if loss is not None and not isinstance(loss, np.ndarray):
         console.print(f"Loss ({report.settings.loss}, {report.settings.reduction}): {loss!r}")
     worst = _table("Worst rows", "check", "row", "line", "result", wrapping=("check",))
-    for entry in worst_rows(report):
+    for entry in report.worst_rows():
         line = "" if entry["line"] is None else str(entry["line"])
         worst.add_row(entry["check"], str(entry["row"]), line, "pass" if entry["passed"] else "FAIL")
     console.print(worst)

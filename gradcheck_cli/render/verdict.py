@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from gradcheck_cli.report import CheckResult, Report
@@ -35,13 +33,3 @@ def verdict_line(report: Report) -> str:
     size = f"abs error {error:.2e}" if np.isfinite(error) else "a value is not finite"
     tally = f"{len(failed)} of {len(report.checks)} checks failed"
     return f"FAIL: {first.name} disagrees at {where(first)}, {size} ({tally})"
-
-
-def worst_rows(report: Report) -> list[dict[str, Any]]:
-    """For each check, the row of its worst element and the file line it came from (if any)."""
-    rows = []
-    for check in report.checks:
-        if check.worst_index and check.name in ("gradient", "jacobian", "hessian"):
-            row = check.worst_index[0]
-            rows.append({"check": check.name, "row": row, "line": report.line_of(row), "passed": check.passed})
-    return rows
