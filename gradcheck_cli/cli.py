@@ -6,7 +6,10 @@ numpy and rich are imported inside the commands, so `--help`, `--version` and us
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import click
@@ -17,6 +20,15 @@ from gradcheck_cli.report import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE
 
 class _InternalError(Exception):
     """A bug of ours, already reported on stderr (with the traceback under --debug)."""
+
+
+class _Stopped(BaseException):
+    """SIGTERM or SIGHUP, raised where the run is, so it unwinds as Ctrl-C does: the read-ahead process is
+    ended and the input closed on the way out. A BaseException, so no `except Exception` takes it for a bug."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal_number)
+        self.exit_code = 128 + signal_number  # the shell's convention: 143 for SIGTERM, 129 for SIGHUP
 
 
 class GradcheckGroup(click.Group):
@@ -46,6 +58,11 @@ class GradcheckGroup(click.Group):
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
+        with _signals_stop_the_run():
+            code = self._exit_code(*args, **kwargs)
+        sys.exit(code)
+
+    def _exit_code(self, *args: Any, **kwargs: Any) -> int:
         try:
             code = super().main(*args, **kwargs)
         except click.exceptions.NoArgsIsHelpError as error:
@@ -60,6 +77,10 @@ class GradcheckGroup(click.Group):
             code = EXIT_USAGE
         except (click.exceptions.Abort, KeyboardInterrupt):
             code = EXIT_INTERRUPTED
+            _drop_pending_output()
+        except _Stopped as stop:
+            code = stop.exit_code
+            _drop_pending_output()
         except click.ClickException as error:
             _fail(error.format_message())
             code = EXIT_USAGE
@@ -68,7 +89,7 @@ class GradcheckGroup(click.Group):
         except Exception as error:  # noqa: BLE001 - the last line of defence (outside any command): one line
             _fail(f"internal error: {type(error).__name__}: {error} (re-run with --debug for the traceback)")
             code = EXIT_INTERNAL
-        sys.exit(code if isinstance(code, int) else 0)
+        return code if isinstance(code, int) else 0
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; a bug of ours is one line, or its traceback under --debug (read from this run)."""
@@ -85,6 +106,49 @@ class GradcheckGroup(click.Group):
             raise _InternalError from error
 
 
+@contextmanager
+def _signals_stop_the_run() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a CI step's timeout, a closed terminal) stop the run as Ctrl-C does, cleaning up.
+
+    Once one has arrived, more are ignored, so the clean-up it starts is not cut short (SIGKILL still ends
+    everything: the read-ahead process dies with this one, and a spooled stdin has no name to leave behind).
+    """
+    import signal
+
+    process = os.getpid()
+
+    def stop(number: int, frame: object) -> None:
+        if os.getpid() != process:  # the read-ahead process, forked before it set its own handlers
+            os._exit(128 + number)
+        for each in stops:
+            signal.signal(each, signal.SIG_IGN)
+        raise _Stopped(number)
+
+    stops = [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
+    try:
+        previous = [(number, signal.signal(number, stop)) for number in stops]
+    except ValueError:  # not the main thread (a program calling main()): its own handlers stay
+        yield
+        return
+    try:
+        yield
+    finally:
+        for number, handler in previous:
+            signal.signal(number, handler)
+
+
+def _drop_pending_output() -> None:
+    """A stopped run writes nothing more: what stdout still holds goes to /dev/null, so leaving never waits on
+    a reader that stopped reading (or fails on a terminal that hung up)."""
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test captures it)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, descriptor)
+    os.close(devnull)
+
+
 def _fail(message: str) -> None:
     click.echo(f"gradcheck: error: {' '.join(message.split())}", err=True)
 
@@ -94,11 +158,29 @@ def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     return value
 
 
+# Every environment variable gradcheck reads: an option's envvar= (options.py, terminal.py), the terminal's,
+# the temporary directory's, completion's and rich's. No auto_envvar_prefix: nothing undocumented (such as a
+# GRADCHECK_CHECK_IMPL naming code to run) can set an option. tests/test_reliability_processes.py holds this
+# list, and the README's, to what the code reads.
+ENVIRONMENT = """\b
+Environment (the command line wins; no other GRADCHECK_* is read):
+  GRADCHECK_METHOD, GRADCHECK_EPS, GRADCHECK_ATOL, GRADCHECK_RTOL,
+  GRADCHECK_DTYPE, GRADCHECK_FORMAT, GRADCHECK_COLOR, GRADCHECK_QUIET
+                       the options of those names (see a command's --help)
+  NO_COLOR, FORCE_COLOR, TERM
+                       colour under --color auto
+  COLUMNS              the width of tables
+  TMPDIR, TEMP, TMP    where stdin or a pipe is copied to be read
+  _GRADCHECK_COMPLETE  set by the shell completion scripts
+  LINES, COLORTERM, TTY_COMPATIBLE, TTY_INTERACTIVE, JUPYTER_COLUMNS,
+  JUPYTER_LINES        read by rich: at most a progress bar changes
+"""
+
+
 @click.group(
     cls=GradcheckGroup,
-    # auto_envvar_prefix: every option can also come from GRADCHECK_<COMMAND>_<OPTION>; the ones CI sets
-    # repeatedly have short names of their own (see _env), shown in --help.
-    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "GRADCHECK"},
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=ENVIRONMENT,
 )
 @click.version_option(package_name="gradcheck", prog_name="gradcheck")
 @click.option(
@@ -112,5 +194,6 @@ def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
 def main() -> None:
     """Check softmax, cross-entropy and their gradients against finite differences.
 
-    Exit codes: 0 every check agrees, 1 a check disagrees, 2 usage or input error, 3 internal error.
+    Exit codes: 0 every check agrees, 1 a check disagrees, 2 usage or input error, 3 internal error;
+    130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (the run stopped, after cleaning up).
     """

@@ -254,12 +254,6 @@ def test_options_ci_sets_come_from_the_environment(gradcheck, variable, value, f
     assert json.loads(run.stdout)["settings"][field] == expected, run
 
 
-def test_every_other_option_comes_from_gradcheck_command_option(gradcheck):
-    """click's auto_envvar_prefix: GRADCHECK_<COMMAND>_<OPTION> for the options without a short name."""
-    run = gradcheck(*EXAMPLE, "-f", "json", env={"GRADCHECK_CHECK_REDUCTION": "sum"})
-    assert json.loads(run.stdout)["settings"]["reduction"] == "sum", run
-
-
 def test_the_command_line_beats_the_environment(gradcheck):
     run = gradcheck(*EXAMPLE, "-f", "json", "--atol", "1e-9", env={"GRADCHECK_ATOL": "1e-3"})
     assert json.loads(run.stdout)["settings"]["atol"] == 1e-9

@@ -2,7 +2,8 @@
 commands, options, choices and file names with them.
 
 bash is driven interactively through a pseudo-terminal (TAB pressed as a person would) and never skips; zsh
-the same way and fish through `complete -C`, skipped when those shells are not installed.
+the same way and fish through `complete -C`, skipped when those shells are not installed (.ci/run installs
+them, so CI runs all of them).
 """
 
 from __future__ import annotations

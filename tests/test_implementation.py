@@ -309,4 +309,4 @@ def test_the_pre_commit_hook_runs_as_declared(tmp_path):
     assert _bash(f"{entry} --reduction mean {good.name}", tmp_path).returncode == 0
     failed = _bash(f"{entry} {good.name} {bad.name}", tmp_path)
     assert failed.returncode == 1, failed
-    assert "bad.json: exit 1" in failed.stderr
+    assert "bad.json: FAIL: supplied gradient disagrees" in failed.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING
 
 from gradcheck_cli.batch import Batch
@@ -12,6 +12,11 @@ from gradcheck_cli.errors import InputError
 
 if TYPE_CHECKING:
     import multiprocessing
+    from multiprocessing.process import BaseProcess
+
+
+# How often each process looks whether the other is still there while it waits on the queue.
+_POLL_SECONDS = 0.5
 
 
 @contextmanager
@@ -21,53 +26,125 @@ def read_ahead(batches: Iterator[Batch], depth: int = 8) -> Iterator[Iterator[Ba
     Parsing is most of a streamed check's time, and a machine has more than one core: the check of each
     chunk overlaps the parsing of the next ones. At most `depth` parsed chunks wait, so memory stays bounded.
     An error the reader meets is raised here in turn, after the batches before it, as without the reader.
+    The reader never outlives this process: it is ended on leaving (an error, Ctrl-C, SIGTERM), and the
+    kernel kills it if this process dies any other way (SIGKILL). Neither process waits forever for the other.
     Where fork is not safe (macOS, Windows) or not possible, the batches are read in this process.
     """
     if not sys.platform.startswith("linux"):
         yield batches
         return
     import multiprocessing
+    import os
 
     context = multiprocessing.get_context("fork")
     try:
         parsed: multiprocessing.Queue[Batch | Exception | None] = context.Queue(depth)
-        reader = context.Process(target=_send_batches, args=(batches, parsed), daemon=True)
+        reader = context.Process(target=_send_batches, args=(batches, parsed, os.getpid()), daemon=True)
         reader.start()
+        # Only the reader writes: without this process's copy of the pipe's write end, a reader that dies
+        # (even half-way through sending a batch) ends the pipe, instead of leaving a read that never returns.
+        parsed._writer.close()  # type: ignore[attr-defined]
     except OSError:  # no /dev/shm for the queue's semaphores, or no more processes allowed
         yield batches
         return
-
-    def received() -> Iterator[Batch]:
-        while (item := parsed.get()) is not None:
-            if isinstance(item, Exception):
-                raise item
-            yield item
-
     try:
-        yield received()
+        yield _received(parsed, reader)
     finally:
         reader.terminate()
         reader.join()
         parsed.close()
 
 
-def _send_batches(batches: Iterator[Batch], parsed: multiprocessing.Queue[Batch | Exception | None]) -> None:
-    """The reader process: every batch, then None; or the error that stopped it."""
-    import signal
+def _received(parsed: multiprocessing.Queue[Batch | Exception | None],
+              reader: BaseProcess) -> Iterator[Batch]:
+    """The batches the reader sends, until its None; its error raised in turn; a reader gone is an error."""
+    import queue
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the checking process's to handle
+    while True:
+        try:
+            item = parsed.get(timeout=_POLL_SECONDS)
+        except queue.Empty:
+            if reader.is_alive():
+                continue
+            try:  # it may have sent its last word just before it ended
+                item = parsed.get_nowait()
+            except (queue.Empty, EOFError, OSError):
+                raise _ended(reader) from None
+        except (EOFError, OSError):  # the pipe ended, even inside a batch: nobody writes to it any more
+            raise _ended(reader) from None
+        if item is None:
+            return
+        if isinstance(item, Exception):
+            raise item
+        yield item
+
+
+def _ended(reader: BaseProcess) -> RuntimeError:
+    reader.join(_POLL_SECONDS)  # its exit code, once it is reaped
+    return RuntimeError(f"the process reading the input ended before it was done (exit code {reader.exitcode})")
+
+
+def _send_batches(batches: Iterator[Batch], parsed: multiprocessing.Queue[Batch | Exception | None],
+                  parent: int) -> None:
+    """The reader process: every batch, then None; or the error that stopped it."""
+    import os
+
+    _follow_parent(parent)
+
+    def send(item: Batch | Exception | None) -> None:
+        if not _put(parsed, item, parent):
+            os._exit(0)  # nobody to send to: no cleanup that could wait on the queue's pipe
+
     try:
         for batch in batches:
-            parsed.put(batch)
-        parsed.put(None)
+            send(batch)
+        send(None)
     except InputError as error:
-        parsed.put(error)
+        send(error)
     except Exception as error:  # noqa: BLE001 - an internal error: the checking process reports it, exit 3
-        parsed.put(RuntimeError(f"reading the input failed: {error!r}"))
+        send(RuntimeError(f"reading the input failed: {error!r}"))
     parsed.close()
     parsed.join_thread()  # everything sent before the process ends
 
 
+def _follow_parent(parent: int) -> None:
+    """Make this forked reader end with the checking process, however that ends.
+
+    Ctrl-C is the checking process's to handle; SIGTERM and SIGHUP (which it turns into a clean exit, and
+    sends on leaving) end this one at once; the kernel sends SIGKILL when the parent dies (PR_SET_PDEATHSIG),
+    and a parent that died before that was asked for is caught by getppid(). stdout is let go, so a reader
+    of our output (`| jq`) never waits on this process.
+    """
+    import ctypes
+    import os
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, signal.SIG_DFL)
+    with suppress(OSError, AttributeError):  # no prctl: _put still notices a parent gone
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+
+
+def _put(parsed: multiprocessing.Queue[Batch | Exception | None], item: Batch | Exception | None,
+         parent: int) -> bool:
+    """item sent to the checking process, waiting while the queue is full: True; False if that process (the
+    parent, by its process id) is gone, so nobody will ever take it."""
+    import os
+    import queue
+
+    while True:
+        try:
+            parsed.put(item, timeout=_POLL_SECONDS)
+            return True
+        except queue.Full:
+            if os.getppid() != parent:
+                return False
 
 
 def keep_freed_memory() -> None:
