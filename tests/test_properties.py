@@ -65,3 +65,12 @@ def test_large_loss_does_not_swamp_a_small_gradient_element():
     batch = Batch(logits=logits, labels=np.array([0]), targets=one_hot(np.array([0]), 4))
     report = run_check(batch, Settings())
     assert report.passed, report.checks
+
+
+def test_softmax_of_a_transposed_array_is_the_softmax_of_its_copy():
+    """softmax_parts writes through flat indices: a non-contiguous input (a transpose) must give the same."""
+    logits = np.random.default_rng(3).standard_normal((4, 6)) * 3
+    transposed = logits.T
+    assert not transposed.flags.c_contiguous
+    for view, copy in zip(core.softmax_parts(transposed), core.softmax_parts(transposed.copy()), strict=True):
+        assert np.array_equal(view, copy)

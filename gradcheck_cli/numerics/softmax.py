@@ -39,7 +39,7 @@ def softmax_parts(logits: np.ndarray) -> Softmax:
     total - exp(z_j - m) cancels at most one bit.
     """
     shape, classes = logits.shape, logits.shape[-1]
-    z = logits.reshape(-1, classes)
+    z = np.ascontiguousarray(logits.reshape(-1, classes))  # flat writes below need a contiguous copy or view
     largest = z.argmax(axis=1)
     # Flat positions of each row's largest logit: faster than take_along_axis/put_along_axis on short rows.
     at_largest = np.arange(z.shape[0]) * classes + largest

@@ -1,0 +1,131 @@
+"""The step-free verdict: does the user's gradient g predict their own loss L to second order?
+
+Along a direction v, the Taylor remainder r(t) = |L(z + t v) - L(z) - t <g, v>| is t^2 |v'Hv| / 2 + O(t^3)
+when g is the gradient of L, and t |<grad L - g, v>| + O(t^2) when it is not. Over halvings of t its
+log-log slope is 2 for a right gradient and falls towards 1 for a wrong one, with no step to tune
+(tesseract-core #740 proposes it because fixed steps gave 400 false failures of 400 in #706).
+
+Choice of t (error analysis). v has Gaussian entries scaled so that max |v| = 1; t runs from t0 = scale / 32
+down by `halvings` halvings (8 values by default, t0 / 128 = scale / 4096 the smallest), `scale` the logit
+distance over which the softmax moves by O(1): T, the temperature.
+- Truncation. For a right gradient r = t^2 q / 2 + t^3 c / 6 + O(t^4) (q = v'Hv, c = D3L[v, v, v]), whose
+  local slope is 2 + (t c / 3q) / (1 + t c / 3q). For the softmax losses, L = sum_n w_n (A_n lse(u_n) -
+  <a_n, u_n>) with u = z / T and w_n >= 0 (cross-entropy with every option; the KL losses likewise), the
+  k-th derivative along v is sum_n w_n A_n kappa_k(v_n) / T^k, kappa_k the cumulants of row n's entries of v
+  under s_n. |kappa_3| <= max |v - mean| kappa_2 <= 2 kappa_2, so |c| / q <= 2 / T and at t <= T / 32
+  every local slope is within (1/48) / (1 - 1/48) = 0.021 of 2.
+- Rounding. Each evaluation of L is taken to be off by at most F = 32 u (|L(z)| + |L(0)| + sum |z g|), u the
+  unit roundoff of the user's values: a straightforward evaluation rounds every row's terms a few times, and
+  they are of size up to |z| times their coefficient (which the gradient's entries measure) and, for the
+  log-sum-exp, of size 1 times the row's weight even where the row's loss is 1e-60: |L(0)|, the loss at
+  uniform logits (log C times the weights for cross-entropy), measures that. 32 is a margin over "a few".
+  Without |L(0)| a confident batch, whose loss rounds to exactly 0, would read as slope 1.
+  <g, d> is summed exactly rounded, with d = (z + t v) - z the step the function really saw. So r is off by
+  at most 2F, log r by 2F / r, and a local slope (over ln 2) by (2F / r(t) + 2F / r(t / 2)) / ln 2, which is
+  at most 0.029 where r >= 200 F. Remainders below 200 F are reported but not fitted.
+- So a right gradient's fitted slope (a positively weighted mean of the local slopes) is within 0.05 of 2,
+  and a direction passes at >= 1.9 (2 - 0.1: twice that). A loss flat along v (q = 0) has slope 3, and
+  passes. A wrong gradient's remainder t e + t^2 q / 2 (e = <grad L - g, v>) has a slope between 1 and 2
+  that falls to 1 as t shrinks; when e and q have opposite signs it crosses zero for one sign of v, where
+  its slope means nothing, so every v is also tried as -v, and every signed direction must pass.
+- Typical sizes: for a batch-mean cross-entropy (sum w A = 1, kappa_2 ~ 0.1) r(t0 / 128) is about 3e-9,
+  while 200 F is about 7e-13 (|L| + sum |z g|): every point is fitted. Confident rows (s within 1e-10 of
+  one-hot) make q tiny: their points fall below the floor and the direction is inconclusive (no slope),
+  never wrong. A wrong gradient is detected once |e| is above about q t0 / 300 (the slope then falls
+  below 1.9 over the range): about 1e-5 relative for the example above, less sensitive than comparing
+  with the reference, but free of any step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+from gradcheck_cli.numerics.exact import exact_sum
+
+PASSING_SLOPE = 1.9  # 2 - 0.1, twice the worst deviation of a right gradient (module docstring)
+FLOOR_MARGIN = 200.0  # remainders below this many times the rounding floor are not fitted
+TOP_STEP = 1.0 / 32  # t0 in units of `scale`: the third-order term stays within 0.021 of the slope
+
+
+class TaylorResult(NamedTuple):
+    """Remainders along signed random directions (v1, -v1, v2, -v2, ...), and their fitted slopes."""
+
+    steps: np.ndarray  # the t values, largest first
+    remainders: np.ndarray  # directions x steps: |L(z + t v) - L(z) - t <g, v>| (NaN where L was not finite)
+    floor: float  # F, the rounding floor of one evaluation of L (NaN when L(z) or L(0) is not finite)
+    slopes: tuple[float | None, ...]  # least-squares slope of log r on log t, None with < 3 points above 200 F
+    directions: np.ndarray  # the signed directions v, stacked (directions x the logits' shape), max |v| = 1
+
+    @property
+    def fitted(self) -> np.ndarray:
+        """Which remainders the slopes were fitted to (finite and at least FLOOR_MARGIN F)."""
+        with np.errstate(invalid="ignore"):
+            return np.isfinite(self.remainders) & (self.remainders >= FLOOR_MARGIN * self.floor) & (self.remainders > 0)
+
+    @property
+    def local_slopes(self) -> np.ndarray:
+        """The slope between consecutive steps (directions x steps - 1), NaN where a point is not fitted."""
+        logs = np.where(self.fitted, np.log(np.where(self.fitted, self.remainders, 1.0)), np.nan)
+        return np.diff(logs, axis=1) / np.diff(np.log(self.steps))
+
+    @property
+    def passed(self) -> bool | None:
+        """True when every direction's slope is at least 1.9, False when one is below, None when none was fitted."""
+        slopes = [slope for slope in self.slopes if slope is not None]
+        if not slopes:
+            return None
+        return all(slope >= PASSING_SLOPE for slope in slopes)
+
+
+def taylor_test(
+    loss: Callable[[np.ndarray], float | np.ndarray],
+    logits: np.ndarray,
+    gradient: np.ndarray,
+    *,
+    scale: float = 1.0,
+    directions: int = 3,
+    halvings: int = 7,
+    seed: int = 0,
+    precision: float = 2.0**-52,
+) -> TaylorResult:
+    """The Taylor remainders of the user's `loss` around `logits` with their `gradient`, and the fitted slopes.
+
+    `loss(z)` returns the reduced loss, or row losses whose sum `gradient` is the gradient of (reduction
+    none); `scale` is the temperature (the logit distance over which the softmax moves by O(1));
+    `precision` the machine epsilon of the user's values. The directions are drawn from `seed`, so a run
+    is reproducible. `directions` random v are each tried as v and -v.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    g = np.asarray(gradient, dtype=np.float64).reshape(z.shape)
+    base = _value(loss(z))
+    steps = scale * TOP_STEP / 2.0 ** np.arange(halvings + 1)
+    uniform = _value(loss(np.zeros_like(z)))
+    floor = 32 * (precision / 2) * (abs(base) + abs(uniform) + float(np.abs(z * g).sum()))
+    drawn = np.random.default_rng(seed).standard_normal((directions, *z.shape))
+    drawn /= np.abs(drawn).reshape(directions, -1).max(axis=1).reshape(directions, *(1,) * z.ndim)
+    signed = np.stack([sign * v for v in drawn for sign in (1.0, -1.0)])
+    remainders = np.array([[_remainder(loss, z, g, base, t * v) for t in steps] for v in signed])
+    result = TaylorResult(steps, remainders, floor, (), signed)
+    return result._replace(slopes=tuple(_slope(steps, row, fitted) for row, fitted in zip(
+        remainders, result.fitted, strict=True)))
+
+
+def _value(loss_value: float | np.ndarray) -> float:
+    """The loss as one number: row losses (reduction none) summed, exactly rounded."""
+    return exact_sum(np.asarray(loss_value, dtype=np.float64))
+
+
+def _remainder(loss: Callable[[np.ndarray], float | np.ndarray], z: np.ndarray, g: np.ndarray, base: float,
+               step: np.ndarray) -> float:
+    moved = z + step
+    change = _value(loss(moved)) - base
+    return abs(change - exact_sum(g * (moved - z)))
+
+
+def _slope(steps: np.ndarray, remainders: np.ndarray, fitted: np.ndarray) -> float | None:
+    if np.count_nonzero(fitted) < 3:
+        return None
+    return float(np.polyfit(np.log(steps[fitted]), np.log(remainders[fitted]), 1)[0])
