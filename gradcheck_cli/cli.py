@@ -17,6 +17,11 @@ import click
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.report import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE
 
+# How the input layer says that neither --logits nor --input was given (inputs/gather.py).
+NO_INPUT = "no logits:"
+# Help summaries are a command's first sentence, whole: click's default cuts it at the line's end.
+_UNLIMITED = 1_000
+
 
 class _InternalError(Exception):
     """A bug of ours, already reported on stderr (with the traceback under --debug)."""
@@ -69,11 +74,10 @@ class GradcheckGroup(click.Group):
             error.show()
             code = EXIT_USAGE
         except click.UsageError as error:
-            hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
-            _fail(f"{error.format_message()}{hint}")
+            _fail(f"{error.format_message()}{_usage_hint(error)}")
             code = EXIT_USAGE
         except InputError as error:
-            _fail(str(error))
+            _fail(f"{error}{_stdin_hint(str(error))}")
             code = EXIT_USAGE
         except (click.exceptions.Abort, KeyboardInterrupt):
             code = EXIT_INTERRUPTED
@@ -90,6 +94,17 @@ class GradcheckGroup(click.Group):
             _fail(f"internal error: {type(error).__name__}: {error} (re-run with --debug for the traceback)")
             code = EXIT_INTERNAL
         return code if isinstance(code, int) else 0
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each command with its whole first sentence, wrapped, where click would cut it at the line's end."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=_UNLIMITED)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; a bug of ours is one line, or its traceback under --debug (read from this run)."""
@@ -149,6 +164,43 @@ def _drop_pending_output() -> None:
     os.close(devnull)
 
 
+def _usage_hint(error: click.UsageError) -> str:
+    """Where to look next; for an option of gradcheck itself given after the command, where it goes instead."""
+    context = error.ctx
+    if context is None:
+        return ""
+    parent = context.parent
+    if isinstance(error, click.NoSuchOption) and parent is not None:
+        own = next((param for param in parent.command.params if error.option_name in param.opts), None)
+        if own is not None:
+            # --version answers alone; --debug goes with the command it is for.
+            example = " ".join([parent.command_path, error.option_name, *([] if own.name == "version" else
+                                                                          [f"{context.info_name} ..."])])
+            return (f" ({error.option_name} is an option of {parent.command_path} itself: it goes before the "
+                    f"command, as in '{example}')")
+    return f" (see '{context.command_path} --help')"
+
+
+def _stdin_hint(message: str) -> str:
+    """With no input given but data waiting on stdin (a pipe or a redirected file), the option that reads it.
+
+    gradcheck reads stdin only for -i -, so that a stdin nobody writes to never blocks a run given its input as
+    arguments; the hint says so instead of leaving `cat batch.csv | gradcheck check` at "no logits".
+    """
+    if not message.startswith(NO_INPUT):
+        return ""
+    import stat
+
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (AttributeError, OSError, ValueError):  # no stdin, or not a real file (a test's)
+        return ""
+    if stat.S_ISFIFO(mode) or stat.S_ISREG(mode):
+        kind = "a pipe" if stat.S_ISFIFO(mode) else "a file"
+        return f"; stdin is {kind}, which gradcheck reads only when asked: add -i - to read it"
+    return ""
+
+
 def _fail(message: str) -> None:
     click.echo(f"gradcheck: error: {' '.join(message.split())}", err=True)
 
@@ -182,7 +234,7 @@ Environment (the command line wins; no other GRADCHECK_* is read):
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog=ENVIRONMENT,
 )
-@click.version_option(package_name="gradcheck", prog_name="gradcheck")
+@click.version_option(None, "-V", "--version", package_name="gradcheck", prog_name="gradcheck")
 @click.option(
     "--debug",
     is_flag=True,

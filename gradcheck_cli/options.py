@@ -86,11 +86,13 @@ check_options = _compose(
     click.option("--method", type=click.Choice(METHOD_NAMES), default="central", show_default=True,
                  **_env("METHOD"), help="Finite-difference formula (see the README for each one's accuracy)."),
     click.option("--eps", type=POSITIVE, default=None, **_env("EPS"),
-                 help="Step h, rounded down to a power of two. [default: per method, e.g. 6.1e-6 central]"),
+                 help="Step h in z, rounded down to a power of two. [default: per method, times --temperature: "
+                      "6.1e-6*T central]"),
     click.option("--atol", type=NON_NEGATIVE, default=None, **_env("ATOL"),
-                 help="Absolute tolerance (numpy.isclose). [default: per method and dtype, 1e-10 central]"),
+                 help="Absolute tolerance, added to --dtype's rounding allowance. [default: 0]"),
     click.option("--rtol", type=NON_NEGATIVE, default=None, **_env("RTOL"),
-                 help="Relative tolerance (numpy.isclose). [default: per method and dtype, 1e-7 central]"),
+                 help="Relative tolerance, of each element's scale (see the README). [default: per method, 1e-10 "
+                      "central]"),
     click.option("--dtype", type=click.Choice(DTYPES), default="float64", show_default=True,
                  **_env("DTYPE"), help="Precision of the analytic quantities; the reference is always float64."),
     click.option("--order", type=click.IntRange(1, 2), default=1, show_default=True,
@@ -130,7 +132,12 @@ supplied_options = _compose(
     click.option("--loss-value", metavar="NUMBER|LIST",
                  help="Your loss to check: one number, or one per row (comma-separated) for --reduction none."),
     click.option("--impl", metavar="MODULE:FUNCTION",
-                 help="Import FUNCTION(logits, targets) -> (loss, gradient) and check it. Runs that code."),
+                 help="Import FUNCTION(logits, targets) -> (loss, gradient) and check it. Runs that code, in a "
+                      "process of its own."),
+    # The default is checks.worker.DEFAULT_TIMEOUT (not imported here: start-up); a test holds them equal.
+    click.option("--impl-timeout", type=POSITIVE, default=60.0, show_default=True, metavar="SECONDS",
+                 help="Longest the import of --impl's module, or one call of its function, may take; past it "
+                      "the check stops with exit 2."),
 )
 
 def output_options(formats: tuple[str, ...] = tuple(RENDERERS)) -> Callable[[Any], Any]:

@@ -6,7 +6,7 @@ The command line is one caller; nothing here knows about click, rich or output f
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,23 +39,38 @@ class CheckJob:
 
 @contextmanager
 def open_check(
-    request: InputRequest, settings: Settings, impl: str | None = None, chunk_bytes: int | None = None
+    request: InputRequest,
+    settings: Settings,
+    impl: str | None = None,
+    chunk_bytes: int | None = None,
+    impl_timeout: float | None = None,
 ) -> Iterator[CheckJob]:
-    """Open the input (and import the implementation) for a check; the input is closed on leaving."""
-    accepted_kind(settings)  # refuses options this loss does not take before anything is read
-    implementation = None
-    if impl is not None:
-        from gradcheck_cli.checks.impl import Implementation  # importlib machinery only when asked
+    """Open the input (and start the implementation) for a check; both are closed on leaving.
 
-        implementation = Implementation.load(impl)
-    # A user's function is called on the whole input at once, so it is read as one batch.
-    with open_input(request, settings.ignore_index, implementation is not None, chunk_bytes) as opened:
+    `impl_timeout` bounds the import of the implementation and each call of it (None: its default).
+    """
+    accepted_kind(settings)  # refuses options this loss does not take before anything is read
+    with ExitStack() as stack:
+        implementation = None
+        if impl is not None:
+            from gradcheck_cli.checks.impl import Implementation  # the worker machinery only when asked
+
+            implementation = stack.enter_context(Implementation.load(impl, impl_timeout))
+        # A user's function is called on the whole input at once, so it is read as one batch.
+        opened = stack.enter_context(open_input(request, settings.ignore_index, implementation is not None,
+                                                chunk_bytes))
         yield CheckJob(opened, settings, implementation)
 
 
-def check(request: InputRequest, settings: Settings, impl: str | None = None, keep: Keep = KEEP_ALL) -> Report:
+def check(
+    request: InputRequest,
+    settings: Settings,
+    impl: str | None = None,
+    keep: Keep = KEEP_ALL,
+    impl_timeout: float | None = None,
+) -> Report:
     """Check an input and return its Report."""
-    with open_check(request, settings, impl) as job:
+    with open_check(request, settings, impl, impl_timeout=impl_timeout) as job:
         return job.run(keep)
 
 

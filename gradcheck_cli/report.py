@@ -19,6 +19,19 @@ EXIT_AGREE, EXIT_DISAGREE, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2
 SCHEMA_VERSION = 1
 # The checks whose worst element is in a row of the input (worst_rows names that row and its file line).
 ROW_CHECKS = ("gradient", "jacobian", "hessian")
+# How many mismatching elements of a check a failure message lists (and a check keeps), worst first.
+WORST_SHOWN = 5
+
+
+class Element(NamedTuple):
+    """One compared element: its position (index) in the compared array, both values, and the share of its
+    tolerance it used (> 1 fails). A NamedTuple: the command line imports this module, and a dataclass costs
+    several times more to define."""
+
+    position: tuple[int, ...]
+    actual: float
+    expected: float
+    share: float
 
 
 class CheckResult(NamedTuple):
@@ -32,6 +45,11 @@ class CheckResult(NamedTuple):
     description: str = ""
     # How much of its tolerance the worst element used (> 1 fails; inf for a non-finite value).
     worst_share: float = 0.0
+    # How many elements were compared, and how many are outside their tolerance (None: not counted).
+    elements: int | None = None
+    mismatches: int | None = None
+    # Up to WORST_SHOWN of the mismatching elements, worst first (none when the check passes).
+    worst_elements: tuple[Element, ...] = ()
 
 
 @dataclass(eq=False, repr=False)  # holds arrays: == has no truth value, and each method costs start-up
@@ -85,6 +103,35 @@ class Report:
     def full(self) -> bool:
         """Whether the per-row arrays are here (else the report is a summary)."""
         return self.probabilities is not None
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [check for check in self.checks if not check.passed]
+
+    def __repr__(self) -> str:
+        """One line, so that pytest's `assert report.passed` explains itself without dumping arrays."""
+        verdict = "PASS" if self.passed else "FAIL: " + ", ".join(check.name for check in self.failed)
+        return f"<gradcheck Report of {self.rows} x {self.classes} logits, {len(self.checks)} checks: {verdict}>"
+
+    def assert_ok(self) -> None:
+        """Raise AssertionError with failure_message() unless every check passed (a test's one-line assertion)."""
+        __tracebackhide__ = True  # pytest shows the test's line, not this one
+        if not self.passed:
+            raise AssertionError(self.failure_message())
+
+    def failure_message(self) -> str:
+        """What a test log needs of a failed run: how it ran, then each failing check with how many of its
+        elements mismatch and the worst few, each with its index and both values (every digit)."""
+        if self.passed:
+            return f"gradcheck: all {len(self.checks)} checks passed"
+        settings = self.settings
+        how = (f"{settings.loss}, reduction {settings.reduction}, {settings.dtype}, {settings.method} differences, "
+               f"atol {settings.atol}, rtol {settings.rtol}")
+        failed = f"{len(self.failed)} of {len(self.checks)} checks failed"
+        lines = [f"gradcheck: {failed} on {self.rows} x {self.classes} logits ({how})"]
+        for check in self.failed:
+            lines += _failure_lines(check)
+        return "\n".join(lines)
 
     def worst_rows(self) -> list[dict[str, Any]]:
         """For each check, the row of its worst element and the file line it came from (if any)."""
@@ -147,3 +194,25 @@ def check_to_dict(check: CheckResult) -> dict[str, Any]:
             "expected": finite_or_none(check.expected),
         },
     }
+
+
+def _failure_lines(check: CheckResult) -> list[str]:
+    """A failing check: its name and what it compares, how many elements mismatch, and the worst of them."""
+    about = f" ({check.description})" if check.description else ""
+    if check.max_abs_error is None or check.max_rel_error is None:
+        errors = "a value is not finite"
+    else:
+        errors = f"max abs error {check.max_abs_error:.3g}, max rel error {check.max_rel_error:.3g}"
+    if not check.worst_index:  # one number (a reduced loss): the values say it all
+        return [f"{check.name}{about}: actual {check.actual!r}, expected {check.expected!r}; {errors}"]
+    counted = check.mismatches is not None and check.elements is not None
+    count = f"{check.mismatches} of {check.elements} elements mismatch" if counted else "its worst element mismatches"
+    shown = check.worst_elements or (Element(check.worst_index, check.actual, check.expected, check.worst_share),)
+    cells = [("index", "actual", "expected")]
+    cells += [(str(list(each.position)), repr(each.actual), repr(each.expected)) for each in shown]
+    widths = [max(len(row[k]) for row in cells) for k in range(2)]
+    lines = [f"{check.name}{about}: {count}; {errors}"]
+    lines += [f"    {index:<{widths[0]}}  {actual:<{widths[1]}}  {expected}" for index, actual, expected in cells]
+    if counted and check.mismatches is not None and check.mismatches > len(shown):
+        lines.append(f"    ... and {check.mismatches - len(shown)} more")
+    return lines

@@ -47,8 +47,11 @@ ROOMS: tuple[Room, ...] = (
     Room("pipeline", 4, ("pipeline",), may_use_click_and_rich=False),
     Room("terminal", 4, ("terminal",)),
     Room("render", 5, ("render",)),
+    # The Python API: the pipeline's front door for callers in Python, beside render (neither imports the other).
+    Room("api", 5, ("api",), may_use_click_and_rich=False),
     Room("options", 6, ("options",)),
     Room("commands", 7, ("commands", "cli", "hook", "__main__", "")),
+    Room("pytest plugin", 7, ("pytest_plugin",), may_use_click_and_rich=False),
 )
 
 # What importing a module alone may not pull in: the CLI starts cheaply, and a registry is only a table of names.

@@ -53,14 +53,14 @@ def _files(tmp_path):
 
 # (test id, arguments with {file} placeholders, stdin, fragments the one stderr line must contain)
 CASES = [
-    ("non-numeric logit", [*("--logits", "1,x,3"), "--labels", "0"], None, ["--logits #1, value 2", "'x' is not a number"]),
+    ("non-numeric logit", [*("--logits", "1,x,3"), "--labels", "0"], None, ["--logits[0][1]", "'x' is not a number"]),
     ("underscore number", [*("--logits", "1_0,2"), "--labels", "0"], None, ["'1_0' is not a number"]),
     ("nan logit", [*("--logits", "1,nan"), "--labels", "0"], None, ["'nan' is not finite"]),
     ("inf logit", [*("--logits", "-inf,1"), "--labels", "0"], None, ["'-inf' is not finite"]),
     ("overflowing logit", [*("--logits", "1e400,1"), "--labels", "0"], None, ["'1e400' overflows float64"]),
-    ("empty logits row", [*("--logits", " , "), "--labels", "0"], None, ["--logits #1: no numbers"]),
-    ("ragged rows", ["--logits", "1,2", "--logits", "1,2,3", "--labels", "0,0"], None, ["--logits #2", "ragged"]),
-    ("non-integer label", [*L, "--labels", "1.5"], None, ["--labels, value 1", "'1.5' is not an integer"]),
+    ("empty logits row", [*("--logits", " , "), "--labels", "0"], None, ["--logits[0]: no numbers"]),
+    ("ragged rows", ["--logits", "1,2", "--logits", "1,2,3", "--labels", "0,0"], None, ["--logits[1]", "ragged"]),
+    ("non-integer label", [*L, "--labels", "1.5"], None, ["--labels[0]", "'1.5' is not an integer"]),
     ("word label", [*L, "--labels", "two"], None, ["'two' is not an integer"]),
     ("label out of range", [*L, "--labels", "3"], None, ["--labels, value 1", "label 3 is out of range", "0 to 2"]),
     ("negative label", [*L, "--labels", "-1"], None, ["label -1 is out of range"]),
@@ -68,7 +68,7 @@ CASES = [
     ("too few labels", [*L, "--logits", "1,2,3", "--labels", "0"], None, ["1 labels for 2 rows"]),
     ("targets too wide", [*L, "--targets", "0.5,0.5,0,0"], None, ["targets have 4 classes, the logits have 3"]),
     ("negative target", [*L, "--targets", "1.5,-0.5,0"], None, ["--targets #1", "-0.5 for class 1 is negative"]),
-    ("nan target", [*L, "--targets", "nan,0,1"], None, ["--targets #1, value 1", "not finite"]),
+    ("nan target", [*L, "--targets", "nan,0,1"], None, ["--targets[0][0]", "not finite"]),
     ("target rows mismatch", [*L, "--targets", "1,0,0", "--targets", "0,1,0"], None, ["2 target rows for 1 rows"]),
     ("labels and targets", [*L, "--labels", "0", "--targets", "1,0,0"], None, ["both --labels and --targets"]),
     ("neither labels nor targets", [*L], None, ["no labels or targets"]),

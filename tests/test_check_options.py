@@ -153,8 +153,10 @@ def test_zero_tolerances_fail_and_name_the_worst_element_in_tables(gradcheck):
     assert run.exit_code == 1, run
     verdict = run.stdout.rstrip().splitlines()[-1]
     assert verdict.startswith("FAIL: gradient disagrees at row 0, class "), run
-    detail = next(line for line in run.stdout.splitlines() if line.startswith("gradient fails worst at row 0"))
-    actual, expected = (float(value) for value in detail.split(": ")[1].split(" vs reference "))
+    lines = run.stdout.splitlines()
+    at = next(k for k, line in enumerate(lines) if line.startswith("gradient fails worst at row 0"))
+    detail = lines[at + 1]  # the two full-digit values, on a line of their own (80 columns)
+    actual, expected = (float(value) for value in detail.split(" vs reference "))
     assert actual != expected, detail
 
 

@@ -57,7 +57,7 @@ def test_errors_leave_stdout_empty(gradcheck):
     run = gradcheck("check", "--logits", "1,x", "--labels", "0", "-v")
     assert run.exit_code == 2, run
     assert run.stdout == ""
-    assert run.stderr.splitlines()[-1].startswith("gradcheck: error: --logits #1, value 2: 'x' is not a number")
+    assert run.stderr.splitlines()[-1].startswith("gradcheck: error: --logits[0][1]: 'x' is not a number")
 
 
 @pytest.mark.parametrize("args, code", [(EXAMPLE, 0), (FAILING, 1)], ids=["pass", "fail"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradcheck_cli.report import CheckResult
+from gradcheck_cli.report import WORST_SHOWN, CheckResult, Element
 
 # Below this, a relative error means nothing: both values are zero for all practical purposes.
 _TINY = float(np.finfo(np.float64).tiny)
@@ -47,9 +47,11 @@ def compare(
         worst_index = ()
     # argmax returns the first NaN if there is one, else the largest share (inf if any): one pass suffices.
     all_finite = bool(np.isfinite(worst_share))
+    passed = all_finite and worst_share <= 1.0
+    mismatches, worst = (0, ()) if passed else _mismatches(share, actual, expected, scalar)
     return CheckResult(
         name=name,
-        passed=all_finite and worst_share <= 1.0,
+        passed=passed,
         max_abs_error=float(abs_error.max()) if all_finite else None,
         max_rel_error=float(rel_error.max()) if all_finite else None,
         worst_index=worst_index,
@@ -57,7 +59,36 @@ def compare(
         expected=expected_value,
         description=description,
         worst_share=worst_share if all_finite else float("inf"),
+        elements=int(share.size),
+        mismatches=mismatches,
+        worst_elements=worst,
     )
+
+
+def _mismatches(
+    share: np.ndarray, actual: np.ndarray, expected: np.ndarray, scalar: bool
+) -> tuple[int, tuple[Element, ...]]:
+    """How many elements are outside their tolerance (NaN shares included), and the worst WORST_SHOWN of them:
+    NaN first, then the largest shares, ties in row-major order (as numpy.argmax would pick them)."""
+    flat_share = share.reshape(-1)
+    failing = np.flatnonzero(~(flat_share <= 1.0))
+    shares = flat_share[failing]
+    order = np.lexsort((failing, -np.nan_to_num(shares, nan=np.inf), ~np.isnan(shares)))[:WORST_SHOWN]
+    worst = []
+    for flat in failing[order].tolist():
+        index = tuple(int(i) for i in np.unravel_index(flat, share.shape))
+        worst.append(Element(() if scalar else index, float(actual[index]), float(expected[index]),
+                             float(share[index])))
+    return int(failing.size), tuple(worst)
+
+
+def _worst_first(element: Element) -> tuple[bool, float, tuple[int, ...]]:
+    nan = element.share != element.share
+    return (not nan, 0.0 if nan else -element.share, element.position)
+
+
+def _sum(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else a + b
 
 
 def _larger(a: float | None, b: float | None) -> float | None:
@@ -71,7 +102,13 @@ def merge(earlier: CheckResult | None, later: CheckResult, offset: tuple[int, ..
     later column). The worst element is the one with the largest share of its tolerance, and of equal
     shares the first in row-major order, which is what numpy.argmax over the whole array picks.
     """
-    shifted = later._replace(worst_index=tuple(i + o for i, o in zip(later.worst_index, offset, strict=True)))
+    def moved(index: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(i + o for i, o in zip(index, offset, strict=True)) if index else index
+
+    shifted = later._replace(
+        worst_index=moved(later.worst_index),
+        worst_elements=tuple(e._replace(position=moved(e.position)) for e in later.worst_elements),
+    )
     if earlier is None:
         return shifted
     later_wins = shifted.worst_share > earlier.worst_share or (
@@ -82,4 +119,8 @@ def merge(earlier: CheckResult | None, later: CheckResult, offset: tuple[int, ..
         passed=earlier.passed and shifted.passed,
         max_abs_error=_larger(earlier.max_abs_error, shifted.max_abs_error),
         max_rel_error=_larger(earlier.max_rel_error, shifted.max_rel_error),
+        elements=_sum(earlier.elements, shifted.elements),
+        mismatches=_sum(earlier.mismatches, shifted.mismatches),
+        worst_elements=tuple(sorted((*earlier.worst_elements, *shifted.worst_elements), key=_worst_first))[
+            :WORST_SHOWN],
     )

@@ -27,7 +27,8 @@ _INPUT_KEYS = ("logits_args", "labels_arg", "targets_args", "input_path", "input
 @click.option("--full", is_flag=True,
               help="Every per-row array in tables and JSON, however big the input (default: up to 20,000 logits).")
 @output_options()
-def check(impl: str | None, full: bool, output_format: str, color: str, no_color: bool, **options: Any) -> int:
+def check(impl: str | None, impl_timeout: float, full: bool, output_format: str, color: str, no_color: bool,
+          **options: Any) -> int:
     """Check softmax, its Jacobian, the loss and its gradient against finite differences and your values.
 
     Big CSV and JSON Lines files are checked in chunks of rows, in bounded memory.
@@ -47,7 +48,7 @@ def check(impl: str | None, full: bool, output_format: str, color: str, no_color
     keep = runner.Keep(spec.arrays, spec.jacobian_classes, limit=None if full else runner.FULL_LIMIT)
     terminal.note(f"reading {request.input_path or 'the command line'}")
     watch = terminal.Stopwatch()
-    with pipeline.open_check(request, settings, impl) as job:
+    with pipeline.open_check(request, settings, impl, impl_timeout=impl_timeout) as job:
         opened = job.input
         if opened.whole is not None:
             watch.lap(f"read {opened.whole.rows} x {opened.whole.classes} logits from {opened.name or 'arguments'}")

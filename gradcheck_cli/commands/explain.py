@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -23,42 +24,66 @@ def derivation(
     """The lines of the derivation for one row; classes are numbered from 1, as in the sources.
 
     Softmax and Jacobian are the same for every loss; `explain_loss(z, s, row)` writes the loss's own part.
+    Time and memory are O(C): only the Jacobian entries shown are computed (a wide row lists two rows and the
+    diagonal, never the C x C matrix), and each kind of line is formatted by one call for all its classes.
     """
     import numpy as np
 
-    from gradcheck_cli.numerics import softmax as core
-    from gradcheck_cli.numerics.losses.base import shown as _n
+    from gradcheck_cli.numerics.softmax import softmax_parts
 
     z = logits[row]
     classes = len(z)
     m = float(z.max())
     exps = np.exp(z - m)
     total = float(exps.sum())
-    s = core.softmax(z[None, :])[0]
-    jacobian = core.softmax_jacobian(s[None, :], core.softmax_complement(z[None, :]))[0]
-    k = range(classes)
+    parts = softmax_parts(z[None, :])
+    s, complement = parts.s[0], parts.complement[0]
+    k = np.arange(1, classes + 1).tolist()
     lines = [
         f"Sample {row} (classes numbered 1..{classes}; class k is index k-1 of the input)",
-        "z = (" + ", ".join(_n(v) for v in z) + ")",
+        "z = (" + ", ".join(_shown(z)) + ")",
         "",
         "1. Softmax: s_i = e^{z_i} / Σ_l e^{z_l}",
         f"   computed as e^{{z_i − m}} / Σ_l e^{{z_l − m}} with m = max z = {_n(m)} (the same value, no overflow)",
-        "   Σ_l e^{z_l − m} = " + " + ".join(_n(v) for v in exps) + f" = {_n(total)}",
+        "   Σ_l e^{z_l − m} = " + " + ".join(_shown(exps)) + f" = {_n(total)}",
     ]
-    lines += [f"   s_{i + 1} = {_n(exps[i])} / {_n(total)} = {_n(s[i])}" for i in k]
+    lines += _lines("   s_%d = %s / %s = %s", k, _shown(exps), [_n(total)] * classes, _shown(s))
     lines += [f"   check: the s_i sum to {_n(float(s.sum()))}", "", "2. Jacobian: ∂s_i/∂z_j = s_i(δ_ij − s_j)"]
-    shown = [(i, j) for i in k for j in k if classes <= FULL_JACOBIAN_CLASSES or i < 2 or i == j]
-    for i, j in shown:
-        if i == j:
-            lines.append(f"   ∂s_{i + 1}/∂z_{j + 1} = s_{i + 1}(1 − s_{i + 1}) = {_n(s[i])}×{_n(1 - s[i])}"
-                         f" = {_n(jacobian[i, j])}")
-        else:
-            lines.append(f"   ∂s_{i + 1}/∂z_{j + 1} = −s_{i + 1}·s_{j + 1} = −{_n(s[i])}×{_n(s[j])}"
-                         f" = {_n(jacobian[i, j])}")
-    if len(shown) < classes * classes:
+    full_rows = classes if classes <= FULL_JACOBIAN_CLASSES else min(2, classes)
+    diagonal = _lines("   ∂s_%d/∂z_%d = s_%d(1 − s_%d) = %s×%s = %s", k, k, k, k, _shown(s), _shown(1 - s),
+                      _shown(s * complement))
+    shown_s = _shown(s)
+    for i in range(full_rows):  # J_ij = -s_i s_j off the diagonal, written for every column j
+        entries = _lines("   ∂s_%d/∂z_%d = −s_%d·s_%d = −%s×%s = %s", [i + 1] * classes, k, [i + 1] * classes, k,
+                         [shown_s[i]] * classes, shown_s, _shown(-s[i] * s))
+        entries[i] = diagonal[i]
+        lines += entries
+    lines += diagonal[full_rows:]
+    if full_rows < classes:
         lines.append(f"   ... rows 3 to {classes} show only their diagonal; `gradcheck check -f json` has every entry")
     lines += ["   (rows and columns of J sum to 0; J is symmetric)", ""]
     return lines + explain_loss(z, s, row)
+
+
+def _n(value: float) -> str:
+    """A number in a derivation: three significant digits, trailing zeros kept (0.150), a real minus sign."""
+    return _shown([value])[0]
+
+
+def _shown(values: Any) -> list[str]:
+    """_n of every value, formatted by one call: "%#.3g" is the format spec "#.3g" that the losses use."""
+    numbers = [float(value) for value in values] if isinstance(values, list) else values.tolist()
+    text = ("%#.3g\n" * len(numbers)) % tuple(numbers)
+    return text.replace(".\n", "\n").replace("-", "\u2212").split("\n")[:-1]
+
+
+def _lines(template: str, *columns: list[Any]) -> list[str]:
+    """template % (the k-th value of each column) for every k, in one formatting call."""
+    count, width = len(columns[0]), len(columns)
+    values: list[Any] = [None] * (count * width)
+    for place, column in enumerate(columns):  # one slice assignment per column, not a loop over classes
+        values[place::width] = column
+    return ((template + "\n") * count % tuple(values)).split("\n")[:-1]
 
 
 @click.command()
@@ -98,11 +123,25 @@ def explain(row: int, color: str, loss: str, weights: tuple[float, ...] | None, 
     if temperature != 1.0:
         lines.insert(1, f"(--temperature {temperature:g}: z below is your logits / T, and the gradient by your "
                         "logits is each ∂L/∂z_j below divided by T)")
-    console = terminal.make_console(color)
-
-    def emit() -> None:
-        for line in lines:
-            console.print(line, soft_wrap=True, style="bold" if line[:2] in {f"{n}." for n in range(1, 5)} else None)
-
-    terminal.output().write(emit)
+    terminal.output().write(lambda: _print(lines, color))
     return 0
+
+
+def _print(lines: list[str], color: str) -> None:
+    """The lines, the step headings ("1. Softmax: ...") in bold when in colour.
+
+    Written as a few blocks of plain text, not line by line through rich: a wide row has C lines per step.
+    """
+    text = "".join(line + "\n" for line in lines)
+    if not terminal.wants_color(color):
+        sys.stdout.write(text)
+        return
+    import re
+
+    console = terminal.make_console(color)
+    # re.split with a group alternates plain blocks and the headings between them.
+    for place, piece in enumerate(re.split(r"(?m)^([1-4]\.[^\n]*)\n", text)):
+        if place % 2:
+            console.print(piece, style="bold", soft_wrap=True)
+        else:
+            sys.stdout.write(piece)

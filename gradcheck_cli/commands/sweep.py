@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from gradcheck_cli import options, terminal
+from gradcheck_cli.commands.sectioned_help import SectionedCommand
 from gradcheck_cli.render.schema import SCHEMA_VERSION
 from gradcheck_cli.settings import Settings
 
@@ -37,7 +38,7 @@ def _chart_bar(error: float, lowest: float, highest: float, width: int = 24) -> 
     return "#" * max(1, round(width * (math.log10(error) - math.log10(lowest)) / span))
 
 
-@click.command()
+@click.command(cls=SectionedCommand)
 @options.input_options
 @options.loss_options
 @click.option("--steps", "eps_values", callback=_parse_steps, metavar="LIST",
@@ -82,7 +83,12 @@ def sweep(eps_values: tuple[float, ...] | None, output_format: str, color: str, 
         else f"looks WRONG: no step gets the error under {best.error_vs_largest:.1e} of the largest gradient "
         f"element (a floor, not a V)"
     )
-    last_line = f"default step {default:.2g}; {verdict}"
+    last_line = f"default step {default:.2g}; {verdict}"  # one line for the -f github log
+    # The verdict a person reads last (and alone under -q): short enough for one line of 80 columns.
+    short_verdict = (
+        f"looks correct: a V whose error falls to {best.error_vs_largest:.1e} at step {best.eps:.0e}" if correct
+        else f"looks WRONG: a floor, not a V: no step gets the error under {best.error_vs_largest:.1e}"
+    )
     if output_format == "json":
         document = {
             "schema_version": SCHEMA_VERSION,
@@ -96,29 +102,38 @@ def sweep(eps_values: tuple[float, ...] | None, output_format: str, color: str, 
             "verdict": verdict,
         }
         terminal.output().write(lambda: click.echo(json.dumps(document, allow_nan=False)))
-    elif output_format == "github" or terminal.quiet():
+    elif output_format == "github":
         from gradcheck_cli.render.github import github_error
 
-        # Annotations for a pull request (the input file, no one row to blame), or -q: the verdict line alone.
-        wanted = not correct and output_format == "github"
-        annotation = [github_error(batch.source, "gradcheck sweep", verdict)] if wanted else []
+        # Annotations for a pull request (the input file, no one row to blame), then the verdict line.
+        annotation = [] if correct else [github_error(batch.source, "gradcheck sweep", verdict)]
         terminal.output().write(lambda: click.echo("\n".join([*annotation, last_line])))
     else:
+        from gradcheck_cli.render.layout import wrap
+
         console = terminal.make_console("never" if no_color else color)
         errors = [p.error_vs_largest for p in points if p.error_vs_largest > 0]
         lowest, highest = (min(errors), max(errors)) if errors else (1.0, 1.0)
         closest = min(points, key=lambda point: abs(math.log10(point.eps / default)))
 
+        def say(text: str) -> None:  # prose wrapped at word boundaries, never inside a number
+            console.print(wrap(text, console.width), soft_wrap=True)
+
         def emit() -> None:
-            console.print(f"central differences of {batch.logits.shape[0]} x {batch.logits.shape[1]} logits; "
-                          "error = max |analytic - numeric| / max |analytic|", soft_wrap=True)
+            if terminal.quiet():
+                say(short_verdict)
+                return
+            say(f"central differences of {batch.logits.shape[0]} x {batch.logits.shape[1]} logits, each step "
+                "rounded down to a power of two as gradcheck check does; error = max |analytic - numeric| / "
+                "max |analytic|")
             console.print(f"{'step':>8}  {'max abs':>9}  {'max rel':>9}  {'error':>9}  chart (log scale)")
             for point in points:
                 mark = "  <- default" if point is closest else ""
                 bar = _chart_bar(point.error_vs_largest, lowest, highest)
                 console.print(f"{point.eps:8.0e}  {point.max_abs_error:9.2e}  {point.max_rel_error:9.2e}  "
                               f"{point.error_vs_largest:9.2e}  {bar}{mark}", soft_wrap=True)
-            console.print(last_line, soft_wrap=True)
+            say(f"<- default: the step nearest gradcheck check's default step, {default:.2g}")
+            say(short_verdict)
 
         terminal.output().write(emit)
     return 0 if correct else 1

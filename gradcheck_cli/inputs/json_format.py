@@ -79,7 +79,7 @@ def load_json(text: str, name: str) -> object:
     try:
         value, end = decoder.raw_decode(text, len(text) - len(text.lstrip()))
     except json.JSONDecodeError as error:
-        raise InputError(f"{name}:{error.lineno}:{error.colno}: malformed JSON: {error.msg}") from None
+        raise InputError(f"{name}:{error.lineno}:{error.colno}: malformed JSON: {plain_words(error)}") from None
     except ValueError as error:
         # Raised by the hooks above; the decoder does not say where, so name the file only.
         raise InputError(f"{name}: {error}") from None
@@ -89,6 +89,42 @@ def load_json(text: str, name: str) -> object:
         position = end + len(text[end:]) - len(text[end:].lstrip())
         raise InputError(f"{name}:{_line_col(text, position)}: unexpected data after the JSON value")
     return value
+
+
+_TOKEN = re.compile(r"[^\s,:\[\]{}]{1,20}|\S")
+# Python's messages (json.decoder), as a person who wrote the file would say them.
+_SAID = {
+    "Expecting ':' delimiter": "expected ':' after the key, found {found}",
+    "Unterminated string starting at": "a string that is never closed (a missing '\"')",
+    "Invalid control character at": "a raw tab or line break inside a string; write it as \\t or \\n",
+    "Invalid \\escape": "a backslash in a string that starts no escape (write \\\\ for a backslash)",
+    "Invalid \\uXXXX escape": "a \\u escape in a string without its four hex digits",
+}
+
+
+def plain_words(error: ValueError) -> str:
+    """What is wrong at a JSON syntax error, in plain words: `[1, 2,]` is "a trailing comma before ']'",
+    not Python's "Expecting value"; unknown messages are passed on as they are."""
+    import json
+
+    assert isinstance(error, json.JSONDecodeError)
+    text, at, message = error.doc, error.pos, error.msg
+    token = _TOKEN.match(text, at)
+    found = "the end of the text" if token is None else repr(token[0])
+    if text[:at].rstrip().endswith(",") and text[at:at + 1] in ("]", "}"):  # "Illegal trailing comma" in 3.13
+        return f"a trailing comma before '{text[at]}' (JSON allows none)"
+    if token is None and message.startswith(("Expecting value", "Expecting ','", "Expecting property")):
+        return "the text ends too soon (a value or a closing ']' or '}' is missing)"
+    if text[at:at + 1] == "'":
+        return "a string in single quotes; JSON takes double quotes"
+    if message.startswith("Expecting value"):
+        return f"expected a value (a number, a \"string\", a [list], an {{object}}, true, false or null), found {found}"
+    if message.startswith("Expecting ','"):
+        return f"expected ',' or a closing ']' or '}}' after a value, found {found} (a missing comma?)"
+    if message.startswith("Expecting property name"):
+        return f"expected a key in double quotes, found {found}"
+    said = next((words for start, words in _SAID.items() if message.startswith(start)), message)
+    return said.format(found=found)
 
 
 def is_number(value: object) -> bool:

@@ -1,4 +1,8 @@
-"""Numbers, class indices and rows as a user writes them, read exactly or refused with where and why."""
+"""Numbers, class indices and rows as a user writes them, read exactly or refused with where and why.
+
+Positions are counted from 0 and written as indices, `--logits[1][2]` (the second --logits, its third value),
+`--labels[0]`, as the JSON paths of a file's errors (`logits[1][2]`), the tables and the report count them.
+"""
 
 from __future__ import annotations
 
@@ -57,14 +61,14 @@ def parse_row(text: str, where: str) -> list[float]:
     tokens = _split(text)
     if not tokens:
         raise InputError(f"{where}: no numbers in {text!r}")
-    return [parse_number(token, f"{where}, value {k + 1}") for k, token in enumerate(tokens)]
+    return [parse_number(token, f"{where}[{k}]") for k, token in enumerate(tokens)]
 
 
 def parse_labels(text: str, where: str) -> list[int]:
     tokens = _split(text)
     if not tokens:
         raise InputError(f"{where}: no class indices in {text!r}")
-    return [parse_label(token, f"{where}, value {k + 1}") for k, token in enumerate(tokens)]
+    return [parse_label(token, f"{where}[{k}]") for k, token in enumerate(tokens)]
 
 
 def rows_to_matrix(rows: list[list[float]], what: str, where_row: list[str]) -> np.ndarray:
@@ -79,7 +83,7 @@ def rows_to_matrix(rows: list[list[float]], what: str, where_row: list[str]) -> 
 
 
 def rows_from_args(texts: tuple[str, ...], option: str) -> np.ndarray:
-    wheres = [f"{option} #{k + 1}" for k in range(len(texts))]
+    wheres = [f"{option}[{k}]" for k in range(len(texts))]
     rows = [parse_row(text, where) for text, where in zip(texts, wheres, strict=True)]
     return rows_to_matrix(rows, option.lstrip("-"), wheres)
 

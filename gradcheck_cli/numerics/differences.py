@@ -13,11 +13,13 @@ terms whose rounding would swamp small gradient elements. Anything else (a user'
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from gradcheck_cli.errors import InputError
 from gradcheck_cli.numerics.softmax import Softmax, softmax_parts
 from gradcheck_cli.settings import Settings
 
@@ -28,9 +30,19 @@ class Method(NamedTuple):
     name: str
     offsets: tuple[float, ...]  # in units of h; imaginary for the complex step
     weights: tuple[float, ...]  # f'(z) ~ sum w_k f(z + o_k h) / h
-    order: int  # truncation error ~ h^order
+    order: int  # p: truncation error ~ h^p
     step_power: float  # default relative step eps_mach ** step_power, from the truncation/rounding balance
+    # D: the (p+1)-th u-derivative of what the stencil differences, per unit of the element's scale (see
+    # "Truncation" below): the largest Bell polynomial B_(p+1),k, k <= 3, at the bounds q_i of the logistic's
+    # derivatives (tests/test_no_false_verdicts.py recomputes it).
+    growth: float
     complex_step: bool = False
+
+    @property
+    def truncation(self) -> float:
+        """kappa = sum |w_k| |o_k|^(p+1) / (p+1)!: the stencil's Lagrange remainder per unit of h^p f^(p+1)."""
+        terms = (abs(w) * abs(o) ** (self.order + 1) for o, w in zip(self.offsets, self.weights, strict=True))
+        return sum(terms) / math.factorial(self.order + 1)
 
 
 def _richardson() -> Method:
@@ -42,23 +54,24 @@ def _richardson() -> Method:
     pairs = {1.0: 1 / 90, 0.5: -4 / 9, 0.25: 128 / 45}
     offsets = tuple(sign * p for p in pairs for sign in (1.0, -1.0))
     weights = tuple(sign * w for w in pairs.values() for sign in (1.0, -1.0))
-    return Method("richardson", offsets, weights, order=6, step_power=1 / 7)
+    return Method("richardson", offsets, weights, order=6, step_power=1 / 7, growth=301.0)
 
 
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (
         # (h^2/6)|f'''| against eps|f|/h: least at h ~ eps^(1/3).
-        Method("central", (-1.0, 1.0), (-0.5, 0.5), order=2, step_power=1 / 3),
+        Method("central", (-1.0, 1.0), (-0.5, 0.5), order=2, step_power=1 / 3, growth=3.0),
         # Truncation (h/2)|f''| against rounding eps|f|/h: least at h ~ eps^(1/2).
-        Method("forward", (0.0, 1.0), (-1.0, 1.0), order=1, step_power=1 / 2),
-        Method("backward", (-1.0, 0.0), (-1.0, 1.0), order=1, step_power=1 / 2),
+        Method("forward", (0.0, 1.0), (-1.0, 1.0), order=1, step_power=1 / 2, growth=1.0),
+        Method("backward", (-1.0, 0.0), (-1.0, 1.0), order=1, step_power=1 / 2, growth=1.0),
         # (f(-2h) - 8f(-h) + 8f(h) - f(2h)) / 12h: (h^4/30)|f^(5)| against eps|f|/h, least at h ~ eps^(1/5).
-        Method("five-point", (-2.0, -1.0, 1.0, 2.0), (1 / 12, -8 / 12, 8 / 12, -1 / 12), order=4, step_power=1 / 5),
+        Method("five-point", (-2.0, -1.0, 1.0, 2.0), (1 / 12, -8 / 12, 8 / 12, -1 / 12), order=4, step_power=1 / 5,
+               growth=25.0),
         _richardson(),
         # Im f(z + ih) / h: no difference is taken, so nothing cancels and h can be tiny; 1e-20 makes the
-        # h^2 truncation vanish below any rounding. step_power is unused (see default_eps).
-        Method("complex-step", (1.0,), (1.0,), order=2, step_power=0.0, complex_step=True),
+        # h^2 truncation vanish below any rounding. step_power is unused (see relative_step).
+        Method("complex-step", (1.0,), (1.0,), order=2, step_power=0.0, growth=3.0, complex_step=True),
     )
 }
 METHOD_NAMES = tuple(METHODS)
@@ -75,44 +88,85 @@ ACCURACY_TARGETS = {
 COMPLEX_STEP = 1e-20
 
 
-def default_eps(method: str, dtype: str | np.dtype = "float64") -> float:
-    """The relative step that balances truncation against rounding in the given dtype."""
+def relative_step(method: str, dtype: str | np.dtype = "float64") -> float:
+    """eta: the step in u = z / T that balances truncation against rounding in the dtype."""
     if METHODS[method].complex_step:
         return COMPLEX_STEP
     return float(np.finfo(np.dtype(dtype)).eps) ** METHODS[method].step_power
 
 
-# (atol, rtol) per method for float64: a few times the worst error measured by benchmarks/accuracy.py on
-# random logits up to scale 100, and below 1e-6 in rtol, so a gradient off by 1e-6 relative always fails.
-_TOLERANCES = {
-    "forward": (1e-7, 1e-5),
-    "backward": (1e-7, 1e-5),
-    "central": (1e-10, 1e-7),
-    "five-point": (1e-12, 1e-9),
-    "richardson": (1e-12, 1e-9),
-    "complex-step": (1e-13, 1e-11),
-}
-# In float32 the analytic quantities carry rounding of eps32 |z - m| ~ 1e-5 relative at logit scale 100;
-# every method's reference error is far below that, so the float32 rounding sets the tolerance.
-_FLOAT32_TOLERANCES = (1e-6, 3e-5)
+def default_eps(method: str, dtype: str | np.dtype = "float64", temperature: float = 1.0) -> float:
+    """The default step h in z: T eta. Every derivative checked is one of softmax(z / T), a function of
+    u = z / T, so the balance asks for a step of eta in u; h = eta in z would be T times too long or short."""
+    return max(temperature * relative_step(method, dtype), float(np.finfo(np.float64).smallest_subnormal))
+
+
+# --- tolerances ---------------------------------------------------------------------------------------------
+#
+# Every checked element n (of the gradient, the Jacobian, the Hessian, or a value supplied) passes when
+#     |a - n| <= atol + rtol max(|n|, S) + u rho N + floor,
+# S the element's scale (what its truncation error is proportional to), N its gross scale (the terms a
+# straightforward computation adds up to it: what its rounding is proportional to), u the unit roundoff of
+# --dtype, rho the row's rounding factor. The losses compute S and N (Scales); both carry the loss's own
+# factors: 1/T per derivative, weights and smoothing through the coefficients, 1/D of the mean.
+#
+# Truncation. Moving z_j by d moves u_j by d / T, and s_j(u) = logistic(u + logit s_j): its derivatives are
+# sigma' Q_k(sigma), |Q_k| <= q_k = 1, 1, 1, 1, 1, 1.82, 4.25 for k = 1..7. What a stencil differences is
+# the loss (whose u-derivative is a polynomial in sigma) or a polynomial of degree <= 3 in sigma; by Faa di
+# Bruno its (p+1)-th u-derivative is at most D S (D = Method.growth). A step of eta = h / T in u so errs by
+#     kappa eta^p D S    (times e^(4 |xi|) <= 1.03 at the default steps, xi the stencil's reach),
+# the same in units of S at every temperature and loss scale. The default rtol is SAFETY times that at the
+# default step, rounded up to a power of ten, never below RTOL_FLOOR (comparisons without element scales,
+# such as a supplied total loss, still meet the rounding of a long float64 sum there).
+#
+# Rounding and underflow are allowed for element by element: losses/base.py (allowance).
+SAFETY = 4.0
+RTOL_FLOOR = 1e-13
+
+
+def truncation_bound(method: str, eta: float) -> float:
+    """kappa eta^p D: the largest error of the method's stencil at step eta in u, per unit of element scale."""
+    spec = METHODS[method]
+    return spec.truncation * eta**spec.order * spec.growth
 
 
 def default_tolerances(method: str, dtype: str | np.dtype = "float64") -> tuple[float, float]:
-    """(atol, rtol) that a correct gradient always meets and a 1e-6 relative slip does not (float64)."""
-    if np.dtype(dtype) == np.float32:
-        return _FLOAT32_TOLERANCES
-    return _TOLERANCES[method]
+    """(atol, rtol) by default: no absolute slack (every allowance scales with its element), and the rtol of the
+    method's truncation bound. The dtype's rounding is allowed for separately, element by element (allowance)."""
+    bound = SAFETY * truncation_bound(method, relative_step(method))
+    return 0.0, max(10.0 ** math.ceil(math.log10(bound)) if bound > 0 else 0.0, RTOL_FLOOR)
+
+
+def refuse_meaningless(settings: Settings) -> None:
+    """A temperature the dtype cannot hold, or whose 1/T^order overflows it, leaves no derivative to check."""
+    dtype = np.dtype(settings.dtype)
+    info, temperature = np.finfo(dtype), settings.temperature
+    if not float(info.tiny) <= temperature <= float(info.max):
+        raise InputError(f"--temperature {temperature:g} is outside the range of {dtype} "
+                         f"({float(info.tiny):.3g} to {float(info.max):.3g})")
+    limit = float(info.max) ** (-1.0 / settings.order)
+    if temperature < limit:
+        kind = "the Hessian" if settings.order == 2 else "the gradient"
+        raise InputError(f"--temperature {temperature:g} is too small: {kind} scales with 1/T^{settings.order}, "
+                         f"which overflows {dtype} below T = {limit:.3g}")
 
 
 def resolve(settings: Settings) -> Settings:
-    """The settings with every default filled in: the method's step and the tolerances of method and dtype."""
+    """The settings with every default filled in: the step for method and temperature, the tolerances."""
+    refuse_meaningless(settings)
     atol, rtol = default_tolerances(settings.method, settings.dtype)
     return settings._replace(
         # The reference is always float64, so its step is float64's whatever the analytic dtype.
-        eps=default_eps(settings.method) if settings.eps is None else settings.eps,
+        eps=default_eps(settings.method, temperature=settings.temperature) if settings.eps is None else settings.eps,
         atol=atol if settings.atol is None else settings.atol,
         rtol=rtol if settings.rtol is None else settings.rtol,
     )
+
+
+def exact_step(eps: float) -> np.ndarray:
+    """eps rounded down to a power of two, as one number, for the exact perturbations: they never form z + h
+    (so no floor at the spacing of z is needed), and every offset o_k h of a stencil is then exact."""
+    return np.asarray(2.0 ** np.floor(np.log2(eps)))
 
 
 def steps(logits: np.ndarray, eps: float) -> np.ndarray:
@@ -185,14 +239,14 @@ def finite_difference(
     return differentiate(column_perturbation(function, logits), steps(logits, eps), method)
 
 
-def softmax_perturbation(logits: np.ndarray) -> Perturbation:
+def softmax_perturbation(logits: np.ndarray, given: Softmax | None = None) -> Perturbation:
     """s(z + d e_j) - s(z), exactly, in O(N C) per column instead of a softmax of the whole batch.
 
     Moving z_j by d multiplies exp(z_j - m) by e^d and the normaliser by 1 + s_j q (q = e^d - 1), so
     s_i changes by -s_i s_j q / (1 + s_j q) for i != j and s_j by s_j (1 - s_j) q / (1 + s_j q), with 1 - s_j
-    from softmax_complement so that nothing cancels.
+    from softmax_complement so that nothing cancels. `given` is softmax(logits), if the caller has it.
     """
-    parts = softmax_parts(logits)
+    parts = softmax_parts(logits) if given is None else given
     s, complement = parts.s, parts.complement
 
     def perturb(column: int | slice, offsets: np.ndarray) -> np.ndarray:
@@ -207,7 +261,7 @@ def softmax_perturbation(logits: np.ndarray) -> Perturbation:
 
 
 class Differentiable(Protocol):
-    """What numeric_gradient needs of a loss (the loss objects in losses.py have all of it)."""
+    """What numeric_gradient needs of a loss (the loss objects in losses/ have all of it)."""
 
     @property
     def scale(self) -> float: ...
@@ -222,13 +276,19 @@ def numeric_gradient(
 
     Differencing the row losses rather than the batch total keeps the rounding error of one row from
     swamping the others, and costs the same. A loss with an exact `perturbation` is evaluated through it,
-    every column at once (`given` is its softmax, if the caller has it).
+    every column at once, with one step for all (`given` is its softmax, if the caller has it).
     """
     make = getattr(loss, "perturbation", None)
     if make is not None:
-        h = broadcast_steps(logits, eps)
-        return column_derivative(make(logits, given), h, slice(None), method) * loss.scale
+        return column_derivative(make(logits, given), exact_step(eps), slice(None), method) * loss.scale
     return differentiate(column_perturbation(loss.row_losses, logits), steps(logits, eps), method) * loss.scale
+
+
+def numeric_hessian(gradient_change: Perturbation, classes: int, eps: float, method: str) -> np.ndarray:
+    """Finite differences of a gradient through its exact change (a loss's gradient_perturbation): N x C x C,
+    [n, i, j] = d g_i / d z_j. Nothing is re-evaluated, so the rounding is relative to the change."""
+    h = exact_step(eps)
+    return np.stack([column_derivative(gradient_change, h, j, method) for j in range(classes)], axis=-1)
 
 
 def jacobian_perturbation(logits: np.ndarray, temperature: float = 1.0) -> Perturbation:

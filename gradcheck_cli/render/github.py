@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gradcheck_cli.render.verdict import verdict_line, where
+from gradcheck_cli.render.verdict import digits, verdict_line, where
 from gradcheck_cli.report import CheckResult, Report
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def github_error(source: str | None, title: str, message: str, line: int | None 
 def github_annotation(report: Report, check: CheckResult) -> str:
     """The annotation of a failing check, on the file line of its worst row."""
     message = (
-        f"{check.name} disagrees at {where(check)}: {check.actual!r} vs reference {check.expected!r} "
+        f"{check.name} disagrees at {where(check)}: {digits(check.actual)} vs reference {digits(check.expected)} "
         f"(atol {report.settings.atol:g}, rtol {report.settings.rtol:g})"
     )
     row = check.worst_index[0] if check.worst_index else None

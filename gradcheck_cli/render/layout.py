@@ -1,4 +1,5 @@
-"""Fit matrices into the terminal: keep the first and last rows and columns, and mark the cut with '…'."""
+"""Fit what a person reads into the terminal: matrices keep their first and last rows and columns and mark the
+cut with '…'; lines of prose wrap at word boundaries."""
 
 from __future__ import annotations
 
@@ -105,3 +106,17 @@ def cut_note(picked: list[int | None], names: Sequence[str], what: str) -> str |
     before, after = picked[gap - 1], picked[gap + 1]
     assert before is not None and after is not None
     return f"{GAP} {after - before - 1} of {len(names)} {what} not shown: {names[before + 1]} to {names[after - 1]}"
+
+
+def wrap(text: str, width: int) -> str:
+    """Prose in lines of at most `width` columns, broken only between words, continuation lines indented two
+    more than the first: a number, a path or a check name is never split (a word wider than the whole width,
+    which no number is, keeps its own line). Each line of `text` is wrapped on its own."""
+    import textwrap  # already loaded by rich; imported here so that the module costs nothing at start-up
+
+    lines = []
+    for line in text.split("\n"):
+        indent = " " * (len(line) - len(line.lstrip(" "))) + "  "
+        lines += textwrap.wrap(line, max(width, 20), subsequent_indent=indent, break_long_words=False,
+                               break_on_hyphens=False) or [""]
+    return "\n".join(lines)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import sys
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from gradcheck_cli.batch import Batch
-from gradcheck_cli.render.json_report import render_json
-from gradcheck_cli.report import Report, RowChecks, finite_or_none
+from gradcheck_cli.render.json_report import json_text, orjson_module, render_json
+from gradcheck_cli.report import Report, RowChecks
 
 if TYPE_CHECKING:
     from gradcheck_cli.checks.runner import OnRows
     from gradcheck_cli.terminal import Output
+
+# The text between a record's values, as json.dumps writes a record; with orjson, as orjson writes it.
+_KEYS = ('{"row": ', ', "line": ', ', "loss": ', ', "probabilities": [', '], "gradient": {"analytic": [',
+         '], "numeric": [', ']}, "max_abs_error": ', "}\n")
+_COMPACT_KEYS = tuple(key.replace(": ", ":").replace(", ", ",").encode() for key in _KEYS)
 
 
 def write(report: Report, out: Output, color: str, quiet: bool) -> None:
@@ -32,25 +37,65 @@ def rows_writer(out: Output) -> OnRows:
 def write_rows(stream: IO[str], start: int, batch: Batch, part: RowChecks) -> None:
     """One JSON object per sample: its loss, probabilities, gradients and how far they disagree.
 
-    The arrays become Python lists a chunk at a time (one call each, not one per value); the loop over rows
-    only assembles each row's record, which is what ndjson is.
+    Each array of the batch is formatted by one call, then cut into rows, and the records are the rows'
+    texts interleaved with the keys between them, joined once: no Python code runs per row or per number.
+    Formatting is the cost of this format (json.dumps takes ~1 us a number); the optional orjson takes
+    a tenth of that, and its records go out as the bytes it wrote, compact as it writes them.
     """
-    import json  # here, not at the top: start-up pays for it only when JSON is used
-
-    rows = batch.rows
     error = np.abs(part.analytic_gradient - part.numeric_gradient).max(axis=1)
-    lines = batch.row_lines
-    columns = zip(
-        range(start, start + rows),
-        [None] * rows if lines is None else np.asarray(lines).tolist(),
-        *(finite_or_none(values) for values in (part.row_losses, part.probabilities, part.analytic_gradient,
-                                              part.numeric_gradient, error)),
-        strict=True,
-    )
-    encode = json.JSONEncoder(allow_nan=False).encode
-    records = [
-        encode({"row": row, "line": line, "loss": loss, "probabilities": probabilities,
-                "gradient": {"analytic": analytic, "numeric": numeric}, "max_abs_error": worst})
-        for row, line, loss, probabilities, analytic, numeric, worst in columns
-    ]
-    stream.write("\n".join(records) + "\n")
+    values = [part.row_losses, part.probabilities, part.analytic_gradient, part.numeric_gradient, error]
+    orjson = orjson_module()
+    if orjson is None:
+        stream.write(_plain_records(start, batch, values))
+        return
+    records = _orjson_records(orjson, start, batch, values)
+    binary = getattr(stream, "buffer", None)
+    if binary is None:
+        stream.write(records.decode("ascii"))
+        return
+    stream.flush()  # what went to the text layer before goes out first
+    binary.write(records)
+
+
+def _plain_records(start: int, batch: Batch, values: list[np.ndarray]) -> str:
+    """The records as json.dumps writes each of them."""
+    numbers = list(map(str, range(start, start + batch.rows)))
+    lines = ["null"] * batch.rows if batch.row_lines is None else list(map(str, np.asarray(batch.row_lines).tolist()))
+    texts = [json_text(array) for array in values]
+    return "".join(_records(_KEYS, [numbers, lines, *map(_cut, texts, (1, 2, 2, 2, 1))]))
+
+
+def _orjson_records(orjson: Any, start: int, batch: Batch, values: list[np.ndarray]) -> bytes:
+    """The records as orjson writes them (NaN and infinities as null; float32 values printed as float64)."""
+
+    def encode(array: np.ndarray) -> bytes:
+        text: bytes = orjson.dumps(np.ascontiguousarray(array), option=orjson.OPT_SERIALIZE_NUMPY)
+        return text
+
+    numbers = _cut(encode(np.arange(start, start + batch.rows)), 1)
+    if batch.row_lines is None:
+        lines = [b"null"] * batch.rows
+    else:
+        lines = _cut(encode(np.asarray(batch.row_lines, dtype=np.int64)), 1)
+    texts = [encode(np.asarray(array, dtype=np.float64)) for array in values]
+    return b"".join(_records(_COMPACT_KEYS, [numbers, lines, *map(_cut, texts, (1, 2, 2, 2, 1))]))
+
+
+def _cut(text: Any, depth: int) -> list[Any]:
+    """The rows of a matrix's JSON text "[[a, b], [c, d]]" without their brackets (depth 2), or the numbers of
+    a vector's "[a, b]" (depth 1); str from json.dumps, bytes (no spaces) from orjson."""
+    if isinstance(text, bytes):
+        return text[depth:-depth].split(b"],[" if depth == 2 else b",")
+    return text[depth:-depth].split("], [" if depth == 2 else ", ")
+
+
+def _records(keys: tuple[Any, ...], columns: list[list[Any]]) -> list[Any]:
+    """keys[0] column[0][k] keys[1] column[1][k] ... keys[-1] for every row k, as one flat list of pieces."""
+    rows, width = len(columns[0]), 2 * len(columns) + 1
+    pieces: list[Any] = [None] * (rows * width)
+    for place, key in enumerate(keys):  # one slice assignment per field, not a loop over rows
+        pieces[2 * place::width] = [key] * rows
+    for place, column in enumerate(columns):
+        pieces[2 * place + 1::width] = column
+    return pieces
+

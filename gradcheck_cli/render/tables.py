@@ -1,4 +1,9 @@
-"""Rich tables for people, readable at 80 columns: the per-row arrays of a small input, a summary of a big one."""
+"""Rich tables for people, readable at 80 columns: the per-row arrays of a small input, a summary of a big one.
+
+Everything else printed here is prose (headings, notes, the failing values, the verdict): each line goes
+through `_say`, which wraps it at word boundaries to the console's width, so no line is wider than the
+tables and no number is split. Colour marks the result only: the verdict line, and pass/FAIL in the Checks
+table (with bold table headings); no data cell is ever styled."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import numpy as np
 
 from gradcheck_cli.checks.runner import FULL_LIMIT
 from gradcheck_cli.render import layout
-from gradcheck_cli.render.verdict import verdict_line, where
+from gradcheck_cli.render.verdict import count, digits, verdict_line, where, worst_values
 from gradcheck_cli.report import Report
 
 if TYPE_CHECKING:
@@ -30,7 +35,24 @@ def write(report: Report, out: Output, color: str, quiet: bool) -> None:
 
 
 def _number(value: float) -> str:
-    return f"{value:.6g}" if np.isfinite(value) else str(value)
+    """Six significant digits; a negative zero (the Jacobian of a saturated row) is shown as 0, not -0."""
+    return f"{value + 0.0:.6g}" if np.isfinite(value) else str(value)
+
+
+def _say(console: Console, text: str, style: str = "") -> None:
+    """A line of prose, wrapped at word boundaries to the console's width (never inside a number)."""
+    from rich.text import Text
+
+    console.print(Text(layout.wrap(text, console.width), style=style), soft_wrap=True)
+
+
+def _step(eps: float) -> str:
+    """The step the differences used: --eps or the default, rounded down to a power of two (differences.steps),
+    so that every offset of a stencil is exact in binary."""
+    from gradcheck_cli.numerics.differences import exact_step
+
+    step = float(exact_step(eps))
+    return f"step h = 2^{int(np.log2(step))} = {step:.3g}"
 
 
 def _error(value: float | None) -> str:
@@ -42,7 +64,9 @@ def _table(title: str, *columns: str, wrapping: tuple[str, ...] = ()) -> Any:
     from rich import box
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    # Titles plain ("none": rich would make them italic), as the matrices' titles are: colour and bold mark
+    # only the result and the headings.
+    table = Table(title=title, title_justify="left", title_style="none", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in columns:
         table.add_column(column, justify="right", no_wrap=column not in wrapping)
     return table
@@ -64,35 +88,33 @@ def _matrix(
 ) -> None:
     """A titled matrix that fits the console, with a line saying which rows and columns were cut."""
     table, rows, columns = layout.matrix_table(console, corner, row_names, column_names, cell, max_rows)
-    console.print(title, soft_wrap=True)
+    _say(console, title)
     console.print(table)
     for note in (layout.cut_note(rows, row_names, "rows"), layout.cut_note(columns, column_names, columns_are)):
         if note:
-            console.print(f"  {note}; --format json has them all", soft_wrap=True)
+            _say(console, f"  {note}; --format json has them all")
 
 
-def _more(console: Console, shown: int, total: int, what: str) -> None:
+def _more(console: Console, shown: int, total: int, singular: str, plural: str | None = None) -> None:
     if total > shown:
-        console.print(f"  {layout.GAP} {total - shown} more {what} not shown; --format json has them all")
+        _say(console, f"  {layout.GAP} {count(total - shown, 'more ' + singular, plural and 'more ' + plural)} "
+                      "not shown; --format json has them all")
 
 
-def _verdict(report: Report) -> Any:
-    from rich.text import Text
-
-    return Text(verdict_line(report), style="bold green" if report.passed else "bold red")
+def _verdict(report: Report, console: Console) -> None:
+    _say(console, verdict_line(report), "bold green" if report.passed else "bold red")
 
 
 def render_tables(report: Report, console: Console, quiet: bool = False) -> None:
-
     if quiet:
-        console.print(_verdict(report), soft_wrap=True)
+        _verdict(report, console)
         return
     settings = report.settings
     rows, classes = report.rows, report.classes
-    console.print(f"gradcheck: {rows} x {classes} logits, {settings.loss} ({settings.reduction}), {settings.dtype}")
-    console.print(
-        f"{settings.method} differences, eps {settings.eps:.3g}, atol {settings.atol:g}, rtol {settings.rtol:g}"
-    )
+    assert settings.eps is not None  # resolved: the default step is filled in
+    _say(console, f"gradcheck: {rows} x {classes} logits, {settings.loss} ({settings.reduction}), {settings.dtype}")
+    _say(console, f"{settings.method} differences, {_step(settings.eps)}, atol {settings.atol:g}, "
+                  f"rtol {settings.rtol:g}")
     if not report.full:
         _render_summary(report, console)
         return
@@ -102,25 +124,25 @@ def render_tables(report: Report, console: Console, quiet: bool = False) -> None
     shown_rows = min(rows, MAX_TABLE_ROWS)
     _matrix(console, "Softmax probabilities s", "row", [str(n) for n in range(shown_rows)],
             [f"s_{c}" for c in range(classes)], _cells(report.probabilities), "classes")
-    _more(console, MAX_TABLE_ROWS, rows, "rows")
+    _more(console, MAX_TABLE_ROWS, rows, "row")
 
     names = ([f"s_{i}" for i in range(classes)], [f"z_{j}" for j in range(classes)])
     if report.jacobian is None:  # too wide to be worth building only to show a corner of it
-        console.print(f"Softmax Jacobian: {classes} x {classes} per row, checked without building it "
+        _say(console, f"Softmax Jacobian: {classes} x {classes} per row, checked without building it "
                       "(-f json prints it)")
     else:
         for n in range(min(rows, MAX_JACOBIAN_ROWS)):
             _matrix(console, f"Softmax Jacobian of row {n}: J_ij = ds_i/dz_j = s_i (d_ij - s_j)", "", *names,
                     _cells(report.jacobian[n]), "columns", max_rows=MAX_JACOBIAN_CLASSES)
-        _more(console, MAX_JACOBIAN_ROWS, rows, "Jacobians")
+        _more(console, MAX_JACOBIAN_ROWS, rows, "Jacobian")
 
     loss = report.loss
     if isinstance(loss, np.ndarray):
         shown = ", ".join(_number(v) for v in loss[:MAX_TABLE_ROWS])
-        console.print(f"\nLoss per row ({settings.reduction}): {shown}")
-        _more(console, MAX_TABLE_ROWS, rows, "row losses")
-    else:
-        console.print(f"\nLoss ({settings.loss}, {settings.reduction}): {loss!r}")
+        _say(console, f"\nLoss per row ({settings.reduction}): {shown}")
+        _more(console, MAX_TABLE_ROWS, rows, "row loss", "row losses")
+    elif loss is not None:
+        _say(console, f"\nLoss ({settings.loss}, {settings.reduction}): {digits(loss)}")
 
     gradient = _table("\nGradient dL/dz", "row", "class", "analytic", "numeric", "abs error", "rel error")
     analytic, numeric = report.analytic_gradient, report.numeric_gradient
@@ -129,20 +151,20 @@ def render_tables(report: Report, console: Console, quiet: bool = False) -> None
         a, b = analytic[n, c], numeric[n, c]
         error = abs(a - b)
         relative = error / max(abs(a), abs(b), np.finfo(np.float64).tiny)
-        gradient.add_row(str(n), str(c), _number(a), _number(b), f"{error:.2e}", f"{relative:.2e}")
+        gradient.add_row(str(n), str(c), _number(a), _number(b), _error(error), _error(relative))
     console.print(gradient)
-    _more(console, len(entries), rows * classes, "gradient entries")
+    _more(console, len(entries), rows * classes, "gradient entry", "gradient entries")
 
     _render_checks(report, console)
 
 
 def _render_summary(report: Report, console: Console) -> None:
     """A big input: no per-row tables, but the loss, every check, and the rows where each check is worst."""
-    console.print(f"{report.rows} rows checked in full; per-row tables are left out above "
-                  f"{FULL_LIMIT} logits (--full prints them, --format ndjson streams them)")
+    _say(console, f"{count(report.rows, 'row')} checked in full; per-row tables are left out above "
+                  f"{FULL_LIMIT:,} logits (--full prints them, --format ndjson streams them)")
     loss = report.loss
     if loss is not None and not isinstance(loss, np.ndarray):
-        console.print(f"Loss ({report.settings.loss}, {report.settings.reduction}): {loss!r}")
+        _say(console, f"Loss ({report.settings.loss}, {report.settings.reduction}): {digits(loss)}")
     worst = _table("Worst rows", "check", "row", "line", "result", wrapping=("check",))
     for entry in report.worst_rows():
         line = "" if entry["line"] is None else str(entry["line"])
@@ -162,11 +184,9 @@ def _render_checks(report: Report, console: Console) -> None:
     checks.columns[0].justify = "left"
     checks.columns[-1].justify = "left"
     console.print(checks)
+    # The worst element is not where the largest error is when a smaller error has a tighter tolerance.
+    _say(console, "worst element: most of its tolerance used (not always where max abs err is)")
     for check in report.checks:
         if not check.passed:
-            # Full digits here: the values often agree to the six shown in the tables.
-            console.print(
-                f"{check.name} fails worst at {where(check)}: {check.actual!r} vs reference {check.expected!r}",
-                soft_wrap=True,
-            )
-    console.print(_verdict(report), soft_wrap=True)
+            _say(console, worst_values(check))
+    _verdict(report, console)

@@ -1,22 +1,86 @@
-"""What every loss on top of softmax(z / T) shares, and the LossKind each loss module registers.
+"""What every loss on top of softmax(z / T) shares, the LossKind each loss module registers, and the
+element-by-element allowance that the scales a loss reports turn into.
 
 A loss object offers row_losses, row_gradients (each row's own), scale (what the reduction multiplies rows
-by), loss, gradient, hessian, and, where an exact and cheap one exists, perturbation (see differences.py).
-Gradients are always with respect to the logits z, temperature included. A caller that has softmax(z / T)
-already (softmax.softmax_parts) passes it as `given`: a batch computes it once.
+by), loss, gradient, hessian, the exact changes perturbation (of its row losses) and gradient_perturbation
+(of its gradient) that finite differences evaluate (see differences.py), and the Scales of its loss,
+gradient and Hessian elements that their tolerances are proportional to. Gradients are always with respect
+to the logits z, temperature included. A caller that has softmax(z / T) already (softmax.softmax_parts)
+passes it as `given`: a batch computes it once.
+
+The tolerance of an element (differences.py's "tolerances" section has the truncation part):
+    |a - n| <= atol + rtol max(|n|, S) + u rho N + floor.
+Rounding is always allowed, for no correct computation in --dtype does better: softmax(z / T) with unit
+roundoff u is off by at most u (8 max|z| / T + C + 8) relative (z / T and z - max z are off by u |z| / T
+each; exp, a sum of C terms, a division), and an element built on it adds a sum of C coefficients and a
+few products: rho = 2 (8 max|z| / T + 2 C + 16) is twice that bound. The float64 reference's own rounding
+(a few u per exact perturbation term, sum |w_k o_k| <= 2.9 of them) stays below it. Underflow: a subnormal
+result is off by at most its spacing (tiny), and that is then divided by T and multiplied by the reduction's
+scale or a coefficient: floor = 4 tiny (1 + G + unit / T), G a bound on the row's elements, `unit` what the
+row's terms are multiplied by (the reduction's scale for a gradient, 1 for s). For differences add
+4 sum |w_k| 2^-1074 (G + unit / T) / eta: a tiny s_j times a tiny step may underflow in float64, losing up
+to 2^-1074 times the coefficient it is multiplied by in each perturbed value.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from gradcheck_cli.batch import Batch
+from gradcheck_cli.numerics.differences import METHODS, Perturbation
 from gradcheck_cli.numerics.exact import exact_sum
 from gradcheck_cli.numerics.softmax import Softmax, softmax_parts
 from gradcheck_cli.settings import Settings
+
+
+class Scales(NamedTuple):
+    """What an element's tolerance is proportional to: one per element, and one bound per row."""
+
+    scale: np.ndarray  # S: what its truncation error is proportional to (differences.py)
+    gross: np.ndarray  # N: the terms a straightforward computation adds up to it (what its rounding is)
+    row: np.ndarray  # G: a bound on the row's elements, for the underflow floor
+
+
+def unit_roundoff(dtype: str | np.dtype) -> float:
+    return float(np.finfo(np.dtype(dtype)).eps) / 2
+
+
+def rounding_factor(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """rho per row (N x 1): twice the worst relative rounding of softmax(z / T) and what is built on it, in u."""
+    largest = np.abs(logits).max(axis=-1, keepdims=True) if logits.size else np.zeros((*logits.shape[:-1], 1))
+    return 2.0 * (8.0 * largest / temperature + 2.0 * logits.shape[-1] + 16.0)
+
+
+def allowance(
+    expected: np.ndarray, scales: Scales, settings: Settings, rho: np.ndarray, eta: float = math.inf,
+    unit: float = 1.0,
+) -> np.ndarray:
+    """The atol, element by element, that makes compare()'s atol + rtol |n| the tolerance above.
+
+    rtol max(|n|, S) = rtol |n| + rtol max(S - |n|, 0). eta is the step in u of the differences the element
+    comes from (inf for a value compared with the analytic reference: no differences, nothing truncated),
+    `unit` what a row's terms are multiplied by (the reduction's scale, for a gradient).
+    """
+    assert settings.atol is not None and settings.rtol is not None
+    stencil = sum(abs(w) for w in METHODS[settings.method].weights)
+    tiny = float(np.finfo(np.dtype(settings.dtype)).smallest_subnormal)
+    units = scales.row + unit / settings.temperature
+    floor = 4.0 * tiny * (1.0 + units) + 4.0 * stencil * 2.0**-1074 / eta * units  # per row
+    # In place: on a streamed file this runs over every gradient and Jacobian element.
+    tolerance = np.subtract(scales.scale, np.abs(expected))
+    np.maximum(tolerance, 0.0, out=tolerance)
+    tolerance *= settings.rtol
+    rounding = np.maximum(scales.gross, scales.scale)
+    rounding *= unit_roundoff(settings.dtype) * rho
+    tolerance += rounding
+    tolerance += settings.atol + floor
+    # An allowance that overflowed would pass anything: keep it finite (the values are then huge or not finite).
+    return np.minimum(tolerance, np.finfo(np.float64).max, out=tolerance)
 
 
 @dataclass(eq=False, repr=False)  # holds arrays: == has no truth value; each generated method costs start-up
@@ -59,6 +123,29 @@ class Loss:
     def gradient(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
         """dL/dz for mean and sum; for none, the gradient of the sum of rows (each row's own)."""
         return self.row_gradients(logits, given) * self.scale
+
+    def perturbation(self, base: np.ndarray, given: Softmax | None = None) -> Perturbation:
+        """l(z + d e_j) - l(z) for every row, exactly: what finite differences of the gradient evaluate."""
+        raise NotImplementedError
+
+    def gradient_perturbation(self, base: np.ndarray, given: Softmax | None = None) -> Perturbation:
+        """g(z + d e_j) - g(z) (N x C, the reduction's scale included), exactly: for the Hessian's differences."""
+        raise NotImplementedError
+
+    def gradient_scales(self, logits: np.ndarray, given: Softmax | None = None) -> Scales:
+        raise NotImplementedError
+
+    def hessian_scales(self, logits: np.ndarray, given: Softmax | None = None) -> Scales:
+        raise NotImplementedError
+
+    def loss_scales(self, logits: np.ndarray, given: Softmax | None = None) -> Scales:
+        """Of each row's loss (N): S = |l| (nothing is differenced), N the terms it sums, G = N."""
+        raise NotImplementedError
+
+    @property
+    def factor(self) -> float:
+        """What one derivative by z multiplies a row's u-derivatives by: the reduction's scale over T."""
+        return self.scale / self.temperature
 
 
 

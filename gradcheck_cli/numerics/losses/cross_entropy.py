@@ -3,15 +3,15 @@ label smoothing, ignore_index, reductions, temperature."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.errors import InputError
+from gradcheck_cli.numerics.differences import Perturbation, softmax_perturbation
 from gradcheck_cli.numerics.exact import exact_sum
-from gradcheck_cli.numerics.losses.base import Loss, LossKind, shown
+from gradcheck_cli.numerics.losses.base import Loss, LossKind, Scales, shown
 from gradcheck_cli.numerics.softmax import Softmax, softmax_jacobian, softmax_parts
 from gradcheck_cli.settings import Settings
 
@@ -41,9 +41,7 @@ class CrossEntropy(Loss):
         others = a.sum(axis=-1, keepdims=True) - a
         return (parts.s * others - a * parts.complement) / self.temperature
 
-    def perturbation(
-        self, base: np.ndarray, given: Softmax | None = None
-    ) -> Callable[[int | slice, np.ndarray], np.ndarray]:
+    def perturbation(self, base: np.ndarray, given: Softmax | None = None) -> Perturbation:
         """l(z + d e_j) - l(z) for every row, exactly, in O(N) per column: for finite differences around `base`.
 
         Moving z_j by d moves z_j / T by d / T = u, which multiplies exp(z_j/T - m) by e^u and the normaliser
@@ -66,12 +64,43 @@ class CrossEntropy(Loss):
 
         return perturb
 
+    def gradient_perturbation(self, base: np.ndarray, given: Softmax | None = None) -> Perturbation:
+        """g(z + d e_j) - g(z) exactly: the gradient (s A - a) / T moves by A / T times the change of s."""
+        change = softmax_perturbation(base / self.temperature, given)
+        mass = self.coefficients.sum(axis=-1, keepdims=True) * self.factor
+        return lambda column, offsets: change(column, offsets / self.temperature) * mass
+
     def hessian(self, logits: np.ndarray) -> np.ndarray:
         """d2L/dz2 per row (N x C x C): the gradient (s A - a) / T differentiates to A J / T^2."""
         parts = softmax_parts(logits / self.temperature)
         jacobian = softmax_jacobian(parts.s, parts.complement)
-        factor = self.coefficients.sum(axis=-1) * self.scale / self.temperature**2
+        # Divided by T twice, not by T**2: that underflows to 0 for T below 1e-154 (and 1/0 raises).
+        factor = self.coefficients.sum(axis=-1) * (self.factor / self.temperature)
         return jacobian * factor[:, None, None]
+
+    def gradient_scales(self, logits: np.ndarray, given: Softmax | None = None) -> Scales:
+        """Per element, over T and times the reduction's scale: S = A s_j (1 - s_j), the size of every
+        u-derivative of s_j A - a_j; N = s_j A + a_j, what the straightforward s A - a rounds; G = A."""
+        parts = self.softmax(logits, given)
+        a, s = self.coefficients, parts.s
+        mass = a.sum(axis=-1, keepdims=True) * self.factor
+        return Scales(mass * s * parts.complement, s * mass + a * self.factor, mass)
+
+    def hessian_scales(self, logits: np.ndarray, given: Softmax | None = None) -> Scales:
+        """S = |A J| / T^2 scaled (no cancellation: J's diagonal uses the accurate 1 - s); N has the
+        straightforward diagonal s_j - s_j^2's s_j; G = A / T^2."""
+        parts = self.softmax(logits, given)
+        s = parts.s
+        mass = (self.coefficients.sum(axis=-1) * (self.factor / self.temperature))[:, None, None]
+        size = np.abs(softmax_jacobian(s, parts.complement)) * mass
+        gross = s[:, :, None] * s[:, None, :] + np.eye(s.shape[-1]) * s[:, :, None]
+        return Scales(size, gross * mass, mass)
+
+    def loss_scales(self, logits: np.ndarray, given: Softmax | None = None) -> Scales:
+        """Of each row's loss: N = sum_c a_c (1 + |log s_c|), every log s_c being off by u rho absolute."""
+        parts = self.softmax(logits, given)
+        gross = (self.coefficients * (1.0 + np.abs(parts.log_s))).sum(axis=-1)
+        return Scales(np.abs(self.row_losses(logits, parts)), gross, gross)
 
 
 def cross_entropy(targets: np.ndarray, reduction: str = "mean", temperature: float = 1.0) -> CrossEntropy:

@@ -1,0 +1,288 @@
+"""Where the user's function runs: a forked worker process, so that nothing it does can change the verdict.
+
+`start(spec, timeout)` forks a worker that imports MODULE:FUNCTION and answers calls over a pipe. In it:
+file descriptor 1 (and 2) is a pipe this process copies to its stderr, during the import and every call, so
+a print, a C library's write(1, ...) or a subprocess never reaches stdout; stdin is /dev/null; the module's
+own directory is put first on the worker's sys.path only (a ./rich.py is never imported by gradcheck itself).
+sys.exit(), os._exit(), an exception or a crash of the worker ends the run with exit 2 and one line saying
+what happened, never exit 0. A child forked by the user's code that returns into the worker's loop exits at
+once. The import and each call have `timeout` seconds; past it the worker's process group is killed. The
+worker dies with this process (and is killed when the check closes it).
+
+Each call sends the logits only when they changed since the last call, and otherwise the elements to set in
+a copy of them (a perturbation for finite differences is one element), so a call costs little more than
+the user's function itself. Without fork (Windows) or outside Linux (where forking a process that has
+loaded numpy's BLAS is not safe), or when no process can be started, the function runs in this process:
+sys.exit and exceptions are still exit 2 and descriptor 1 is still redirected, but os._exit, a crash or a
+fork cannot be caught there and the timeout is not enforced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+from gradcheck_cli.checks.returned import Refused, Returned, read_returned
+from gradcheck_cli.checks.worker_process import WorkerProcess, fork_worker
+from gradcheck_cli.errors import InputError
+
+# The longest the import of the module, or one call of the function, may take (--impl-timeout). Generous:
+# importing torch on a cold CI machine can take ten seconds, and JAX compiles on its first call.
+DEFAULT_TIMEOUT = 60.0
+
+Edit = tuple[np.ndarray, np.ndarray]  # flat indices into the logits, and the values they take
+
+
+class Caller(Protocol):
+    """Calls the user's function: on `logits` with `at` (if given) set in a copy, and `targets`."""
+
+    def call(self, logits: np.ndarray, targets: np.ndarray, at: Edit | None, loss_only: bool) -> Returned: ...
+
+    def losses(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit]) -> list[Returned]:
+        """One call per edit, each answering with the loss only (a finite difference's evaluations)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Target(NamedTuple):
+    """What --impl names: a module (dotted name, or a file path) and the function in it."""
+
+    spec: str
+    module: str
+    function: str
+    path: Path | None  # for path/to/file.py:FUNCTION
+
+    @property
+    def directory(self) -> Path:
+        """Where the module's own imports are looked for first: its file's directory, or the current one."""
+        return (self.path.parent if self.path is not None else Path.cwd()).resolve()
+
+
+def parse_spec(spec: str) -> Target:
+    """MODULE:FUNCTION or path/to/file.py:FUNCTION, checked before anything is imported."""
+    module, _, function = spec.rpartition(":")
+    if not module or not function:
+        raise InputError(f"--impl {spec!r}: expected MODULE:FUNCTION or path/to/file.py:FUNCTION")
+    if module.endswith(".py") or "/" in module or os.sep in module:
+        path = Path(module)
+        if not path.is_file():
+            raise InputError(f"--impl {spec}: no such file {module}")
+        return Target(spec, module, function, path)
+    return Target(spec, module, function, None)
+
+
+def start(spec: str, timeout: float = DEFAULT_TIMEOUT) -> Caller:
+    """The function named by `spec`, imported in a worker process (or in this one where that cannot be)."""
+    target = parse_spec(spec)
+    if can_fork():
+        process = fork_worker(lambda: serve(target), timeout, f"importing {target.module}", spec)
+        if process is not None:
+            return _Worker(target, process)
+    with _stdout_to_stderr(descriptors=True):
+        function = import_function(target, keep_path=False)
+    return InProcess(spec, function, descriptors=True)
+
+
+def can_fork() -> bool:
+    """Whether the worker can be forked: Linux only, as the read-ahead (elsewhere numpy's BLAS is not fork-safe)."""
+    return sys.platform.startswith("linux") and hasattr(os, "fork")
+
+
+class _Worker:
+    """The parent's side of a forked worker: sends only what changed, reads the answer or the failure."""
+
+    def __init__(self, target: Target, process: WorkerProcess) -> None:
+        self.target, self.process = target, process
+        self.sent_logits: np.ndarray | None = None
+        self.sent_targets: np.ndarray | None = None
+
+    def call(self, logits: np.ndarray, targets: np.ndarray, at: Edit | None, loss_only: bool) -> Returned:
+        send_logits = None if _same(self.sent_logits, logits) else logits
+        send_targets = None if _same(self.sent_targets, targets) else targets
+        # The worker keeps what it is sent before it calls the function, whatever the call then does.
+        if send_logits is not None:
+            self.sent_logits = logits.copy()
+        if send_targets is not None:
+            self.sent_targets = targets.copy()
+        request = (send_logits, send_targets, _edit_on_wire(at), loss_only)
+        return _returned_from_wire(self.process.request(request, f"running {self.target.function}"))
+
+    def losses(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit]) -> list[Returned]:
+        """The calls sent ahead of their answers: the worker goes from one to the next without waiting."""
+        if not edits:
+            return []
+        first = self.call(logits, targets, edits[0], True)  # sends the logits and targets, if they changed
+        rest = [(None, None, _edit_on_wire(at), True) for at in edits[1:]]
+        answers = self.process.requests_ahead(rest, f"running {self.target.function}")
+        return [first, *(_returned_from_wire(answer) for answer in answers)]
+
+    def close(self) -> None:
+        self.process.close()
+
+
+# Pickling a small numpy array costs some 20 us, a list of a few numbers 1: a perturbation's edit and a loss
+# of one number cross the pipe as plain Python numbers (exactly: float64 <-> float is lossless).
+_SMALL = 64
+
+
+def _edit_on_wire(at: Edit | None) -> Any:
+    if at is None or at[0].size > _SMALL:
+        return at
+    return at[0].tolist(), at[1].tolist()
+
+
+def _returned_on_wire(answer: Returned) -> tuple[Any, np.ndarray | None, float]:
+    return (answer.loss.item() if answer.loss.ndim == 0 else answer.loss), answer.gradient, answer.precision
+
+
+def _returned_from_wire(wire: tuple[Any, np.ndarray | None, float]) -> Returned:
+    loss, gradient, precision = wire
+    return Returned(np.asarray(loss, dtype=np.float64), gradient, precision)
+
+
+def _same(sent: np.ndarray | None, array: np.ndarray) -> bool:
+    """Whether the worker already holds exactly these values (bit for bit: -0.0 is not 0.0 to every function)."""
+    if sent is None or sent.shape != array.shape or sent.dtype != array.dtype:
+        return False
+    return bool(np.array_equal(_bits(sent), _bits(array)))
+
+
+def _bits(array: np.ndarray) -> np.ndarray:
+    """The array's bytes as integers, 8 at a time where they divide evenly (half the time of comparing floats)."""
+    flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    return flat.view(np.uint64) if flat.size % 8 == 0 else flat
+
+
+# --- the worker's side -----------------------------------------------------------------------------------------
+
+
+def serve(target: Target) -> Callable[[Any], Any]:
+    """In the worker: import the function (the worker's sys.path only), then answer each request with it."""
+    function = import_function(target, keep_path=True)
+    state: dict[str, np.ndarray] = {}
+
+    def answer(request: Any) -> Any:
+        logits, targets, at, loss_only = request
+        if logits is not None:
+            state["logits"] = logits
+        if targets is not None:
+            state["targets"] = targets
+        point = state["logits"].copy()
+        if at is not None:
+            point.flat[at[0]] = at[1]
+        returned = _call(target.spec, target.function, function, point, state["targets"].copy(), loss_only)
+        return _returned_on_wire(returned)
+
+    return answer
+
+
+def _call(spec: str, name: str, function: Callable[..., Any], logits: np.ndarray, targets: np.ndarray,
+          loss_only: bool) -> Returned:
+    """One call, its answer read; what goes wrong is an InputError saying what (KeyboardInterrupt aside)."""
+    try:
+        return read_returned(function(logits, targets), loss_only)
+    except Refused as error:
+        raise InputError(f"--impl {spec}: {error}") from None
+    except SystemExit as error:
+        raise InputError(f"--impl {spec}: {name} called sys.exit({error.code!r}); gradcheck takes that as an "
+                         f"error, never as a pass") from None
+    except Exception as error:  # noqa: BLE001 - the user's code failing on valid input is reported, one line
+        raise InputError(f"--impl {spec}: {name} raised {type(error).__name__}: {error}") from None
+
+
+def import_function(target: Target, keep_path: bool) -> Callable[..., Any]:
+    """Import the module with its own directory first on sys.path (removed again unless `keep_path`)."""
+    directory = str(target.directory)
+    sys.path.insert(0, directory)
+    try:
+        module = _import_module(target)
+    finally:
+        if not keep_path and directory in sys.path:
+            sys.path.remove(directory)
+    function = getattr(module, target.function, None)
+    if function is None:
+        raise InputError(f"--impl {target.spec}: {target.module} has no attribute {target.function!r}")
+    if not callable(function):
+        raise InputError(f"--impl {target.spec}: {target.module}.{target.function} is not callable")
+    return function
+
+
+def _import_module(target: Target) -> Any:
+    import importlib
+    import importlib.util
+
+    cannot = f"--impl {target.spec}: cannot import {target.module}"
+    name = target.path.stem if target.path is not None else target.module
+    try:
+        if target.path is None:
+            return importlib.import_module(target.module)
+        module_spec = importlib.util.spec_from_file_location(name, target.path)
+        if module_spec is None or module_spec.loader is None:
+            raise InputError(f"{cannot}: not a Python source file")
+        module = importlib.util.module_from_spec(module_spec)
+        # Registered while it runs (a dataclass looks its module up there), under its name unless taken.
+        registered = name not in sys.modules
+        if registered:
+            sys.modules[name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        finally:
+            if registered:
+                del sys.modules[name]
+        return module
+    except InputError:
+        raise
+    except SystemExit as error:
+        raise InputError(f"{cannot}: it called sys.exit({error.code!r}) while being imported") from None
+    except Exception as error:  # noqa: BLE001 - any failure to import the user's code is their input error
+        raise InputError(f"{cannot}: {type(error).__name__}: {error}") from None
+
+
+# --- in this process -----------------------------------------------------------------------------------------------
+
+
+class InProcess:
+    """Calls a function in this process, its stdout sent to stderr (and descriptor 1 too, if `descriptors`)."""
+
+    def __init__(self, spec: str, function: Callable[..., Any], descriptors: bool = False) -> None:
+        self.spec, self.function, self.descriptors = spec, function, descriptors
+        self.name = getattr(function, "__name__", "the function")
+
+    def call(self, logits: np.ndarray, targets: np.ndarray, at: Edit | None, loss_only: bool) -> Returned:
+        point = logits.copy()
+        if at is not None:
+            point.flat[at[0]] = at[1]
+        with _stdout_to_stderr(self.descriptors):
+            return _call(self.spec, self.name, self.function, point, targets.copy(), loss_only)
+
+    def losses(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit]) -> list[Returned]:
+        return [self.call(logits, targets, at, True) for at in edits]
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(descriptors: bool) -> Iterator[None]:
+    """sys.stdout to stderr; with `descriptors`, file descriptor 1 to descriptor 2 as well (C code, os.write)."""
+    if not descriptors:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    sys.stdout.flush()  # what was written before goes out before the redirection
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
