@@ -379,3 +379,11 @@ def test_in_process_descriptor_1_goes_to_stderr_and_sys_path_is_left_as_it_was(g
     assert "on fd 1" not in captured.out
     assert "import on fd 1|" in captured.err and "call on fd 1|" in captured.err
     assert sys.path == path_before
+
+
+def test_python_m_does_not_import_a_module_of_the_current_directory(tmp_path):
+    """`python -m gradcheck_cli` from a folder holding a rich.py must not run it (python -m puts cwd first)."""
+    (tmp_path / "rich.py").write_text("raise SystemExit('the rich.py of the current directory ran')\n")
+    run = subprocess.run([sys.executable, "-m", "gradcheck_cli", "check", "--logits", "1,2", "--labels", "0", "-q"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert run.returncode == 0 and run.stdout.startswith("PASS"), run.stderr

@@ -47,12 +47,12 @@ def derivation(
         f"   computed as e^{{z_i − m}} / Σ_l e^{{z_l − m}} with m = max z = {_n(m)} (the same value, no overflow)",
         "   Σ_l e^{z_l − m} = " + " + ".join(_shown(exps)) + f" = {_n(total)}",
     ]
-    lines += _lines("   s_%d = %s / %s = %s", k, _shown(exps), [_n(total)] * classes, _shown(s))
+    shown_s = _shown(s)
+    lines += _lines("   s_%d = %s / %s = %s", k, _shown(exps), [_n(total)] * classes, shown_s)
     lines += [f"   check: the s_i sum to {_n(float(s.sum()))}", "", "2. Jacobian: ∂s_i/∂z_j = s_i(δ_ij − s_j)"]
     full_rows = classes if classes <= FULL_JACOBIAN_CLASSES else min(2, classes)
-    diagonal = _lines("   ∂s_%d/∂z_%d = s_%d(1 − s_%d) = %s×%s = %s", k, k, k, k, _shown(s), _shown(1 - s),
+    diagonal = _lines("   ∂s_%d/∂z_%d = s_%d(1 − s_%d) = %s×%s = %s", k, k, k, k, shown_s, _shown(1 - s),
                       _shown(s * complement))
-    shown_s = _shown(s)
     for i in range(full_rows):  # J_ij = -s_i s_j off the diagonal, written for every column j
         entries = _lines("   ∂s_%d/∂z_%d = −s_%d·s_%d = −%s×%s = %s", [i + 1] * classes, k, [i + 1] * classes, k,
                          [shown_s[i]] * classes, shown_s, _shown(-s[i] * s))
@@ -132,7 +132,7 @@ def _print(lines: list[str], color: str) -> None:
 
     Written as a few blocks of plain text, not line by line through rich: a wide row has C lines per step.
     """
-    text = "".join(line + "\n" for line in lines)
+    text = "\n".join(lines) + "\n"
     if not terminal.wants_color(color):
         sys.stdout.write(text)
         return
