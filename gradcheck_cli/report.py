@@ -149,7 +149,8 @@ class Report:
             "schema_version": SCHEMA_VERSION,
             "command": "check",
             "passed": self.passed,
-            "settings": {**settings._asdict(), "weights": None if settings.weights is None else list(settings.weights)},
+            "settings": {**settings._asdict(), "weights": None if settings.weights is None else list(settings.weights),
+                         "step": step_used(settings.eps)},
             "shape": {"rows": self.rows, "classes": self.classes},
             "arrays": self.full,
             "loss": None if self.loss is None else finite_or_none(self.loss),
@@ -167,11 +168,18 @@ class Report:
         return document
 
 
+def step_used(eps: float | None) -> float | None:
+    """The step the differences take: eps rounded down to a power of two (numerics.differences.steps)."""
+    import math
+
+    return None if eps is None else 2.0 ** math.floor(math.log2(eps))
+
+
 def finite_or_none(values: Any) -> Any:
     """Nested lists of floats with every non-finite value as null, so the JSON stays strict."""
     import numpy as np  # here: the result objects are built without numpy at import
 
-    array = np.asarray(values, dtype=np.float64)
+    array = np.asarray(np.asarray(values, dtype=np.float64) + 0.0)  # + 0.0: no -0.0 in the JSON
     if np.isfinite(array).all():
         return array.tolist()
     cleaned = array.astype(object)

@@ -157,6 +157,8 @@ def _determinism(first: Returned, again: Returned) -> CheckResult:
     )
     with np.errstate(invalid="ignore"):  # inf - inf: a changed infinity counts as an infinite change
         changed = np.abs(np.nan_to_num(first.gradient - again.gradient, nan=np.inf))
+    # The same value twice (the same NaN or infinity included) is no change.
+    changed[(first.gradient == again.gradient) | (np.isnan(first.gradient) & np.isnan(again.gradient))] = 0.0
     worst = np.unravel_index(int(np.argmax(changed)), changed.shape)
     return CheckResult(
         name="impl determinism",

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from gradcheck_cli import terminal
+from gradcheck_cli.commands.sectioned_help import SectionedCommand
 from gradcheck_cli.options import check_options, input_options, loss_options, output_options, supplied_options
 from gradcheck_cli.settings import Settings
 
@@ -19,7 +20,7 @@ _INPUT_KEYS = ("logits_args", "labels_arg", "targets_args", "input_path", "input
                "targets_path", "gradient_path", "probabilities_path", "loss_value")
 
 
-@click.command()
+@click.command(cls=SectionedCommand)
 @input_options
 @supplied_options
 @check_options

@@ -113,10 +113,10 @@ def _answers_beside(request: InputRequest) -> list[Answers]:
     answers = []
     if request.labels_arg is not None:
         values = np.array(parse_labels(request.labels_arg, "--labels"), dtype=np.int64)
-        answers.append(Answers(values, True, "--labels", lambda n: f"--labels, value {n + 1}"))
+        answers.append(Answers(values, True, "--labels", lambda n: f"--labels[{n}]"))
     if request.targets_args:
         values = rows_from_args(request.targets_args, "--targets")
-        answers.append(Answers(values, False, "--targets", lambda n: f"--targets #{n + 1}"))
+        answers.append(Answers(values, False, "--targets", lambda n: f"--targets[{n}]"))
     for path, are_labels in ((request.labels_path, True), (request.targets_path, False)):
         if path is not None:
             from gradcheck_cli.inputs import csv_format  # only a file beside the input needs it

@@ -80,7 +80,8 @@ def make_batch(
     given = answers[0]
     what = "labels" if given.are_labels else "target rows"
     if given.values.shape[0] != logits.shape[0]:
-        raise InputError(f"{given.source}: {given.values.shape[0]} {what} for {logits.shape[0]} rows of logits")
+        rows = f"{logits.shape[0]} row{'' if logits.shape[0] == 1 else 's'}"
+        raise InputError(f"{given.source}: {given.values.shape[0]} {what} for {rows} of logits")
     labels: np.ndarray | None = None
     if given.are_labels:
         _validate_labels(given, logits.shape[1], ignore_index)

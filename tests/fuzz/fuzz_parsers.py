@@ -15,8 +15,8 @@ import atheris
 with atheris.instrument_imports():
     import numpy as np
 
-    from gradcheck_cli import inputs
     from gradcheck_cli.errors import InputError
+    from gradcheck_cli.inputs import numbers, reader
 
 
 def _weights(text: str) -> None:
@@ -33,11 +33,12 @@ def _weights(text: str) -> None:
 
 
 PARSERS = {
-    "row": lambda text: inputs.parse_row(text, "--logits"),
-    "labels": lambda text: inputs.parse_labels(text, "--labels"),
-    "csv": lambda text: inputs.read_csv(text, "f.csv"),
-    "json": lambda text: inputs.read_json(text, "f.json"),
-    "jsonl": lambda text: inputs.read_jsonl(text, "f.jsonl"),
+    "row": lambda text: numbers.parse_row(text, "--logits"),
+    "labels": lambda text: numbers.parse_labels(text, "--labels"),
+    # A format's reader on one block of text, as the pipeline hands a file read whole to it.
+    "csv": lambda text: list(reader("csv").pieces(iter([(1, text)]), "f.csv")),
+    "json": lambda text: [reader("json").read_json(text, "f.json")],
+    "jsonl": lambda text: list(reader("jsonl").pieces(iter([(1, text)]), "f.jsonl")),
     "weights": _weights,
 }
 
@@ -51,9 +52,10 @@ def main() -> None:
             result = parser(text)
         except InputError:
             return
-        logits = getattr(result, "logits", result)
-        if logits is not None and isinstance(logits, (list, np.ndarray)):
-            assert np.isfinite(np.asarray(logits, dtype=np.float64)).all()
+        for piece in result if isinstance(result, list) and result and hasattr(result[0], "logits") else [result]:
+            logits = getattr(piece, "logits", piece)
+            if logits is not None and isinstance(logits, (list, np.ndarray)):
+                assert np.isfinite(np.asarray(logits, dtype=np.float64)).all()
 
     atheris.Setup(sys.argv, one)
     atheris.Fuzz()
