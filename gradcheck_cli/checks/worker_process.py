@@ -237,6 +237,16 @@ def fork_worker(setup: Callable[[], Handler], timeout: float, activity: str, spe
 # --- in the worker ---------------------------------------------------------------------------------------------
 
 
+def _one_thread_for_torch() -> None:
+    """A forked child of a process whose torch already ran parallel work deadlocks in its first parallel op (the
+    OpenMP pool does not survive fork). gradcheck never imports torch itself; a process that embeds it (a test
+    runner, the Python API) may have: then the worker's torch runs on one thread."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        with contextlib.suppress(Exception):
+            torch.set_num_threads(1)
+
+
 def _worker_main(setup: Callable[[], Handler], spec: str, parent: int, ends: tuple[int, int, int],
                  parents_ends: tuple[int, int, int]) -> NoReturn:
     """The worker's whole life; it never returns into the code that forked it (a test runner, say)."""
@@ -246,6 +256,7 @@ def _worker_main(setup: Callable[[], Handler], spec: str, parent: int, ends: tup
         for fd in parents_ends:
             os.close(fd)
         _isolate(parent, output)
+        _one_thread_for_torch()
         me = os.getpid()
         try:
             handler = setup()
