@@ -2,9 +2,8 @@
 
 An input read whole is one batch; a big file is many. The merged checks, the exactly summed loss and the
 worst elements come out the same either way (merge and ExactSum are exact), so how an input was read never
-changes a verdict. What a run keeps besides is bounded whatever its length: the per-row arrays only up to
-the Keep limits (or in temporary files with --full), and of the file lines only runs of consecutive lines
-and the line of each check's worst row.
+changes a verdict. What else a run keeps is bounded whatever its length: arrays up to the Keep limits (or
+in temporary files with --full), and file lines as runs of consecutive lines and each check's worst row.
 """
 
 from __future__ import annotations
@@ -34,10 +33,9 @@ if TYPE_CHECKING:
 # above it, a summary (checks, loss, worst rows) unless --full. 20,000 logits with C = 10 is already
 # 2,000 Jacobians, some 4 MB of JSON.
 FULL_LIMIT = 20_000
-# The N x C x C Jacobian is counted too: by default at most this many entries per logit of the limit
-# (1,000,000 for 20,000 logits, 8 MB: the largest the tables kept before, 400 rows of 50 classes). A
-# format that shows the Jacobian with its arrays (JSON) summarises wider rows; one that can do without it
-# (tables) leaves only the Jacobian out.
+# The N x C x C Jacobian is counted too: by default at most this many entries per logit of the limit (1e6, 8 MB:
+# the most the tables kept before, 400 rows of 50 classes). JSON, which shows it with the arrays, summarises
+# wider rows; tables, which can do without it, leave only the Jacobian out.
 JACOBIAN_PER_LOGIT = 50
 # Kept arrays beyond this many bytes (only with --full: the default limits keep some 9 MB at most) go to
 # unlinked temporary files, read back a block at a time: memory stays that of a chunk, whatever the output.
@@ -353,11 +351,10 @@ def _jacobian_blocks(s: np.ndarray, complement: np.ndarray, divisor: np.floating
 class _Lines:
     """Row -> file line, in memory bounded whatever the input's length.
 
-    Lines are kept as runs of consecutive lines (one run for a file without blank or comment lines, however
-    long), up to MAX_RUNS; past that only the line of each check's worst row, which is what reports and
-    annotations ask for, updated as the checks merge. The runs are Python ints, added only when a run
-    begins: a small numpy array kept per chunk would sit between the chunks' big temporaries on the heap and
-    fragment it (RSS grew by 5 MB every million rows that way).
+    Runs of consecutive lines (one for a file without blank or comment lines, however long), up to MAX_RUNS;
+    past that only each check's worst row's line (what reports and annotations ask for), updated as checks
+    merge. The runs are Python ints, added only when a run begins: a small numpy array kept per chunk sits
+    between the chunks' big temporaries on the heap and fragments it (RSS grew 5 MB a million rows that way).
     """
 
     MAX_RUNS = 1 << 16
