@@ -139,11 +139,9 @@ def log_probabilities_as_logits(evidence: Evidence) -> list[Candidate]:
     Source: octo-models/octo PR #79 (a discrete loss on raw logits, no log-softmax); pytorch PR #12703
     (NLLLoss's documented example without its LogSoftmax).
     """
-    predicted = slip_formulas.logits_as_log_probabilities(evidence.context, evidence.quantity)
-    if predicted is None:
-        return []
-    return [Candidate(predicted, f"the {evidence.quantity} with the logits z/T taken as log-probabilities",
-                      "the log-softmax is missing (logits used as log-probabilities)")]
+    return _formula(slip_formulas.logits_as_log_probabilities(evidence.context, evidence.quantity),
+                    f"the {evidence.quantity} with the logits z/T taken as log-probabilities",
+                    "the log-softmax is missing (logits used as log-probabilities)")
 
 
 def softmax_instead_of_log(evidence: Evidence) -> list[Candidate]:
@@ -152,10 +150,8 @@ def softmax_instead_of_log(evidence: Evidence) -> list[Candidate]:
     Source: AnubhavGupta3377/Text-Classification-Models-Pytorch #9 and midas-research/man-sf-emnlp #2
     (NLLLoss fed softmax output instead of log-softmax).
     """
-    predicted = slip_formulas.softmax_instead_of_log(evidence.context, evidence.quantity)
-    if predicted is None:
-        return []
-    return [Candidate(predicted, f"the {evidence.quantity} of -Σ y s", "s was used where log s belongs")]
+    return _formula(slip_formulas.softmax_instead_of_log(evidence.context, evidence.quantity),
+                    f"the {evidence.quantity} of -Σ y s", "s was used where log s belongs")
 
 
 def transposed(evidence: Evidence) -> list[Candidate]:
@@ -200,11 +196,9 @@ def kl_direction(evidence: Evidence) -> list[Candidate]:
     Source: huggingface/trl PR #4935 (forward and reverse KL swapped, kl_div's arguments read the other way);
     paiml/aprender PR #2153 (a distillation loss computing reverse KL).
     """
-    predicted = slip_formulas.other_kl_direction(evidence.context, evidence.quantity)
-    if predicted is None:
-        return []
-    return [Candidate(predicted, f"the {evidence.quantity} of the KL divergence in the other direction",
-                      "KL(student || teacher) and KL(teacher || student) are swapped")]
+    return _formula(slip_formulas.other_kl_direction(evidence.context, evidence.quantity),
+                    f"the {evidence.quantity} of the KL divergence in the other direction",
+                    "KL(student || teacher) and KL(teacher || student) are swapped")
 
 
 def no_max_subtraction(evidence: Evidence) -> list[Candidate]:
@@ -227,3 +221,8 @@ def no_max_subtraction(evidence: Evidence) -> list[Candidate]:
         candidates.append(Candidate(evidence.reference, what, "the softmax does not subtract the row maximum",
                                     unpredicted=unpredicted, expects="non-finite"))
     return candidates
+
+
+def _formula(predicted: np.ndarray | None, description: str, meaning: str) -> list[Candidate]:
+    """One candidate from a slip's formula, none where the formula does not apply to this input."""
+    return [] if predicted is None else [Candidate(predicted, description, meaning)]
