@@ -27,13 +27,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
 from gradcheck_cli.batch import Batch
+from gradcheck_cli.errors import InputError
 from gradcheck_cli.numerics.differences import METHODS, Perturbation
 from gradcheck_cli.numerics.exact import exact_sum
+from gradcheck_cli.numerics.precision import FORMATS
 from gradcheck_cli.numerics.softmax import Softmax, softmax_parts
 from gradcheck_cli.settings import Settings
 
@@ -47,7 +49,8 @@ class Scales(NamedTuple):
 
 
 def unit_roundoff(dtype: str | np.dtype) -> float:
-    return float(np.finfo(np.dtype(dtype)).eps) / 2
+    """u of the format (precision.FORMATS: numpy cannot describe bfloat16)."""
+    return FORMATS[dtype if isinstance(dtype, str) else np.dtype(dtype).name].unit_roundoff
 
 
 def rounding_factor(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -68,7 +71,7 @@ def allowance(
     """
     assert settings.atol is not None and settings.rtol is not None
     stencil = sum(abs(w) for w in METHODS[settings.method].weights)
-    tiny = float(np.finfo(np.dtype(settings.dtype)).smallest_subnormal)
+    tiny = FORMATS[settings.dtype].smallest_subnormal
     units = scales.row + unit / settings.temperature
     floor = 4.0 * tiny * (1.0 + units) + 4.0 * stencil * 2.0**-1074 / eta * units  # per row
     # In place: on a streamed file this runs over every gradient and Jacobian element.
@@ -83,6 +86,27 @@ def allowance(
     return np.minimum(tolerance, np.finfo(np.float64).max, out=tolerance)
 
 
+def upstream_gradient(settings: Settings, rows: int) -> np.ndarray:
+    """g, the gradient flowing into the loss (--grad-output): one number per row for reduction none, else one.
+
+    The reference gradient is then sum_n g_n grad l_n (MATH.md). "random" draws g_n uniformly in [0.5, 2) from
+    settings.seed: all positive and different, so a backward that uses one g for every row is caught, and
+    within a factor 4 of 1, so the tolerances (proportional to |g_n|) stay those of the plain sum.
+    """
+    size = rows if settings.reduction == "none" else 1
+    chosen = settings.grad_output
+    if chosen is None or chosen == "ones":
+        values = np.ones(size)
+    elif chosen == "random":
+        values = np.random.default_rng(settings.seed).uniform(0.5, 2.0, size)
+    else:
+        values = np.asarray(chosen, dtype=np.float64)
+        if values.size != size:
+            wanted = f"one per row ({rows})" if settings.reduction == "none" else "one number"
+            raise InputError(f"--grad-output: {values.size} values; --reduction {settings.reduction} takes {wanted}")
+    return values if settings.reduction == "none" else values.reshape(())
+
+
 @dataclass(eq=False, repr=False)  # holds arrays: == has no truth value; each generated method costs start-up
 class Loss:
     """What every loss shares: a temperature, a reduction, and the normaliser of the mean."""
@@ -90,14 +114,21 @@ class Loss:
     reduction: str
     normalizer: float
     temperature: float
+    # What turns its logits into its probabilities: "softmax" (one distribution per row) or "sigmoid" (a yes/no
+    # per class, bce, whose Jacobian is diagonal): the probabilities and Jacobian checks follow it (checks/rows.py).
+    activation: ClassVar[str] = "softmax"
 
     @property
     def scale(self) -> float:
         """What the reduction multiplies each row's loss (and so its gradient) by."""
         return 1.0 / self.normalizer if self.reduction == "mean" else 1.0
 
+    def entering(self, logits: np.ndarray) -> np.ndarray:
+        """The logits that enter the softmax before / T (transformed.py's g(z)): rounding is measured on them."""
+        return logits
+
     def softmax(self, logits: np.ndarray, given: Softmax | None = None) -> Softmax:
-        """softmax(z / T), unless the caller has it already."""
+        """softmax(z / T) (the loss's probabilities: a sigmoid loss gives its own), unless the caller has it."""
         return given if given is not None else softmax_parts(logits / self.temperature)
 
     def row_losses(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
@@ -167,6 +198,29 @@ class LossKind:
     counts_rows: Callable[[Settings], bool]
     # The loss's part of `gradcheck explain`: (loss, logits z of the row / T, softmax s of them, row) -> lines.
     explain: Callable[[Loss, np.ndarray, np.ndarray, int], list[str]]
+    # The --reduction values it accepts (settings.REDUCTIONS has them all); accepted_kind refuses the others.
+    reductions: tuple[str, ...] = ("mean", "sum", "none")
+    # Whether it compares the student's logits with a batch's teacher_logits (which it then requires, and
+    # every other loss refuses): checked by build itself, so no caller can skip it.
+    needs_teacher: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "build", _teacher_checked(self.build, self.name, self.needs_teacher))
+
+
+def _teacher_checked(build: Callable[[Batch, Settings, np.dtype], Loss], name: str, needs_teacher: bool
+                     ) -> Callable[[Batch, Settings, np.dtype], Loss]:
+    """`build`, refusing a batch with teacher logits for a loss without a teacher, and the other way round."""
+
+    def checked(batch: Batch, settings: Settings, dtype: np.dtype) -> Loss:
+        if needs_teacher and batch.teacher_logits is None:
+            raise InputError(f"--loss {name} compares with a teacher: give --teacher-logits ROW (one per sample), "
+                             "--teacher-file PATH beside a CSV, or \"teacher_logits\" in the JSON")
+        if not needs_teacher and batch.teacher_logits is not None:
+            raise InputError(f"teacher logits apply to the distillation losses (kl, reverse-kl, jsd), not {name}")
+        return build(batch, settings, dtype)
+
+    return checked
 
 
 def one_per_row(batch: Batch, settings: Settings) -> np.ndarray:

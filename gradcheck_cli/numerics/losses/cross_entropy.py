@@ -3,13 +3,14 @@ label smoothing, ignore_index, reductions, temperature."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.errors import InputError
-from gradcheck_cli.numerics.differences import Perturbation, softmax_perturbation
+from gradcheck_cli.numerics.differences import METHODS, Perturbation, softmax_perturbation
 from gradcheck_cli.numerics.exact import exact_sum
 from gradcheck_cli.numerics.losses.base import Loss, LossKind, Scales, shown
 from gradcheck_cli.numerics.softmax import Softmax, softmax_jacobian, softmax_parts
@@ -28,9 +29,17 @@ class CrossEntropy(Loss):
 
     coefficients: np.ndarray
     name: str = "cross_entropy"
+    # z-loss (PaLM): S lse^2 added to each row, S here per row (0 on ignored rows); None: no z-loss.
+    z_weights: np.ndarray | None = None
+    method: str = "central"  # the finite-difference method whose truncation the z-loss's scales bound
 
     def row_losses(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
-        return -(self.coefficients * self.softmax(logits, given).log_s).sum(axis=-1)
+        parts = self.softmax(logits, given)
+        rows = -(self.coefficients * parts.log_s).sum(axis=-1)
+        if self.z_weights is not None:
+            lse = log_sum_exp(logits, parts, self.temperature)
+            rows = rows + self.z_weights * lse * lse
+        return rows
 
     def row_gradients(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
         """The gradient of each row's own loss, before the reduction's scale."""
@@ -39,7 +48,11 @@ class CrossEntropy(Loss):
         parts = self.softmax(logits, given)
         a = self.coefficients
         others = a.sum(axis=-1, keepdims=True) - a
-        return (parts.s * others - a * parts.complement) / self.temperature
+        gradient = (parts.s * others - a * parts.complement) / self.temperature
+        if self.z_weights is not None:  # d(S lse^2)/du_j = 2 S lse s_j
+            lse = log_sum_exp(logits, parts, self.temperature)
+            gradient += (2 * self.z_weights * lse)[:, None] * parts.s / self.temperature
+        return gradient
 
     def perturbation(self, base: np.ndarray, given: Softmax | None = None) -> Perturbation:
         """l(z + d e_j) - l(z) for every row, exactly, in O(N) per column: for finite differences around `base`.
@@ -57,10 +70,18 @@ class CrossEntropy(Loss):
         a = self.coefficients
         others = a.sum(axis=-1, keepdims=True) - a
 
+        z_weights = self.z_weights
+        lse = None if z_weights is None else log_sum_exp(base, parts, self.temperature)
+
         def perturb(column: int | slice, offsets: np.ndarray) -> np.ndarray:
             u = offsets / self.temperature
-            rise = others[:, column] * np.log1p(s[:, column] * np.expm1(u))
-            return rise + a[:, column] * np.log1p(complement[:, column] * np.expm1(-u))
+            lift = np.log1p(s[:, column] * np.expm1(u))  # the change of lse
+            change = others[:, column] * lift + a[:, column] * np.log1p(complement[:, column] * np.expm1(-u))
+            if z_weights is None or lse is None:
+                return change
+            # S (lse + d)^2 - S lse^2 = S d (2 lse + d): proportional to the change, as the rest
+            weight, level = (z_weights, lse) if np.ndim(change) == 1 else (z_weights[:, None], lse[:, None])
+            return change + weight * lift * (2 * level + lift)
 
         return perturb
 
@@ -78,13 +99,24 @@ class CrossEntropy(Loss):
         factor = self.coefficients.sum(axis=-1) * (self.factor / self.temperature)
         return jacobian * factor[:, None, None]
 
+    def hessian_multiple(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray | None:
+        """m per row with d2L/dz2 = m ds/dz (checks/jacobian.py decides it in O(N C)): the gradient
+        (s A - a) / T times the reduction's scale differentiates to A / T times that scale times ds/dz, A the
+        row's summed coefficients (ds/dz carries the other 1/T). A z-loss adds S (2 lse lse' ...): no such m."""
+        return None if self.z_weights is not None else self.coefficients.sum(axis=-1) * self.factor
+
     def gradient_scales(self, logits: np.ndarray, given: Softmax | None = None) -> Scales:
         """Per element, over T and times the reduction's scale: S = A s_j (1 - s_j), the size of every
         u-derivative of s_j A - a_j; N = s_j A + a_j, what the straightforward s A - a rounds; G = A."""
         parts = self.softmax(logits, given)
         a, s = self.coefficients, parts.s
         mass = a.sum(axis=-1, keepdims=True) * self.factor
-        return Scales(mass * s * parts.complement, s * mass + a * self.factor, mass)
+        scales = Scales(mass * s * parts.complement, s * mass + a * self.factor, mass)
+        if self.z_weights is None:
+            return scales
+        z = z_loss_scales(self.z_weights, logits, parts, self.temperature, self.method)
+        return Scales(scales.scale + z.scale * self.factor, scales.gross + z.gross * self.factor,
+                      scales.row + z.row * self.factor)
 
     def hessian_scales(self, logits: np.ndarray, given: Softmax | None = None) -> Scales:
         """S = |A J| / T^2 scaled (no cancellation: J's diagonal uses the accurate 1 - s); N has the
@@ -100,7 +132,48 @@ class CrossEntropy(Loss):
         """Of each row's loss: N = sum_c a_c (1 + |log s_c|), every log s_c being off by u rho absolute."""
         parts = self.softmax(logits, given)
         gross = (self.coefficients * (1.0 + np.abs(parts.log_s))).sum(axis=-1)
+        if self.z_weights is not None:  # S lse^2 with lse off by u (|max u| + log_total + 1) absolute
+            lse, extent = log_sum_exp(logits, parts, self.temperature), _lse_extent(logits, parts, self.temperature)
+            gross = gross + self.z_weights * np.abs(lse) * (np.abs(lse) + 2 * extent)
         return Scales(np.abs(self.row_losses(logits, parts)), gross, gross)
+
+
+def log_sum_exp(logits: np.ndarray, parts: Softmax, temperature: float) -> np.ndarray:
+    """lse = log sum_j exp(u_j) of u = (the entering logits) / T, one per row: max u + log sum exp(u - max u)."""
+    return (logits / temperature).max(axis=-1) + parts.log_total[:, 0]
+
+
+def _lse_extent(logits: np.ndarray, parts: Softmax, temperature: float) -> np.ndarray:
+    """What lse's absolute rounding is proportional to: |max u| + log sum exp(u - max u) + 1."""
+    return np.abs(logits / temperature).max(axis=-1) + parts.log_total[:, 0] + 1.0
+
+
+# q_m with |sigma^(m)| <= q_m sigma (1 - sigma), m = 1..7 (differences.py, "Truncation").
+_LOGISTIC_BOUNDS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.82, 4.25)
+
+
+def z_loss_scales(z_weights: np.ndarray, logits: np.ndarray, parts: Softmax, temperature: float, method: str
+                  ) -> Scales:
+    """Of the z-loss's gradient elements 2 S lse s_j, before the reduction's scale over T.
+
+    Truncation: along u_j, lse' = s_j = sigma, so (lse^2)^(n) = 2 lse sigma^(n-1) + sum_(i=1..n-1) C(n, i)
+    sigma^(i-1) sigma^(n-1-i) (Leibniz), each sigma^(m) at most q_m sigma (1 - sigma) (sigma itself for m = 0);
+    S is that bound over D (the method's growth, whose D S bounds the differenced derivative), n = p + 1.
+    Rounding: lse is off by u (|max u| + log_total + 1) absolute, s_j by rho u relative: N = 2 S s_j (|lse|
+    + that extent)."""
+    spec = METHODS[method]
+    n, s = spec.order + 1, parts.s
+    spread = s * parts.complement
+
+    def bound(m: int) -> np.ndarray:
+        return s if m == 0 else _LOGISTIC_BOUNDS[m - 1] * spread
+
+    lse = np.abs(log_sum_exp(logits, parts, temperature))[:, None]
+    size = 2 * lse * bound(n - 1) + sum((math.comb(n, i) * bound(i - 1) * bound(n - 1 - i) for i in range(1, n)),
+                                        start=np.zeros_like(s))
+    weight = z_weights[:, None]
+    extent = lse + _lse_extent(logits, parts, temperature)[:, None]
+    return Scales(weight * size / spec.growth, 2 * weight * s * extent, 2 * weight * extent)
 
 
 def cross_entropy(targets: np.ndarray, reduction: str = "mean", temperature: float = 1.0) -> CrossEntropy:
@@ -154,8 +227,9 @@ def _weights(batch: Batch, settings: Settings) -> np.ndarray | None:
     return np.array(settings.weights)
 
 
-def build(batch: Batch, settings: Settings, dtype: np.dtype) -> CrossEntropy:
-    """The loss the settings describe on this batch, in `dtype`, with the batch's own mean divisor."""
+def build(batch: Batch, settings: Settings, dtype: np.dtype) -> Loss:
+    """The loss the settings describe on this batch, in `dtype`, with the batch's own mean divisor; the z-loss
+    on the rows kept, and the logit transforms (transformed.py) around it all."""
     if batch.labels is None and settings.ignore_index is not None:
         raise InputError("--ignore-index applies to class labels, not to target distributions (as in torch)")
     loss = torch_cross_entropy(
@@ -168,7 +242,19 @@ def build(batch: Batch, settings: Settings, dtype: np.dtype) -> CrossEntropy:
         ignore_index=settings.ignore_index,
         temperature=settings.temperature,
     )
-    return replace(loss, coefficients=loss.coefficients.astype(dtype))
+    z_weights = None
+    if settings.z_loss:
+        if settings.order == 2:
+            raise InputError("--order 2 is not checked with --z-loss yet: its Hessian 2 S (s s^T + lse J) is well "
+                             "defined, but its exact differences are not written; check the gradient (--order 1)")
+        kept = divisor_rows(batch, settings._replace(weights=None))  # 1 on rows not ignored, unweighted by class
+        z_weights = (settings.z_loss * kept).astype(dtype)
+    exact = replace(loss, coefficients=loss.coefficients.astype(dtype), z_weights=z_weights, method=settings.method)
+    if settings.logit_scale == 1.0 and settings.softcap is None:
+        return exact
+    from gradcheck_cli.numerics.losses.transformed import transformed  # here: start-up pays only when used
+
+    return transformed(exact, settings)
 
 
 def divisor_rows(batch: Batch, settings: Settings) -> np.ndarray:
@@ -189,24 +275,61 @@ def counts_rows(settings: Settings) -> bool:
 
 
 def explain(loss: Loss, z: np.ndarray, s: np.ndarray, row: int) -> list[str]:
-    """Cross-entropy and its gradient with the row's numbers; y are its coefficients (the target row of plain
-    cross-entropy; weights, smoothing and an ignored row folded in)."""
+    """Cross-entropy and its gradient with the row's numbers, classes numbered from 0 as check numbers them; y
+    are its coefficients (the target row of plain cross-entropy; weights, smoothing and an ignored row folded in).
+
+    A wide row has C lines: each kind is formatted by one call for every class (base.shown's format, "#.3g"),
+    and only the non-zero terms of L are written.
+    """
     assert isinstance(loss, CrossEntropy)
+
+    def each(values: np.ndarray) -> list[str]:  # shown() of every value, in one formatting call
+        text = ("%#.3g\n" * values.size) % tuple(values.tolist())
+        return text.replace(".\n", "\n").replace("-", "\u2212").split("\n")[:-1]
+
     y = loss.coefficients[row]
-    k = range(len(z))
-    lines = ["3. Cross-entropy: L = −Σ_i y_i log s_i", "   y = (" + ", ".join(shown(v) for v in y) + ")"]
-    terms = [f"{shown(y[i])}·log {shown(s[i])}" for i in k if y[i] != 0]
-    value = float(-(y * softmax_parts(z[None, :]).log_s[0]).sum())
-    lines += [f"   L = −({' + '.join(terms) or '0'}) = {shown(value)}", ""]
-    if np.isclose(y.sum(), 1.0):
+    y_text = each(y)
+    used = np.flatnonzero(y)
+    total = float(y.sum())
+    gradient = s * total - y
+    pairs = [text for pair in zip(each(y[used]), each(s[used]), strict=True) for text in pair]
+    terms = ("%s·log %s + " * used.size % tuple(pairs))[:-3]
+    value = float(-(y[used] * softmax_parts(z[None, :]).log_s[0][used]).sum())
+    lines = ["3. Cross-entropy: L = −Σ_i y_i log s_i", "   y = (" + ", ".join(y_text) + ")",
+             f"   L = −({terms or '0'}) = {shown(value)}", ""]
+    if np.isclose(total, 1.0):
         lines.append("4. Gradient: ∂L/∂z_j = s_j·Σ_i y_i − y_j = s_j − y_j (the y_i sum to 1)")
     else:
-        lines.append(f"4. Gradient: ∂L/∂z_j = s_j·Σ_i y_i − y_j (here Σ_i y_i = {shown(float(y.sum()))})")
-    gradient = s * y.sum() - y
-    lines += [f"   ∂L/∂z_{j + 1} = {shown(s[j])} − {shown(y[j])} = {shown(gradient[j])}" for j in k]
+        lines.append(f"4. Gradient: ∂L/∂z_j = s_j·Σ_i y_i − y_j (here Σ_i y_i = {shown(total)})")
+    values: list[object] = [None] * (y.size * 4)  # a column per slice, then one formatting call for every line
+    values[0::4], values[1::4], values[2::4], values[3::4] = range(y.size), each(s), y_text, each(gradient)
+    lines += ("   ∂L/∂z_%d = %s − %s = %s\n" * y.size % tuple(values)).split("\n")[:-1]
     lines.append("   (for a batch with reduction mean, each row's gradient is divided by N)")
     return lines
 
 
-KIND = LossKind("cross_entropy", ("weights", "label_smoothing", "ignore_index"), build, divisor_rows, counts_rows,
-                explain)
+def explain_with_z_loss(loss: Loss, z: np.ndarray, s: np.ndarray, row: int) -> list[str]:
+    """explain's lines, then the z-loss's: S lse^2 and its gradient 2 S lse s_j added to each element."""
+    lines = explain(loss, z, s, row)
+    if not isinstance(loss, CrossEntropy) or loss.z_weights is None:
+        return lines
+    weight, lse = float(loss.z_weights[row]), float(np.logaddexp.reduce(z))
+    a = loss.coefficients[row]
+    total = s * a.sum() - a + 2 * weight * lse * s
+    lines += ["", (f"5. z-loss: + S·lse², S = {shown(weight)} (0 on an ignored row), lse = log Σ_j e^(z_j) = "
+                   f"{shown(lse)}: + {shown(weight * lse * lse)}"),
+              "   ∂(S·lse²)/∂z_j = 2·S·lse·s_j (∂lse/∂z_j = s_j), added to each ∂L/∂z_j above:"]
+    lines += [f"   ∂L/∂z_{j} = {shown(float(s[j] * a.sum() - a[j]))} + 2×{shown(weight)}×{shown(lse)}×{shown(s[j])} = "
+              f"{shown(float(total[j]))}" for j in range(len(z))]
+    return lines
+
+
+def explain_variants(loss: Loss, z: np.ndarray, s: np.ndarray, row: int) -> list[str]:
+    """explain_with_z_loss, through transformed.explained's chain rule when the logits are transformed."""
+    from gradcheck_cli.numerics.losses.transformed import explained  # here: start-up pays only when used
+
+    return explained(explain_with_z_loss)(loss, z, s, row)
+
+
+KIND = LossKind("cross_entropy", ("weights", "label_smoothing", "ignore_index", "z_loss", "softcap", "logit_scale"),
+                build, divisor_rows, counts_rows, explain_variants)

@@ -163,18 +163,26 @@ def build(batch: Batch, settings: Settings, dtype: np.dtype) -> SquaredError:
 
 
 def explain(loss: Loss, z: np.ndarray, s: np.ndarray, row: int) -> list[str]:
-    """The squared error and its gradient (a vector-Jacobian product) with the row's numbers."""
+    """The squared error and its gradient (a vector-Jacobian product) with the row's numbers, classes numbered
+    from 0 as check numbers them; each kind of line formatted by one call for every class (base.shown's format)."""
     assert isinstance(loss, SquaredError)
+
+    def each(values: np.ndarray) -> list[str]:  # shown() of every value, in one formatting call
+        text = ("%#.3g\n" * values.size) % tuple(values.tolist())
+        return text.replace(".\n", "\n").replace("-", "\u2212").split("\n")[:-1]
+
     t = loss.targets[row]
     g = s - t
     inner = float((g * s).sum())
-    k = range(len(z))
-    lines = ["3. Squared error: L = ½ Σ_k (s_k − t_k)²", "   t = (" + ", ".join(shown(v) for v in t) + ")",
-             f"   L = ½ ({' + '.join(f'({shown(g[i])})²' for i in k)}) = {shown(0.5 * float((g * g).sum()))}", "",
+    squares = " + ".join(f"({text})²" for text in each(g))
+    lines = ["3. Squared error: L = ½ Σ_k (s_k − t_k)²", "   t = (" + ", ".join(each(t)) + ")",
+             f"   L = ½ ({squares}) = {shown(0.5 * float((g * g).sum()))}", "",
              "4. Gradient: with g = ∂L/∂s = s − t, ∂L/∂z_k = Σ_j g_j ∂s_j/∂z_k = s_k (g_k − Σ_j g_j s_j)",
              f"   Σ_j g_j s_j = {shown(inner)}"]
-    lines += [f"   ∂L/∂z_{j + 1} = {shown(s[j])}×({shown(g[j])} − {shown(inner)}) = {shown(s[j] * (g[j] - inner))}"
-              for j in k]
+    values: list[object] = [None] * (t.size * 5)  # a column per slice, then one formatting call for every line
+    values[0::5], values[1::5], values[2::5] = range(t.size), each(s), each(g)
+    values[3::5], values[4::5] = [shown(inner)] * t.size, each(s * (g - inner))
+    lines += ("   ∂L/∂z_%d = %s×(%s − %s) = %s\n" * t.size % tuple(values)).split("\n")[:-1]
     lines.append("   (the ½ cancels the 2 of the square: g = s − t, not 2(s − t); with mean, divided by N)")
     return lines
 

@@ -1,0 +1,131 @@
+"""Any softmax loss on transformed logits y = g(z) (numerics/transforms.py: logit scale, soft-capping): the loss
+of y, with the gradient by z from the chain rule dl/dz_j = dl/dy_j g'(z_j). Not a loss of the registry: the
+softmax losses (cross_entropy, focal) wrap themselves in it when --logit-scale or --softcap is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+
+from gradcheck_cli.errors import InputError
+from gradcheck_cli.numerics.differences import METHODS, Perturbation
+from gradcheck_cli.numerics.losses.base import Loss, Scales, shown
+from gradcheck_cli.numerics.softmax import Softmax, softmax_parts
+from gradcheck_cli.numerics.transforms import LogitTransform
+from gradcheck_cli.settings import Settings
+
+
+@dataclass(eq=False, repr=False)  # holds arrays: == has no truth value; each generated method costs start-up
+class Transformed(Loss):
+    """`inner` evaluated at g(z). Its reduction, divisor and temperature follow this loss's (a caller replaces
+    the normalizer of the outer one); `method` is the finite-difference method whose truncation the scales bound.
+
+    A `given` softmax is ignored: callers that hand one computed softmax(z / T), which is not softmax(g(z) / T),
+    so every method computes its own from g(z) (one exp per logit more, for a result that cannot be wrong).
+    """
+
+    inner: Loss
+    transform: LogitTransform
+    method: str
+
+    def __post_init__(self) -> None:
+        self.inner = replace(self.inner, reduction=self.reduction, normalizer=self.normalizer,
+                             temperature=self.temperature)
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.inner, "name", "transformed"))
+
+    def entering(self, logits: np.ndarray) -> np.ndarray:
+        return self.transform.apply(logits)
+
+    def softmax(self, logits: np.ndarray, given: Softmax | None = None) -> Softmax:
+        return self.inner.softmax(self.transform.apply(logits))
+
+    def row_losses(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
+        return self.inner.row_losses(self.transform.apply(logits))
+
+    def row_gradients(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
+        return self.inner.row_gradients(self.transform.apply(logits)) * self.transform.slope(logits)
+
+    def perturbation(self, base: np.ndarray, given: Softmax | None = None) -> Perturbation:
+        """Moving z_j by d moves y_j by g(z_j + d) - g(z_j) (transform.shift, exact in form), and nothing else:
+        the inner loss's exact change at that move of its own logit is the change of this loss."""
+        inner = self.inner.perturbation(self.transform.apply(base))
+        return lambda column, offsets: inner(column, self.transform.shift(base[:, column], offsets))
+
+    def gradient_scales(self, logits: np.ndarray, given: Softmax | None = None) -> Scales:
+        """Faa di Bruno (transforms.truncation_factors): the n-th z-derivative of l(g(z) / T) is at most
+        |l'| beta_n + D S sum_(k>=2) B_(n,k)(beta), n = p + 1, so the truncation scale is S sum B + |G| beta_n / D
+        (G the inner gradient element, S its scale, both over T and scaled). Rounding: G g' with g' computed
+        straightforwardly as A (1 - tanh^2) is off by a few u of N A (1 + tanh^2) (torch's tanh backward gives 0
+        where tanh rounds to 1): N is that, G twice A G; y = g(z) is off by a few u |y|, within rho's spare
+        8 max|y| / T when rho is taken of y (checks/rows.py)."""
+        y = self.transform.apply(logits)
+        parts = self.inner.softmax(y)
+        inner = self.inner.gradient_scales(y, parts)
+        method = METHODS[self.method]
+        first, rest = self.transform.truncation_factors(self.temperature, method.order + 1)
+        size = inner.scale * rest
+        if first:
+            size = size + np.abs(self.inner.gradient(y, parts)) * (first / method.growth)
+        terms = self.transform.slope_terms(logits)
+        return Scales(size, inner.gross * terms, inner.row * self.transform.scale * 2.0)
+
+    def loss_scales(self, logits: np.ndarray, given: Softmax | None = None) -> Scales:
+        return self.inner.loss_scales(self.transform.apply(logits))
+
+    def hessian(self, logits: np.ndarray) -> np.ndarray:
+        raise InputError("--order 2 is not checked with --logit-scale or --softcap yet")
+
+
+def transformed(loss: Loss, settings: Settings) -> Loss:
+    """`loss` on the logits the settings' transforms make, or `loss` itself when there are none."""
+    transform = LogitTransform(settings.logit_scale, settings.softcap)
+    if transform.identity:
+        return loss
+    if settings.order == 2:
+        raise InputError("--order 2 is not checked with --logit-scale or --softcap yet: the Hessian is well "
+                         "defined, but its exact differences are not written; check the gradient (--order 1)")
+    return Transformed(loss.reduction, loss.normalizer, loss.temperature, inner=loss, transform=transform,
+                       method=settings.method)
+
+
+Explain = Callable[[Loss, np.ndarray, np.ndarray, int], list[str]]
+
+
+def explained(inner_explain: Explain) -> Explain:
+    """A loss's explain lines, with the transform written out when the loss is a Transformed one: y = g(z), the
+    inner loss's lines for y, then the chain rule dL/dz_j = dL/dy_j g'(z_j) with the row's numbers."""
+
+    def explain(loss: Loss, z: np.ndarray, s: np.ndarray, row: int) -> list[str]:
+        if not isinstance(loss, Transformed):
+            return inner_explain(loss, z, s, row)
+        transform = loss.transform
+        y = transform.apply(z)
+        s_y = softmax_parts(y[None, :]).s[0]
+        by_y = _one_row(loss.inner, row).row_gradients(y[None, :])[0]
+        slope = transform.slope(z)
+        cap = "" if transform.cap is None else f", then y ← C·tanh(y/C), C = {shown(transform.cap)}"
+        lines = [f"0. Logit transforms before the softmax: y = A·z, A = {shown(transform.scale)}{cap}",
+                 "   y = (" + ", ".join(shown(v) for v in y) + ")",
+                 "   (the steps above are of z; the loss is of s = softmax(y) = ("
+                 + ", ".join(shown(v) for v in s_y) + "), and steps 3 and 4 below are by y)", ""]
+        lines += inner_explain(loss.inner, y, s_y, row)
+        derivative = "A" if transform.cap is None else "A·(1 − tanh²(A·z_j/C)), computed as A/cosh²(A·z_j/C)"
+        lines += ["", f"5. Chain rule through the transform: ∂L/∂z_j = ∂L/∂y_j · g′(z_j), g′(z_j) = {derivative}"]
+        lines += [f"   ∂L/∂z_{j} = {shown(by_y[j])}×{shown(slope[j])} = {shown(by_y[j] * slope[j])}"
+                  for j in range(len(z))]
+        return lines
+
+    return explain
+
+
+def _one_row(loss: Loss, row: int) -> Loss:
+    """The loss of one row of its batch: every per-row array (its first axis the rows) cut to that row."""
+    cut = {field.name: getattr(loss, field.name)[row : row + 1] for field in fields(loss)
+           if isinstance(getattr(loss, field.name), np.ndarray) and getattr(loss, field.name).ndim}
+    return replace(loss, **cut)
