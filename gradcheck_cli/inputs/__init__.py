@@ -1,8 +1,10 @@
 """The input-format registry: each format is one module here and one line below.
 
-A format module offers sniff(head) -> bool (does this text look like me?) and pieces(blocks, name), which
-turns blocks of text (first line number, text) into Parsed pieces of rows. Kept free of numpy, so the
-command line builds its --input-format choice from FORMATS at start-up.
+A text format module offers sniff(head) -> bool (does this text look like me?) and pieces(blocks, name), which
+turns blocks of text (first line number, text) into Parsed pieces of rows. A binary format (a tensor file)
+offers sniff(first) on the file's first bytes (its magic number), open_tensors(source, keys), the named arrays
+it holds (see tensors.py), and pieces(source, plan), the same Parsed pieces cut from them in chunks of rows.
+Kept free of numpy, so the command line builds its --input-format choice from FORMATS at start-up.
 """
 
 from __future__ import annotations
@@ -11,20 +13,30 @@ import importlib
 from types import ModuleType
 from typing import NamedTuple
 
+from gradcheck_cli.batch import SUPPLIED_KEYS
+
 
 class InputFormat(NamedTuple):
     module: str
     suffixes: tuple[str, ...]  # file name endings that name this format (before any sniffing)
     streams: bool  # rows can be read in chunks (else the input is read whole)
     sniff_order: int  # formats are sniffed from the most specific (lowest) to the catch-all
+    binary: bool = False  # a tensor file: read as arrays from its bytes, never decoded as text
 
 
 FORMATS = {
     "csv": InputFormat("gradcheck_cli.inputs.csv_format", (".csv", ".txt"), streams=True, sniff_order=2),
     "json": InputFormat("gradcheck_cli.inputs.json_format", (".json",), streams=False, sniff_order=1),
     "jsonl": InputFormat("gradcheck_cli.inputs.jsonl_format", (".jsonl", ".ndjson"), streams=True, sniff_order=0),
+    "npy": InputFormat("gradcheck_cli.inputs.npy_format", (".npy",), streams=True, sniff_order=0, binary=True),
+    "npz": InputFormat("gradcheck_cli.inputs.npz_format", (".npz",), streams=False, sniff_order=2, binary=True),
+    "safetensors": InputFormat("gradcheck_cli.inputs.safetensors_format", (".safetensors",), streams=True,
+                               sniff_order=1, binary=True),
+    "pt": InputFormat("gradcheck_cli.inputs.pt_format", (".pt", ".pth"), streams=False, sniff_order=3, binary=True),
 }
 FORMAT_NAMES = tuple(FORMATS)
+# What a tensor file may hold, by gradcheck's name; `--key NAME=KEY` says which key of the file holds NAME.
+TENSOR_NAMES = ("logits", "labels", "targets", "teacher_logits", *SUPPLIED_KEYS)
 
 
 def reader(name: str) -> ModuleType:

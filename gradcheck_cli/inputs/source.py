@@ -2,8 +2,10 @@
 
 Everything that reads a file goes through here, so the rules are the same whether it is read whole or in
 chunks: strict UTF-8 (a BOM allowed), no NUL bytes, CR LF and lone CR read as newlines, and every error
-named by file and line. Nothing here reads without a bound: the first block is looked at before anything
-else (binary data is refused from it), a pipe is copied up to MAX_SPOOL_BYTES, a line read in chunks is at
+named by file and line. A tensor file (a binary format: .npy, .npz, .safetensors, .pt) is only opened
+here, and known by its name's ending or its magic number; its format module reads its arrays. Nothing here
+reads without a bound: the first block is looked at before anything else (binary data that is no tensor file
+is refused from it), a pipe is copied up to MAX_SPOOL_BYTES, a line read in chunks is at
 most MAX_LINE_BYTES, and a file that changes while it is read is refused rather than checked half old.
 """
 
@@ -72,26 +74,41 @@ class Source:
     def streams(self) -> bool:
         return FORMATS[self.format].streams
 
+    @property
+    def binary(self) -> bool:
+        return FORMATS[self.format].binary
+
+    def file_path(self) -> str:
+        """A path that opens this very file (the one open here, even if its name now points elsewhere), for
+        the libraries that read a tensor file by name (memory-mapping, safetensors)."""
+        path = f"/proc/self/fd/{self.descriptor}"
+        if os.path.exists(path):
+            return path
+        if self.name != "<stdin>" and os.path.isfile(self.name):
+            return self.name
+        raise InputError(f"{self.name}: a tensor file from a pipe needs /proc (Linux); give it with -i PATH")
+
 
 @contextmanager
 def open_source(path: str, requested_format: str) -> Iterator[Source]:
     """The input, open, with its format. A regular file is read where it is; stdin and anything else that
     can be read only once (a pipe, `<(...)`, a device) are first copied to a temporary file without a name."""
     name = "<stdin>" if path == "-" else path
-    with _input_descriptor(path, name) as descriptor:
+    with _input_descriptor(path, name, requested_format) as descriptor:
         first = _read_at(descriptor, FIRST_BLOCK_BYTES, 0, name)
-        _refuse_binary(first, name)
         status = _status(descriptor, name)
         opened = Source(descriptor, name, "", status.size, status)
-        # stdin has no file name: its format is sniffed from the text.
-        opened.format = _detect(opened, "" if path == "-" else path, requested_format)
+        # stdin has no file name: its format is sniffed from its first bytes.
+        opened.format = _detect(opened, first, "" if path == "-" else path, requested_format)
+        if not opened.binary:
+            _refuse_binary(first, name)
         yield opened
 
 
 @contextmanager
-def _input_descriptor(path: str, name: str) -> Iterator[int]:
+def _input_descriptor(path: str, name: str, requested_format: str) -> Iterator[int]:
     if path == "-":
-        with _spooled(sys.stdin.buffer, name) as spool:
+        with _spooled(sys.stdin.buffer, name, requested_format) as spool:
             yield spool
         return
     descriptor = _open(path, name)
@@ -99,7 +116,7 @@ def _input_descriptor(path: str, name: str) -> Iterator[int]:
         if stat.S_ISREG(os.fstat(descriptor).st_mode):
             yield descriptor
         else:  # a FIFO or a device: read once, as stdin is (os.open above waited for a FIFO's writer)
-            with open(descriptor, "rb", closefd=False) as stream, _spooled(stream, name) as spool:
+            with open(descriptor, "rb", closefd=False) as stream, _spooled(stream, name, requested_format) as spool:
                 yield spool
     finally:
         os.close(descriptor)
@@ -120,12 +137,13 @@ def _open(path: str, name: str) -> int:
 
 
 @contextmanager
-def _spooled(stream: IO[bytes], name: str) -> Iterator[int]:
+def _spooled(stream: IO[bytes], name: str, requested_format: str) -> Iterator[int]:
     """stdin (or a pipe) copied to a temporary file that has no name (O_TMPFILE, or unlinked at once where
     that is missing), so no signal can leave it behind. The first block is looked at before anything is
-    copied, and at most MAX_SPOOL_BYTES are."""
+    copied (binary data only if it is a tensor file), and at most MAX_SPOOL_BYTES are."""
     first = _read_stream(stream, FIRST_BLOCK_BYTES, name)
-    _refuse_binary(first, name)
+    if _tensor_format(first, requested_format) is None:
+        _refuse_binary(first, name)
     with _new_spool(name) as spool:
         _copy(first, stream, spool, name)
         yield spool.fileno()
@@ -193,7 +211,7 @@ def _status(descriptor: int, name: str) -> _Stamp:
     return _Stamp(status.st_size, status.st_mtime_ns, status.st_ino)
 
 
-def _unchanged(source: Source) -> None:
+def unchanged(source: Source) -> None:
     """Nothing, or an InputError if the file is not as it was when it was opened (grown, cut or rewritten)."""
     now = _status(source.descriptor, source.name)
     if now != source.stamp:
@@ -217,19 +235,30 @@ def _refuse_binary(first: bytes, name: str) -> None:
     decode(_newlines(first), name)
 
 
-def _detect(source: Source, name_for_suffix: str, requested: str) -> str:
-    """The requested format; else the one the file name's ending says; else the first whose sniff accepts it."""
+def _tensor_format(first: bytes, requested: str) -> str | None:
+    """The binary format requested, or (auto) the one whose magic number the first bytes start with; else None."""
+    if requested != "auto":
+        return requested if FORMATS[requested].binary else None
+    binaries = sorted((name for name in FORMATS if FORMATS[name].binary), key=lambda name: FORMATS[name].sniff_order)
+    return next((name for name in binaries if reader(name).sniff(first)), None)
+
+
+def _detect(source: Source, first: bytes, name_for_suffix: str, requested: str) -> str:
+    """The requested format; else the one the file name's ending says; else a tensor file's by its magic
+    number; else the first text format whose sniff accepts the first lines."""
     if requested != "auto":
         return requested
     suffix = os.path.splitext(name_for_suffix)[1].lower()
     for format_name, spec in FORMATS.items():
         if suffix in spec.suffixes:
             return format_name
+    if (tensor := _tensor_format(first, requested)) is not None:
+        return tensor
     # The first lines: JSON Lines is told from JSON by its second line.
     head = _read_at(source.descriptor, 3 * _HEAD_BYTES, 0, source.name)
     text = b"".join(head.splitlines(keepends=True)[:3]).decode("utf-8", errors="replace")
     for format_name in sorted(FORMATS, key=lambda known: FORMATS[known].sniff_order):
-        if reader(format_name).sniff(text):
+        if not FORMATS[format_name].binary and reader(format_name).sniff(text):
             return format_name
     return "csv"
 
@@ -261,12 +290,12 @@ def _byte_blocks(source: Source, chunk_bytes: int | None) -> Iterator[_Block]:
                 raise InputError(f"{source.name}:{line}: a line longer than {_amount(MAX_LINE_BYTES)}; a file is "
                                  "read a line at a time, and a line that long is not a row of logits")
             data += _read_at(source.descriptor, end - start - len(data), start + len(data), source.name)
-        _unchanged(source)  # every block is read from the file as it was opened
+        unchanged(source)  # every block is read from the file as it was opened
         start += len(data)
         block = _newlines(data)
         yield _Block(number, block, start)
         number += block.count(b"\n")
-    _unchanged(source)  # and it has not grown since the last block
+    unchanged(source)  # and it has not grown since the last block
 
 
 def _end_of_line(source: Source, offset: int, longest: int) -> int | None:
@@ -289,7 +318,7 @@ def _whole(source: Source) -> bytes:
         if offset > MAX_IN_MEMORY_BYTES:
             raise InputError(f"{source.name}: over {_amount(MAX_IN_MEMORY_BYTES)} to read whole")
         pieces.append(data)
-    _unchanged(source)
+    unchanged(source)
     return b"".join(pieces)  # one piece: the same bytes, not a copy
 
 
