@@ -1,0 +1,197 @@
+"""The two verdicts on a user's half-precision values (--dtype bfloat16 or float16; supplied, or from --impl).
+
+The reference is float64, at the logits rounded to the dtype: its finite differences are never taken in the
+low dtype (a step below its spacing, 2^-8 relative for bfloat16, leaves the value unchanged and the quotient
+0; one above it truncates by far more than the check could allow). Against it, each user value gets:
+
+(a) the dtype's tolerance, element by element:
+        |value - reference| <= atol + rtol |reference| + u (1 + lambda) N,
+    atol and rtol torch.testing.assert_close's defaults for the dtype (precision.DTYPE_TOLERANCES), u its unit
+    roundoff, N the element's gross scale (the terms a straightforward computation adds up to it: s_j A + a_j
+    for a cross-entropy gradient element; losses/base.py's Scales.gross) and lambda = |log s_j| (|log s_i| +
+    |log s_j| for a Jacobian element; 0 for a row loss, whose gross scale holds its logs already). torch's
+    pair alone is for comparing two results in the same dtype; against the float64 reference a correct
+    implementation also carries the rounding of what it keeps in the dtype: a log-probability held in it
+    (torch's autograd keeps log_softmax's output for the backward) is off by u |log s_j|, which moves s_j,
+    and every element built on it, by that much relative; its own terms round by u N. Without that term
+    torch's own float16 F.cross_entropy fails rtol 1e-3 in 95 of 200 random cases at logit scales 0.1 to
+    100 (an element 0.01746 comes back 0.01741: log s_j = -4.05 is held to float16's 2^-9 spacing there).
+(b) the baseline verdict: the user's error must be no worse than that of gradcheck's plain implementation
+    in the same dtype (precision.py: rounded after every operation, sums pairwise, the gradient from the
+    log-probabilities it kept, as autograd's log_softmax backward does). Each element's error is counted in
+    units in the last place (ulp) of its gross scale N (the ulp a straightforward computation of it rounds at,
+    so an element that nearly cancels is not held to the ulp of its tiny value), and the errors of a quantity
+    are summed up as their root mean square E:
+        E(user) <= SLACK E(baseline) + FLOOR.
+    The mean, not the largest: a largest error is one element's draw of rounding, which two correct codes
+    can draw far apart at a single element of small probability, while a real accuracy bug, such as a class
+    sum accumulated in the dtype, moves every element of the row; and a largest absolute error is the largest
+    element's, which hides a 36 % error of every small probability behind one ulp of the label's gradient
+    element (a running bfloat16 sum over 1,024 classes does exactly that, and passed that rule).
+    SLACK = 2 is flash-attention's factor for its kernels against a same-dtype PyTorch implementation: two
+    correct implementations round at different places. FLOOR = 1 ulp covers the one rounding every stored
+    value pays (half an ulp) twice over, where the plain implementation happens to be exact.
+    Measured on torch 2.13's F.cross_entropy (200 random cases of 1 to 16 rows, 2 to 300 classes, logit
+    scales 0.1 to 100, every reduction): E(torch) used at most 0.55 (bfloat16) and 0.43 (float16) of what is
+    allowed; the planted bugs of tests/test_half_precision.py (a class sum accumulated in the dtype: float16
+    over 2,000 classes, bfloat16 over 1,024) use 4.5 to 11 times it, their upcast versions 0.2 (6 seeds each).
+    Reported: the user's and the baseline's E, their ratio, the largest absolute errors, and what is allowed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gradcheck_cli.checks.compare import compare
+from gradcheck_cli.errors import InputError
+from gradcheck_cli.numerics.precision import (
+    DTYPE_TOLERANCES,
+    LOW_PRECISION,
+    Baseline,
+    baseline_jacobian,
+    cross_entropy_baseline,
+    spacing,
+    squared_error_baseline,
+)
+from gradcheck_cli.report import BaselineFigures, CheckResult
+
+if TYPE_CHECKING:
+    from gradcheck_cli.numerics.losses.base import Loss
+    from gradcheck_cli.settings import Settings
+
+SLACK = 2.0
+FLOOR = 1.0
+
+
+def plain_baseline(logits: np.ndarray, loss: Loss, settings: Settings) -> Baseline:
+    """gradcheck's plain implementation of the loss in --dtype, at logits already rounded to it."""
+    from gradcheck_cli.numerics.losses.cross_entropy import CrossEntropy
+    from gradcheck_cli.numerics.losses.squared_error import SquaredError
+
+    dtype = settings.dtype
+    # The logit transforms and the z-loss are options other losses' plain code would need as well.
+    transformed = [flag for flag, field, plain in _TRANSFORMS if getattr(settings, field, plain) != plain]
+    if type(loss) is CrossEntropy and not transformed:
+        return cross_entropy_baseline(logits, loss.coefficients, loss.temperature, loss.reduction, loss.normalizer,
+                                      dtype)
+    if type(loss) is SquaredError and not transformed:
+        return squared_error_baseline(logits, loss.targets, loss.temperature, loss.reduction, loss.normalizer, dtype)
+    what = f"--loss {settings.loss}" + "".join(f" with {flag}" for flag in transformed)
+    raise InputError(f"--dtype {dtype}: the baseline verdict on your values needs gradcheck's plain {dtype} "
+                     f"implementation, which it has for cross_entropy and mse, not for {what}; check your values "
+                     "with --dtype float32 or float64")
+
+
+_TRANSFORMS = (("--z-loss", "z_loss", 0.0), ("--softcap", "softcap", None), ("--logit-scale", "logit_scale", 1.0))
+
+
+def baseline_value(baseline: Baseline, name: str, settings: Settings) -> np.ndarray:
+    """The plain implementation's value of a quantity a user gives: probabilities, jacobian, loss or gradient."""
+    if name == "probabilities":
+        return baseline.probabilities
+    if name == "jacobian":
+        return baseline_jacobian(baseline, settings.temperature, settings.dtype)
+    if name == "gradient":
+        return _upstream(baseline.gradient, settings)
+    return baseline.loss if settings.reduction != "none" else baseline.row_losses
+
+
+def _upstream(gradient: np.ndarray, settings: Settings) -> np.ndarray:
+    """sum_n g_n grad l_n (--grad-output) as the plain code forms it: g rounded to the dtype, one product each."""
+    from gradcheck_cli.numerics.losses.base import upstream_gradient
+    from gradcheck_cli.numerics.precision import round_to
+
+    if getattr(settings, "grad_output", None) in (None, "ones"):
+        return gradient
+    g = round_to(upstream_gradient(settings, gradient.shape[0]), settings.dtype)
+    return round_to(gradient * (g.reshape(-1, 1) if g.ndim else g), settings.dtype)
+
+
+def half_precision_tolerance(name: str, expected: np.ndarray, gross: np.ndarray, log_s: np.ndarray,
+                             dtype: str) -> np.ndarray:
+    """Verdict (a)'s tolerance of each element of a quantity (module docstring): `gross` its gross scales,
+    `log_s` the reference's log-probabilities (N x C)."""
+    from gradcheck_cli.numerics.precision import FORMATS
+
+    pair = DTYPE_TOLERANCES[dtype]
+    size = np.abs(log_s)
+    if name == "jacobian":
+        size = size[:, :, None] + size[:, None, :]
+    elif name == "loss":
+        size = np.zeros(())
+    with np.errstate(invalid="ignore", over="ignore"):
+        held = FORMATS[dtype].unit_roundoff * (1.0 + size) * np.abs(gross)
+        return pair.atol + pair.rtol * np.abs(expected) + np.nan_to_num(held, nan=0.0, posinf=0.0)
+
+
+def half_precision_checks(
+    name: str, actual: np.ndarray, expected: np.ndarray, tolerance: np.ndarray, baseline: np.ndarray,
+    gross: np.ndarray, settings: Settings, what: str
+) -> list[CheckResult]:
+    """Verdicts (a) and (b) on one quantity: `actual` the user's, `expected` the float64 reference, `tolerance`
+    (a)'s (half_precision_tolerance), `baseline` the plain implementation's, `gross` each element's gross scale,
+    all of one shape; `what` names the user's values in a description."""
+    dtype = settings.dtype
+    assert dtype in LOW_PRECISION
+    pair = DTYPE_TOLERANCES[dtype]
+    within = compare(name, actual, expected, tolerance, 0.0,
+                     description=f"{what} vs gradcheck's reference, within {dtype}'s tolerance (rtol {pair.rtol:g}, "
+                                 f"atol {pair.atol:g}, and the rounding of what a correct {dtype} code holds in it)")
+    return [within, baseline_check(f"{name} vs {dtype} baseline", actual, expected, baseline, gross, dtype,
+                                             what)]
+
+
+def baseline_check(
+    name: str, actual: np.ndarray, expected: np.ndarray, baseline: np.ndarray, gross: np.ndarray, dtype: str,
+    what: str
+) -> CheckResult:
+    """Verdict (b): the user's root-mean-square error in ulp against the plain implementation's (module
+    docstring); `gross` is each element's gross scale, whose ulp its error is counted in."""
+    actual, expected, baseline = (np.atleast_1d(np.asarray(x, dtype=np.float64)) for x in (actual, expected, baseline))
+    unit = spacing(np.broadcast_to(np.abs(gross), expected.shape), dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        error = np.abs(actual - expected)
+        ulps = float(np.sqrt(np.mean(np.square(error / unit))))
+        baseline_ulps = float(np.sqrt(np.mean(np.square((baseline - expected) / unit))))
+    allowed = SLACK * baseline_ulps + FLOOR
+    finite = bool(np.isfinite(error).all()) and np.isfinite(ulps) and np.isfinite(baseline_ulps)
+    worst = int(np.argmax(np.nan_to_num(error / unit, nan=np.inf)))  # the element that weighs most in it
+    index = tuple(int(i) for i in np.unravel_index(worst, error.shape)) if np.ndim(gross) else ()
+    relative = error / np.maximum(np.maximum(np.abs(actual), np.abs(expected)), np.finfo(np.float64).tiny)
+    figures = BaselineFigures(
+        dtype=dtype,
+        error=float(error.max()) if finite else None,
+        baseline_error=float(np.abs(baseline - expected).max()) if np.isfinite(baseline_ulps) else None,
+        ratio=ulps / baseline_ulps if finite and baseline_ulps > 0 else None,
+        ulps=ulps if finite else None,
+        baseline_ulps=baseline_ulps if np.isfinite(baseline_ulps) else None,
+        allowed=allowed if np.isfinite(allowed) else None,
+    )
+    return CheckResult(
+        name=name,
+        passed=finite and ulps <= allowed,
+        max_abs_error=float(error.max()) if finite else None,
+        max_rel_error=float(relative.max()) if finite else None,
+        worst_index=index,
+        actual=float(actual.reshape(-1)[worst]),
+        expected=float(expected.reshape(-1)[worst]),
+        description=f"{what}: root-mean-square error in ulp at most {SLACK:g} x that of a plain {dtype} "
+                    f"implementation + {FLOOR:g}",
+        worst_share=ulps / allowed if finite else float("inf"),
+        elements=int(error.size),
+        mismatches=None,
+        baseline=figures,
+    )
+
+
+def precision_notes(settings: Settings) -> list[str]:
+    """What a report at --dtype bfloat16 or float16 says about where its reference comes from."""
+    if settings.dtype not in LOW_PRECISION:
+        return []
+    dtype = settings.dtype
+    return [(f"--dtype {dtype}: the logits are rounded to {dtype}; the reference and its finite differences are "
+             f"float64 at those logits (differences taken in {dtype} would be swamped by its rounding); your values "
+             f"get two verdicts: {dtype}'s tolerance, and a baseline: at most {SLACK:g} x the error of a plain "
+             f"{dtype} implementation + {FLOOR:g} ulp")]
