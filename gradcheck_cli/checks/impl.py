@@ -1,7 +1,10 @@
 """`--impl MODULE:FUNCTION`: a user's loss-and-gradient function, and the checks of it.
 
 The function is called as FUNCTION(logits, targets) -> (loss, gradient), with N x C float64 logits and
-N x C target rows, the loss for the chosen reduction. `Implementation.load(spec)` imports it in a worker
+N x C target rows, the loss for the chosen reduction (checks/returned.py: torch or JAX tensors, class labels,
+only the loss and the framework's autograd). Its gradient is taken to be sum_n g_n grad l_n, g the upstream
+gradient (--grad-output), when it comes from autograd or a grad_output parameter, and of the plain sum
+(g = 1) when the function makes it without g. `Implementation.load(spec)` imports it in a worker
 process (checks/worker.py: its output, exits, crashes, forks and endless loops cannot reach the verdict);
 `Implementation(spec, function)` calls a Python function in this process. Close it (or use it in a `with`).
 """
@@ -16,7 +19,7 @@ import numpy as np
 
 from gradcheck_cli.checks.compare import compare
 from gradcheck_cli.checks.own_loss import UsersLoss, own_loss_check
-from gradcheck_cli.checks.returned import Returned
+from gradcheck_cli.checks.returned import NUMPY_CALLING, Calling, Returned
 from gradcheck_cli.checks.worker import DEFAULT_TIMEOUT, Caller, Edit, InProcess, start
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.report import CheckResult
@@ -25,27 +28,23 @@ if TYPE_CHECKING:
     from gradcheck_cli.numerics.losses.base import Loss
     from gradcheck_cli.settings import Settings
 
-# A scalar loss gives one number per evaluation, so its finite differences take one perturbation per
-# element; past this many elements the first rows up to it are differenced (and a note says so).
-MAX_SCALAR_ELEMENTS = 4096
-
-
 class Implementation:
     """The user's FUNCTION(logits, targets) -> (loss, gradient), however it is called, and its checks."""
 
-    def __init__(self, spec: str, function: Callable[..., Any] | None = None, caller: Caller | None = None) -> None:
+    def __init__(self, spec: str, function: Callable[..., Any] | None = None, caller: Caller | None = None,
+                 calling: Calling = NUMPY_CALLING) -> None:
         if caller is None:
             if function is None:
                 raise TypeError("Implementation needs the function, or a caller that runs it")
-            caller = InProcess(spec, function)
+            caller = InProcess(spec, function, calling=calling)
         self.spec, self.function, self.caller = spec, function, caller
         self.calls = 0
 
     @classmethod
-    def load(cls, spec: str, timeout: float | None = None) -> Implementation:
+    def load(cls, spec: str, timeout: float | None = None, calling: Calling = NUMPY_CALLING) -> Implementation:
         """Import MODULE:FUNCTION (or path/to/file.py:FUNCTION) in a worker; `timeout` bounds the import and
-        each call (None: DEFAULT_TIMEOUT)."""
-        return cls(spec, caller=start(spec, DEFAULT_TIMEOUT if timeout is None else timeout))
+        each call (None: DEFAULT_TIMEOUT); `calling` says with what it is called (--framework, --device)."""
+        return cls(spec, caller=start(spec, DEFAULT_TIMEOUT if timeout is None else timeout, calling))
 
     def close(self) -> None:
         """Stop the worker, if the function runs in one."""
@@ -66,11 +65,15 @@ class Implementation:
         return answer.loss, answer.gradient
 
     def answer(
-        self, logits: np.ndarray, targets: np.ndarray, reduction: str, at: Edit | None = None, loss_only: bool = False
+        self, logits: np.ndarray, targets: np.ndarray, reduction: str, at: Edit | None = None, loss_only: bool = False,
+        upstream: np.ndarray | None = None,
     ) -> Returned:
-        """One call (on `logits` with `at` set in a copy), its values as float64, their shapes checked."""
+        """One call (on `logits` with `at` set in a copy), its values as float64, their shapes checked. `upstream`
+        is g for the gradient (None: 1 per loss value); calls for the loss only keep the last one."""
         self.calls += 1
-        return self._checked(self.caller.call(logits, targets, at, loss_only), logits, reduction)
+        if upstream is None and not loss_only:
+            upstream = np.ones(logits.shape[0]) if reduction == "none" else np.ones(())
+        return self._checked(self.caller.call(logits, targets, at, loss_only, upstream), logits, reduction)
 
     def losses(self, logits: np.ndarray, targets: np.ndarray, reduction: str, edits: list[Edit]) -> list[np.ndarray]:
         """The loss of one call per edit (each set in a copy of `logits`), shapes checked."""
@@ -94,53 +97,55 @@ class Implementation:
     def checks(
         self, logits: np.ndarray, targets: np.ndarray, reference: Loss, settings: Settings, notes: list[str]
     ) -> list[CheckResult]:
+        from gradcheck_cli.numerics.losses.base import upstream_gradient
+
         assert settings.atol is not None and settings.rtol is not None
         reduction = settings.reduction
-        first = self.answer(logits, targets, reduction)
-        again = self.answer(logits, targets, reduction)
+        upstream = upstream_gradient(settings, logits.shape[0])
+        first = self.answer(logits, targets, reduction, upstream=upstream)
+        again = self.answer(logits, targets, reduction, upstream=upstream)
         assert first.gradient is not None and again.gradient is not None
+        if not first.weighted and not np.all(upstream == 1.0):
+            notes.append(f"--impl: {self.spec} makes its gradient itself and takes no grad_output parameter, so it is "
+                         f"checked as the gradient of the plain sum of its losses (--grad-output ones)")
+        g = upstream if first.weighted else np.ones_like(upstream)
         users_loss = UsersLoss(
             losses_at=lambda point, edits: self.losses(point, targets, reduction, edits),
-            answer_at=lambda point: self.answer(point, targets, reduction),
+            answer_at=lambda point: self.answer(point, targets, reduction, upstream=upstream),
         )
-        rows = logits.shape[0]
-        if reduction != "none":
-            rows = max(1, min(rows, MAX_SCALAR_ELEMENTS // logits.shape[1]))
-            if rows < logits.shape[0]:
-                notes.append(f"--impl: a scalar loss is differenced one element at a time; the first {rows} of "
-                             f"{logits.shape[0]} rows were (use --reduction none to difference every row at once)")
         return [
-            *_reference_checks(first, logits, reference, settings),
-            own_loss_check(users_loss, logits, first, reference, settings, rows, notes),
+            *_reference_checks(first, logits, reference, settings, g),
+            own_loss_check(users_loss, logits, first, reference, settings, notes, g, settings.directions,
+                           settings.seed or 0),  # None: the command line's default seed, 0
             _determinism(first, again),
         ]
 
 
-def _reference_checks(first: Returned, logits: np.ndarray, reference: Loss, settings: Settings) -> list[CheckResult]:
-    """The user's loss and gradient against gradcheck's reference, held to --dtype as supplied values are.
+def _reference_checks(first: Returned, logits: np.ndarray, reference: Loss, settings: Settings,
+                      upstream: np.ndarray) -> list[CheckResult]:
+    """The user's loss and gradient against gradcheck's reference, held to --dtype as supplied values are
+    (rows.supplied_reference: the rounding allowance of losses/base.py, or at bfloat16 and float16 the dtype's
+    tolerances), the gradient being sum_n g_n grad l_n.
 
-    Nothing is differenced: each element may be off by rtol |n| plus the rounding of a straightforward
-    computation in --dtype (losses/base.py's allowance, as rows.supplied_checks uses). A reduced loss is
-    scale * sum_n l_n: each row within its allowance, and the sum of N rows rounded as numpy and torch sum
-    (pairwise), u (2 + log2 N) scale sum_n |l_n| more.
+    Nothing is differenced. A reduced loss is scale * sum_n l_n: each row within its tolerance, and the sum of
+    N rows rounded as numpy and torch sum (pairwise), u (2 + log2 N) scale sum_n |l_n| more.
     """
-    from gradcheck_cli.numerics.losses.base import allowance, rounding_factor, unit_roundoff
+    from gradcheck_cli.checks.rows import supplied_reference
+    from gradcheck_cli.numerics.losses.base import rounding_factor
+    from gradcheck_cli.numerics.precision import FORMATS
+    from gradcheck_cli.numerics.softmax import softmax_parts
 
     assert first.gradient is not None and settings.rtol is not None
     rho = rounding_factor(logits, settings.temperature)
-    gradient = reference.gradient(logits)
-    scales = reference.gradient_scales(logits)
-    gradient_tolerance = allowance(gradient, scales._replace(scale=np.abs(gradient)), settings, rho,
-                                   unit=reference.scale)
-    rows = reference.row_losses(logits)
-    row_scales = reference.loss_scales(logits)
-    row_tolerance = allowance(rows, row_scales._replace(scale=np.abs(rows)), settings, rho[:, 0],
-                              unit=reference.scale)
-    expected, loss_tolerance = rows, row_tolerance
+    parts = softmax_parts(logits / settings.temperature)
+    weighted = settings._replace(grad_output=tuple(np.ravel(upstream).tolist()))
+    gradient, gradient_tolerance = supplied_reference("gradient", logits, parts, reference, weighted, rho)
+    expected, loss_tolerance = supplied_reference("loss", logits, parts, reference, settings, rho)
     if settings.reduction != "none":
-        expected = np.asarray(reference.loss(logits))
-        summed = unit_roundoff(settings.dtype) * (2.0 + np.log2(rows.size)) * np.abs(rows).sum()
-        loss_tolerance = reference.scale * (row_tolerance.sum() + summed)
+        rows = expected
+        expected = np.asarray(reference.reduce(rows))
+        summed = FORMATS[settings.dtype].unit_roundoff * (2.0 + np.log2(rows.size)) * np.abs(rows).sum()
+        loss_tolerance = reference.scale * (loss_tolerance.sum() + summed)
     return [
         compare("impl loss", first.loss, expected, loss_tolerance, settings.rtol,
                 description="your loss vs gradcheck's reference"),

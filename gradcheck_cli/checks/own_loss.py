@@ -1,5 +1,15 @@
 """`impl gradient vs its own loss`: finite differences of the user's own loss, in the precision it computes in.
 
+Every element is checked, whatever N x C. Where a call moves at most 2K elements (C with reduction none,
+N C otherwise: small inputs), each element is differenced as below, the method's stencil on each.
+Otherwise K random directions v (signs +1 / -1 on every element, --directions K) each cost two evaluations
+of the loss: the central
+difference (F(z + h v) - F(z - h v)) / 2h of F = sum_n g_n l_n (g the upstream gradient) must equal
+<G, v>, G the user's gradient. A wrong element j moves <G, v> by its error times v_j = +-1, so any direction
+sees it. A direction that disagrees is narrowed down: the half of its support whose own difference
+disagrees more is kept (two calls a halving, log2(NC) halvings) until one element is left, the worst.
+See _Directional for its error bound.
+
 The user's loss f is re-evaluated whole at every perturbed point, in whatever precision their code works
 in, so its differences carry that code's rounding. The tolerance of each element is an error bound:
 
@@ -44,15 +54,15 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from gradcheck_cli.checks.compare import compare
-from gradcheck_cli.checks.returned import FLOAT64_EPSILON, Returned
+from gradcheck_cli.checks.returned import FLOAT64_EPSILON, Direction, Returned, rademacher
 from gradcheck_cli.numerics import differences
-from gradcheck_cli.report import CheckResult
+from gradcheck_cli.report import CheckResult, Element
 
 if TYPE_CHECKING:
     from gradcheck_cli.numerics.losses.base import Loss
     from gradcheck_cli.settings import Settings
 
-Edit = tuple[np.ndarray, np.ndarray]  # flat indices into the logits, and the values they take
+Edit = tuple[np.ndarray, np.ndarray] | Direction  # flat indices into the logits and their values, or a direction
 FLOAT32_EPSILON = 2.0**-23
 _PRECISION_NAMES = {2.0**-52: "float64", FLOAT32_EPSILON: "float32", 2.0**-10: "float16", 2.0**-7: "bfloat16"}
 _TRUNCATION = {"forward": 1 / 2, "backward": 1 / 2, "central": 1 / 6, "five-point": 1 / 30,
@@ -84,10 +94,15 @@ def precision_name(precision: float) -> str:
 
 
 def own_loss_check(
-    user: UsersLoss, logits: np.ndarray, first: Returned, reference: Loss, settings: Settings, rows: int,
-    notes: list[str],
+    user: UsersLoss, logits: np.ndarray, first: Returned, reference: Loss, settings: Settings, notes: list[str],
+    upstream: np.ndarray | None = None, directions: int = 16, seed: int = 0,
 ) -> CheckResult:
-    """The user's gradient against finite differences of their own loss (the first `rows` rows for a scalar loss)."""
+    """The user's gradient against finite differences of their own loss, on every element.
+
+    `upstream` is g (one number, or one per row for reduction none; None: 1): the user's gradient is taken to
+    be sum_n g_n grad l_n. Each element is differenced when a call has at most 2 `directions` elements to
+    move (C for reduction none, N C otherwise); otherwise the directions, seeded with `seed`.
+    """
     assert settings.eps is not None and settings.atol is not None and settings.rtol is not None
     assert first.gradient is not None
     method = settings.method
@@ -96,6 +111,11 @@ def own_loss_check(
         notes.append("--impl: complex-step needs complex arithmetic in your code; its own loss used central")
     with _quiet():  # a loss that overflowed gives NaN bounds, and the check fails on them
         model = _Model(logits, reference, settings, method, detected_precision(first))
+    g = np.ones(()) if upstream is None else upstream
+    weight = g.reshape(-1, 1) if model.per_row else g  # g_n per row, as the model's arrays are laid out
+    per_call = logits.shape[1] if model.per_row else logits.size
+    if per_call > 2 * directions:  # up to 2K elements a call: each differenced with the method, a tighter bound
+        return _Directional(user, model, settings, weight, seed).check(first, directions, notes)
     point, h = logits, differences.steps(logits, settings.eps)
     if model.coarse and np.isfinite(first.loss).all():
         with _quiet():
@@ -103,10 +123,11 @@ def own_loss_check(
         notes.append(model.note(h, settings.dtype))
     answer = first if np.array_equal(point, logits) else user.answer_at(point)
     assert answer.gradient is not None
+    rows = logits.shape[0]
     with _quiet():  # an infinite loss differences to NaN: a failed check, not a warning
-        numeric = _differences(user, point, h, method, rows, settings.reduction == "none")
-        allowance = settings.atol + model.allowance(np.abs(answer.loss), np.abs(answer.gradient), h)
-    return compare("impl gradient vs its own loss", answer.gradient[:rows], numeric, atol=allowance[:rows],
+        numeric = _differences(user, point, h, method, rows, settings.reduction == "none") * weight
+        allowance = settings.atol + model.allowance(np.abs(answer.loss), np.abs(answer.gradient), h, np.abs(weight))
+    return compare("impl gradient vs its own loss", answer.gradient, numeric, atol=allowance,
                    rtol=settings.rtol, description="your gradient vs finite differences of your own loss")
 
 
@@ -126,7 +147,8 @@ def _differences(user: UsersLoss, point: np.ndarray, h: np.ndarray, method: str,
     classes = point.shape[1]
     if per_row:
         columns = np.arange(point.shape[0])[:, None] * classes + np.arange(classes)  # flat index of each logit
-        edits = [(columns[:, j], point[:, j] + offset * h[:, j]) for j in range(classes) for offset in offsets]
+        edits: list[Edit] = [(columns[:, j], point[:, j] + offset * h[:, j]) for j in range(classes)
+                             for offset in offsets]
         values = np.array(user.losses_at(point, edits)).reshape(classes, offsets.size, -1)
         return np.einsum("jkn,k->nj", values, weights) / h
     flat = np.repeat(np.arange(rows * classes), offsets.size)
@@ -183,14 +205,16 @@ class _Model:
         """The spacing of the user's precision at x (a power of two)."""
         return np.ldexp(self.precision, np.frexp(x)[1] - 1)
 
-    def allowance(self, loss: np.ndarray, gradient: np.ndarray, h: np.ndarray) -> np.ndarray:
-        """G + Σ|w| δ / h + κ B h^q r / T^(q+1), element by element."""
+    def allowance(self, loss: np.ndarray, gradient: np.ndarray, h: np.ndarray,
+                  weight: np.ndarray | float = 1.0) -> np.ndarray:
+        """G + |g| (Σ|w| δ / h + κ B h^q r / T^(q+1)), element by element; |g| the upstream gradient's size (its
+        row's, or the one number), which multiplies the differences and the rounding of the user's gradient."""
         q, temperature = self.spec.order, self.temperature
         spread = self._spread(h)
-        own = 2 * self.precision * (self.weights / temperature + gradient * spread)
+        own = 2 * self.precision * (weight * self.weights / temperature + gradient * spread)
         differenced = self.stencil_weight * self.rounding(loss, h) / h
         truncated = self.truncation * h**q * self.weights / temperature ** (q + 1)
-        return own + differenced + truncated
+        return own + weight * (differenced + truncated)
 
     def note(self, h: np.ndarray, dtype: str) -> str:
         name = precision_name(self.precision)
@@ -199,3 +223,123 @@ class _Model:
             advice = "; --dtype float32 holds it to float32's tolerances against the reference"
         return (f"--impl returns {name} values: its own loss was differenced at logits exact in {name}, with steps "
                 f"up to {float(h.max()):.3g} instead of float64's{advice}")
+
+
+# B_v: a bound on |d^3 phi / dt^3| along a direction v with |v_i| <= 1 in u = z / T, per unit of the row
+# weight r_n. Cross-entropy: A_n times the third cumulant of v under s, |E (v - <s, v>)^3| <= 2 Var <= 2.
+# Squared error on the softmax: with w = v - <s, v> (|w| <= 2), ds = s w, |d2s| <= 8 s, |d3s| <= 40 s, so
+# |phi'''| <= sum_k 3 |ds_k| |d2s_k| + |s_k - t_k| |d3s_k| <= 48 + 40 = 88. Twice the larger.
+_DIRECTION_BOUND = 176.0
+
+
+class _Directional:
+    """The directional check and its error bound (module docstring), with ε, T, r_n, spread_n, δ as there.
+
+    D = (F(z~ + h v) - F(z~ - h v)) / 2h against <G, v>, for F = sum_n g_n l_n evaluated by the user's code:
+      rounding of the two evaluations, δ_F / h, with δ_F = sum_n |g_n| δ_n (reduction none, each row's δ_n
+        over 2C terms) or |g| δ (one number: 2ε [log2(2NC) F + sum_n r_n spread_n]), plus the float64 sum
+        of the g_n l_n here, 2^-52 log2(2N) sum |g_n l_n|;
+      truncation, h^2 / 6 sum_n |g_n| r_n B_v / T^3 (B_v above);
+      the rounding of G itself over the direction's support S: sum_S 2ε (|g_n| r_n / T + |G_nj| spread_n);
+      and the tolerances asked for, atol |S| + rtol sum_S |G|.
+    h balances the first two (h^3 = δ_F T^3 / (2 sum |g| r B_v / 6)), a power of two, and z~ is on the grid
+    of _Model.exact_stencil, so z~ +- h v is exact in the user's precision.
+    """
+
+    def __init__(self, user: UsersLoss, model: _Model, settings: Settings, weight: np.ndarray, seed: int) -> None:
+        self.user, self.model, self.settings, self.seed = user, model, settings, seed
+        self.signed = weight  # g_n (N x 1) for reduction none, else the one number
+        self.weight = np.abs(weight)
+        self.curvature = float(np.sum(self.weight * model.weights)) * _DIRECTION_BOUND / 6 / model.temperature**3
+        self.h, self.point = 1.0, model.logits
+        self.gradient, self.loss, self.spread = model.logits, np.zeros(()), np.zeros((model.logits.shape[0], 1))
+        self.supports: dict[tuple[int, int], float] = {}
+
+    def check(self, first: Returned, directions: int, notes: list[str]) -> CheckResult:
+        model = self.model
+        with _quiet():
+            ideal = (self._rounding(np.abs(first.loss), 0.0) / (2 * self.curvature)) ** (1 / 3)
+            finite = bool(np.isfinite(ideal) and ideal > 0)
+            h = float(np.exp2(np.floor(np.log2(ideal)))) if finite else 1.0
+            point, steps = model.exact_stencil(np.full(model.logits.shape, h))
+        self.h, self.point = float(steps.max()), point
+        answer = first if np.array_equal(point, model.logits) else self.user.answer_at(point)
+        assert answer.gradient is not None
+        self.gradient, self.loss = answer.gradient, np.abs(answer.loss)
+        self.spread = model._spread(np.full((point.shape[0], 1), self.h))
+        seeds = [self.seed * 1_000_003 + k for k in range(directions)]
+        with _quiet():
+            measured = np.array([self._measure(seed, 0, point.size) for seed in seeds])
+        notes.append(f"--impl: your own loss was differenced along {directions} random directions, each moving all "
+                     f"{point.size:,} logits (2 calls each; --directions), step {self.h:.3g}, seed {self.seed}")
+        result = compare("impl gradient vs its own loss", measured[:, 0], np.zeros(directions), measured[:, 1], 0.0,
+                         description="your gradient vs directional differences of your own loss")
+        return self._located(result, seeds, measured[:, 0])
+
+    def _measure(self, seed: int, start: int, stop: int) -> tuple[float, float]:
+        """<G, v> - D over the support start..stop-1 of direction `seed`, and its tolerance."""
+        above, below = self.user.losses_at(self.point, [Direction(seed, self.h, start, stop),
+                                                        Direction(seed, -self.h, start, stop)])
+        signs = rademacher(seed, self.point.size)[start:stop]
+        predicted = float(self.gradient.reshape(-1)[start:stop] @ signs)
+        difference = float(np.sum(self.signed.reshape(-1) * (above - below))) / (2 * self.h)
+        return predicted - difference, self._tolerance(start, stop, np.maximum(np.abs(above), np.abs(below)))
+
+    def _tolerance(self, start: int, stop: int, moved_loss: np.ndarray) -> float:
+        rounding = self._rounding(np.maximum(moved_loss, self.loss), self.h) / self.h
+        if (start, stop) not in self.supports:  # the K directions share the whole support: computed once
+            self.supports = {(start, stop): self._gradients_part(start, stop)}
+        return rounding + self.curvature * self.h**2 + self.supports[start, stop]
+
+    def _gradients_part(self, start: int, stop: int) -> float:
+        """The rounding of G over the support, and atol |S| + rtol sum_S |G|."""
+        model, settings = self.model, self.settings
+        assert settings.atol is not None and settings.rtol is not None
+        rows = np.arange(start, stop) // model.logits.shape[1]
+        flat = np.abs(self.gradient.reshape(-1)[start:stop])
+        weight = self.weight.reshape(-1)[rows] if model.per_row else self.weight
+        own = 2 * model.precision * float(np.sum(weight * model.weights.reshape(-1)[rows] / model.temperature
+                                                 + flat * self.spread.reshape(-1)[rows]))
+        return own + settings.atol * (stop - start) + settings.rtol * float(flat.sum())
+
+    def _rounding(self, loss: np.ndarray, h: float) -> float:
+        """δ_F: the rounding of one evaluation of F, the float64 sum of g_n l_n here included."""
+        model = self.model
+        column = np.full((model.logits.shape[0], 1), h)
+        if model.per_row:
+            summed = float(np.sum(self.weight * model.rounding(loss, column)))
+        else:
+            common = np.log2(model.count) * max(float(np.max(loss)), float(model.terms))
+            spread = float(np.sum(model.weights * model._spread(column)))
+            summed = float(self.weight) * 2 * model.precision * (common + spread)
+        ours = 2.0**-52 * np.log2(2 * model.logits.shape[0]) * float(np.sum(self.weight * loss.reshape(-1, 1)))
+        return summed + ours
+
+    def _located(self, result: CheckResult, seeds: list[int], gaps: np.ndarray) -> CheckResult:
+        """The worst element: on a failure, found by halving the worst direction's support; on a pass, the
+        largest element of the gradient (no direction disagreed)."""
+        gradient = self.gradient
+        if result.passed or not np.isfinite(gaps).all():
+            flat = int(np.argmax(np.abs(np.nan_to_num(gradient, nan=np.inf))))
+            largest = tuple(int(i) for i in np.unravel_index(flat, gradient.shape))
+            value = float(gradient[largest])
+            return result._replace(worst_index=largest, actual=value,
+                                   expected=value if result.passed else float("nan"), elements=gradient.size,
+                                   mismatches=None, worst_elements=())
+        k = int(np.argmax(np.abs(gaps)))
+        start, stop, gap = 0, gradient.size, float(gaps[k])
+        with _quiet():
+            while stop - start > 1:  # by linearity the other half's gap is the rest: one measurement a halving
+                middle = (start + stop) // 2
+                left, _ = self._measure(seeds[k], start, middle)
+                if abs(left) >= abs(gap - left):
+                    stop, gap = middle, left
+                else:
+                    start, gap = middle, gap - left
+        where: tuple[int, ...] = tuple(int(i) for i in np.unravel_index(start, gradient.shape))
+        value = float(gradient[where])
+        expected = value - gap * float(rademacher(seeds[k], gradient.size)[start])  # its derivative, by difference
+        worst = Element(where, value, expected, result.worst_share)
+        return result._replace(worst_index=where, actual=value, expected=expected, max_abs_error=abs(gap),
+                               max_rel_error=abs(gap) / max(abs(expected), abs(value), 2.0**-1074),
+                               elements=gradient.size, mismatches=None, worst_elements=(worst,))

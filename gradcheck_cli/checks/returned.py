@@ -1,10 +1,18 @@
-"""What a user's FUNCTION(logits, targets) returned, read as float64 arrays and the precision it was computed in.
+"""How a user's FUNCTION is called (call_function), and what it returned, read as float64 arrays and the precision
+it was computed in.
 
 Runs where the function runs (in the worker process, or in this one): a torch tensor is turned into numpy
-there, so torch is never needed to read the answer. numpy arrays, Python numbers, lists, torch tensors
-(still attached to the autograd graph, on any device, of any floating type) and anything numpy can read
-(JAX arrays) are accepted. Complex numbers, strings, booleans and objects are refused with what was
-returned: casting them would check something other than what the function computed.
+there, so torch is never needed to read the answer. --framework torch or jax calls the function with that
+framework's tensors (imported there, only then), in --dtype, on --device; a function that returns only its
+loss gets its gradient from the framework's autograd (torch.autograd.grad, jax.vjp) with the upstream
+gradient as grad_outputs. Its second parameter's name says what it takes: a name with "label" in it (or
+target_ids, indices) takes integer class labels, ignored rows carrying --ignore-index; any other, the
+N x C target rows. A parameter named grad_output is given the upstream gradient.
+
+Returned values: numpy arrays, Python numbers, lists, torch tensors (still attached to the autograd graph, on
+any device, of any floating type) and anything numpy can read (JAX arrays) are accepted. Complex numbers,
+strings, booleans and objects are refused with what was returned: casting them would check something other
+than what the function computed.
 """
 
 from __future__ import annotations
@@ -37,11 +45,183 @@ class Returned(NamedTuple):
     loss: np.ndarray
     gradient: np.ndarray | None  # None when only the loss was asked for
     precision: float  # the coarser of the loss's and the gradient's types (float64 for Python numbers)
+    # Whether the gradient is sum_n g_n grad l_n with the upstream g sent (autograd, or a grad_output parameter);
+    # False: the function made it without g, so it is the gradient of the plain sum (g = 1).
+    weighted: bool = False
+
+
+_LABEL_NAMES = ("target_ids", "targets_ids", "class_ids", "indices", "target_indices", "y_index")
+
+
+class Calling(NamedTuple):
+    """How the user's function is called: whose tensors, in which dtype, on which device (--framework, --dtype,
+    --device), and the label of an ignored row for a function that takes labels."""
+
+    framework: str = "numpy"
+    device: str = "cpu"
+    dtype: str = "float64"
+    ignore_index: int = -100
+
+
+NUMPY_CALLING = Calling()  # float64 numpy arrays, as functions were always called
+
+
+class Signature(NamedTuple):
+    """What the function's parameters say it takes."""
+
+    labels: bool = False  # its second parameter is class labels, not target rows
+    upstream: bool = False  # it has a parameter named grad_output
+
+
+class Direction(NamedTuple):
+    """A move of the logits along a random direction: flat elements start..stop-1 moved by step times the signs
+    rademacher(seed, size) gives them (the rest stay). Sent instead of the moved logits, so a call costs what
+    the user's function costs, and made the same way where the function runs and where the check runs."""
+
+    seed: int
+    step: float
+    start: int
+    stop: int
+
+
+def rademacher(seed: int, size: int) -> np.ndarray:
+    """size random signs +1 / -1 (int8), the same for the same seed wherever they are made."""
+    signs = np.random.default_rng(seed).integers(0, 2, size, dtype=np.int8)
+    signs *= 2
+    signs -= 1
+    return signs
+
+
+def moved(logits: np.ndarray, at: Any) -> np.ndarray:
+    """A copy of the logits with an edit set in it: (flat indices, values), or a Direction."""
+    point = logits.copy()
+    if isinstance(at, Direction):
+        part = point.reshape(-1)[at.start:at.stop]
+        part += at.step * rademacher(at.seed, logits.size)[at.start:at.stop]
+    elif at is not None:
+        point.flat[at[0]] = at[1]
+    return point
+
+
+def read_signature(function: Any) -> Signature:
+    import inspect
+
+    try:
+        parameters = list(inspect.signature(function).parameters)
+    except (TypeError, ValueError):  # a builtin without a signature: the (logits, targets) of old
+        return Signature()
+    second = parameters[1].lower() if len(parameters) > 1 else ""
+    return Signature("label" in second or second in _LABEL_NAMES, "grad_output" in parameters)
+
+
+def call_function(function: Any, signature: Signature, calling: Calling, logits: np.ndarray, targets: np.ndarray,
+                  upstream: np.ndarray, loss_only: bool) -> Returned:
+    """One call in the calling convention; what the function returned, read (Refused if it cannot be)."""
+    second = labels_of(targets, calling.ignore_index) if signature.labels else targets
+    if calling.framework == "torch":
+        return _call_torch(function, signature, calling, logits, second, upstream, loss_only)
+    if calling.framework == "jax":
+        return _call_jax(function, signature, calling, logits, second, upstream, loss_only)
+    extra = {"grad_output": upstream} if signature.upstream else {}
+    result = function(logits, second, **extra)
+    if not _is_pair(result):
+        raise Refused(f"must return (loss, gradient), got {_describe(result)} (a function returning only its loss "
+                      f"needs --framework torch or jax, whose autograd gives the gradient)")
+    return read_returned(result, loss_only)._replace(weighted=signature.upstream)
+
+
+def labels_of(targets: np.ndarray, ignore_index: int) -> np.ndarray:
+    """Class labels from one-hot target rows (an all-zero row is an ignored one); Refused for a distribution."""
+    kept = targets.any(axis=1)
+    labels = np.where(kept, targets.argmax(axis=1), ignore_index)
+    one_hot = (np.count_nonzero(targets, axis=1) == 1) & (targets.max(axis=1) == 1.0)
+    bad = np.flatnonzero(kept & ~one_hot)
+    if bad.size:
+        raise Refused(f"its second parameter takes class labels, but row {int(bad[0])}'s target is a distribution; "
+                      f"name it targets to be given the target rows")
+    return labels.astype(np.int64)
+
+
+def framework_module(name: str) -> Any:
+    """torch or jax, imported only when asked; a one-line input error when it is not installed."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        from gradcheck_cli.errors import InputError
+
+        raise InputError(f"--framework {name}: {name} cannot be imported here ({error}); install it "
+                         f"(pip install {name}) or use --framework numpy") from None
+
+
+def _placed(make: Any, device: str) -> Any:
+    try:
+        return make()
+    except Exception as error:  # noqa: BLE001 - a device the framework does not have is the user's input error
+        raise Refused(f"--device {device}: {type(error).__name__}: {error}") from None
+
+
+def _call_torch(function: Any, signature: Signature, calling: Calling, logits: np.ndarray, second: np.ndarray,
+                upstream: np.ndarray, loss_only: bool) -> Returned:
+    torch = framework_module("torch")
+    dtype = getattr(torch, calling.dtype)
+    z = _placed(lambda: torch.from_numpy(logits).to(device=calling.device, dtype=dtype), calling.device)
+    z.requires_grad_(not loss_only)
+    kind = torch.int64 if signature.labels else dtype
+    answer = torch.from_numpy(second).to(device=calling.device, dtype=kind)
+    extra = {"grad_output": torch.from_numpy(upstream).to(device=calling.device, dtype=dtype)} if signature.upstream \
+        else {}
+    result = function(z, answer, **extra)
+    if _is_pair(result):
+        return read_returned(result, loss_only)._replace(weighted=signature.upstream)
+    loss, precision = _numbers(result, "loss")
+    if loss_only:
+        return Returned(loss, None, precision)
+    if not (_is_torch_tensor(result) and result.requires_grad):
+        raise Refused(f"returned only its loss ({_describe(result)}), not attached to the logits' autograd graph: "
+                      f"compute it from the logits given, or return (loss, gradient)")
+    g = torch.from_numpy(upstream).to(device=result.device, dtype=result.dtype).reshape(result.shape)
+    (gradient,) = torch.autograd.grad(result, z, grad_outputs=g, allow_unused=True)
+    if gradient is None:  # the loss does not depend on the logits: its gradient is 0
+        gradient = torch.zeros_like(z)
+    values, gradient_precision = _numbers(gradient, "gradient")
+    return Returned(loss, values, max(precision, gradient_precision), weighted=True)
+
+
+def _call_jax(function: Any, signature: Signature, calling: Calling, logits: np.ndarray, second: np.ndarray,
+              upstream: np.ndarray, loss_only: bool) -> Returned:
+    jax = framework_module("jax")
+    if calling.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)  # without it JAX computes float64 arrays in float32
+    platform, _, index = calling.device.partition(":")
+    device = _placed(lambda: jax.devices(platform)[int(index or 0)], calling.device)
+    dtype = jax.numpy.dtype(calling.dtype)
+    z = jax.device_put(jax.numpy.asarray(logits, dtype=dtype), device)
+    answer = jax.device_put(jax.numpy.asarray(second, dtype=jax.numpy.int64 if signature.labels else dtype), device)
+    extra = {"grad_output": jax.device_put(jax.numpy.asarray(upstream, dtype=dtype), device)} if signature.upstream \
+        else {}
+    result = function(z, answer, **extra)
+    if _is_pair(result):
+        return read_returned(result, loss_only)._replace(weighted=signature.upstream)
+    if loss_only:
+        loss, precision = _numbers(result, "loss")
+        return Returned(loss, None, precision)
+    result, backward = jax.vjp(lambda x: function(x, answer, **extra), z)  # its forward again, recorded
+    loss, precision = _numbers(result, "loss")
+    g = jax.numpy.asarray(upstream, dtype=result.dtype).reshape(result.shape)
+    (gradient,) = backward(g)
+    values, gradient_precision = _numbers(gradient, "gradient")
+    return Returned(loss, values, max(precision, gradient_precision), weighted=True)
+
+
+def _is_pair(result: Any) -> bool:
+    return isinstance(result, tuple | list) and len(result) == 2
 
 
 def read_returned(result: Any, loss_only: bool = False) -> Returned:
     """The function's (loss, gradient) as float64 arrays; Refused if it is anything else."""
-    if not (isinstance(result, tuple | list) and len(result) == 2):
+    if not _is_pair(result):
         raise Refused(f"must return (loss, gradient), got {_describe(result)}")
     loss, loss_precision = _numbers(result[0], "loss")
     if loss_only:

@@ -28,7 +28,18 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from gradcheck_cli.checks.returned import Refused, Returned, read_returned
+from gradcheck_cli.checks.returned import (
+    NUMPY_CALLING,
+    Calling,
+    Direction,
+    Refused,
+    Returned,
+    Signature,
+    call_function,
+    framework_module,
+    moved,
+    read_signature,
+)
 from gradcheck_cli.checks.worker_process import WorkerProcess, fork_worker
 from gradcheck_cli.errors import InputError
 
@@ -36,13 +47,16 @@ from gradcheck_cli.errors import InputError
 # importing torch on a cold CI machine can take ten seconds, and JAX compiles on its first call.
 DEFAULT_TIMEOUT = 60.0
 
-Edit = tuple[np.ndarray, np.ndarray]  # flat indices into the logits, and the values they take
+# Flat indices into the logits and the values they take, or a move along a direction (returned.Direction).
+Edit = tuple[np.ndarray, np.ndarray] | Direction
 
 
 class Caller(Protocol):
-    """Calls the user's function: on `logits` with `at` (if given) set in a copy, and `targets`."""
+    """Calls the user's function: on `logits` with `at` (if given) set in a copy, and `targets`; `upstream` is the
+    gradient flowing into its loss (g: one number, or one per row), kept for the calls after it (None: unchanged)."""
 
-    def call(self, logits: np.ndarray, targets: np.ndarray, at: Edit | None, loss_only: bool) -> Returned: ...
+    def call(self, logits: np.ndarray, targets: np.ndarray, at: Edit | None, loss_only: bool,
+             upstream: np.ndarray | None = None) -> Returned: ...
 
     def losses(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit]) -> list[Returned]:
         """One call per edit, each answering with the loss only (a finite difference's evaluations)."""
@@ -78,16 +92,18 @@ def parse_spec(spec: str) -> Target:
     return Target(spec, module, function, None)
 
 
-def start(spec: str, timeout: float = DEFAULT_TIMEOUT) -> Caller:
+def start(spec: str, timeout: float = DEFAULT_TIMEOUT, calling: Calling = NUMPY_CALLING) -> Caller:
     """The function named by `spec`, imported in a worker process (or in this one where that cannot be)."""
     target = parse_spec(spec)
     if can_fork():
-        process = fork_worker(lambda: serve(target), timeout, f"importing {target.module}", spec)
+        process = fork_worker(lambda: serve(target, calling), timeout, f"importing {target.module}", spec)
         if process is not None:
             return _Worker(target, process)
     with _stdout_to_stderr(descriptors=True):
         function = import_function(target, keep_path=False)
-    return InProcess(spec, function, descriptors=True)
+        if calling.framework != "numpy":
+            framework_module(calling.framework)
+    return InProcess(spec, function, descriptors=True, calling=calling)
 
 
 def can_fork() -> bool:
@@ -102,16 +118,21 @@ class _Worker:
         self.target, self.process = target, process
         self.sent_logits: np.ndarray | None = None
         self.sent_targets: np.ndarray | None = None
+        self.sent_upstream: np.ndarray | None = None
 
-    def call(self, logits: np.ndarray, targets: np.ndarray, at: Edit | None, loss_only: bool) -> Returned:
+    def call(self, logits: np.ndarray, targets: np.ndarray, at: Edit | None, loss_only: bool,
+             upstream: np.ndarray | None = None) -> Returned:
         send_logits = None if _same(self.sent_logits, logits) else logits
         send_targets = None if _same(self.sent_targets, targets) else targets
+        send_upstream = None if upstream is None or _same(self.sent_upstream, upstream) else upstream
         # The worker keeps what it is sent before it calls the function, whatever the call then does.
         if send_logits is not None:
             self.sent_logits = logits.copy()
         if send_targets is not None:
             self.sent_targets = targets.copy()
-        request = (send_logits, send_targets, _edit_on_wire(at), loss_only)
+        if send_upstream is not None:
+            self.sent_upstream = send_upstream.copy()
+        request = (send_logits, send_targets, _edit_on_wire(at), loss_only, send_upstream)
         return _returned_from_wire(self.process.request(request, f"running {self.target.function}"))
 
     def losses(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit]) -> list[Returned]:
@@ -119,7 +140,7 @@ class _Worker:
         if not edits:
             return []
         first = self.call(logits, targets, edits[0], True)  # sends the logits and targets, if they changed
-        rest = [(None, None, _edit_on_wire(at), True) for at in edits[1:]]
+        rest = [(None, None, _edit_on_wire(at), True, None) for at in edits[1:]]
         answers = self.process.requests_ahead(rest, f"running {self.target.function}")
         return [first, *(_returned_from_wire(answer) for answer in answers)]
 
@@ -133,18 +154,19 @@ _SMALL = 64
 
 
 def _edit_on_wire(at: Edit | None) -> Any:
-    if at is None or at[0].size > _SMALL:
+    if at is None or isinstance(at, Direction) or at[0].size > _SMALL:
         return at
     return at[0].tolist(), at[1].tolist()
 
 
-def _returned_on_wire(answer: Returned) -> tuple[Any, np.ndarray | None, float]:
-    return (answer.loss.item() if answer.loss.ndim == 0 else answer.loss), answer.gradient, answer.precision
+def _returned_on_wire(answer: Returned) -> tuple[Any, np.ndarray | None, float, bool]:
+    loss = answer.loss.item() if answer.loss.ndim == 0 else answer.loss
+    return loss, answer.gradient, answer.precision, answer.weighted
 
 
-def _returned_from_wire(wire: tuple[Any, np.ndarray | None, float]) -> Returned:
-    loss, gradient, precision = wire
-    return Returned(np.asarray(loss, dtype=np.float64), gradient, precision)
+def _returned_from_wire(wire: tuple[Any, np.ndarray | None, float, bool]) -> Returned:
+    loss, gradient, precision, weighted = wire
+    return Returned(np.asarray(loss, dtype=np.float64), gradient, precision, weighted)
 
 
 def _same(sent: np.ndarray | None, array: np.ndarray) -> bool:
@@ -163,31 +185,43 @@ def _bits(array: np.ndarray) -> np.ndarray:
 # --- the worker's side -----------------------------------------------------------------------------------------
 
 
-def serve(target: Target) -> Callable[[Any], Any]:
+def serve(target: Target, calling: Calling = NUMPY_CALLING) -> Callable[[Any], Any]:
     """In the worker: import the function (the worker's sys.path only), then answer each request with it."""
     function = import_function(target, keep_path=True)
+    if calling.framework != "numpy":
+        framework_module(calling.framework)  # a framework that is not installed is said once, at the import
+    signature = read_signature(function)
     state: dict[str, np.ndarray] = {}
 
     def answer(request: Any) -> Any:
-        logits, targets, at, loss_only = request
-        if logits is not None:
-            state["logits"] = logits
-        if targets is not None:
-            state["targets"] = targets
-        point = state["logits"].copy()
-        if at is not None:
-            point.flat[at[0]] = at[1]
-        returned = _call(target.spec, target.function, function, point, state["targets"].copy(), loss_only)
+        logits, targets, at, loss_only, upstream = request
+        for key, value in (("logits", logits), ("targets", targets), ("upstream", upstream)):
+            if value is not None:
+                state[key] = value
+        given = _Given(moved(state["logits"], at), state["targets"].copy(), state.get("upstream"), loss_only)
+        returned = _call(target.spec, target.function, function, signature, calling, given)
         return _returned_on_wire(returned)
 
     return answer
 
 
-def _call(spec: str, name: str, function: Callable[..., Any], logits: np.ndarray, targets: np.ndarray,
-          loss_only: bool) -> Returned:
+class _Given(NamedTuple):
+    """What one call gives the function: logits, targets, the upstream gradient (None: 1 per loss value)."""
+
+    logits: np.ndarray
+    targets: np.ndarray
+    upstream: np.ndarray | None
+    loss_only: bool
+
+
+def _call(spec: str, name: str, function: Callable[..., Any], signature: Signature, calling: Calling,
+          given: _Given) -> Returned:
     """One call, its answer read; what goes wrong is an InputError saying what (KeyboardInterrupt aside)."""
+    upstream = np.ones(()) if given.upstream is None else given.upstream.copy()
     try:
-        return read_returned(function(logits, targets), loss_only)
+        return call_function(function, signature, calling, given.logits, given.targets, upstream, given.loss_only)
+    except InputError:
+        raise
     except Refused as error:
         raise InputError(f"--impl {spec}: {error}") from None
     except SystemExit as error:
@@ -251,16 +285,20 @@ def _import_module(target: Target) -> Any:
 class InProcess:
     """Calls a function in this process, its stdout sent to stderr (and descriptor 1 too, if `descriptors`)."""
 
-    def __init__(self, spec: str, function: Callable[..., Any], descriptors: bool = False) -> None:
-        self.spec, self.function, self.descriptors = spec, function, descriptors
+    def __init__(self, spec: str, function: Callable[..., Any], descriptors: bool = False,
+                 calling: Calling = NUMPY_CALLING) -> None:
+        self.spec, self.function, self.descriptors, self.calling = spec, function, descriptors, calling
         self.name = getattr(function, "__name__", "the function")
+        self.signature = read_signature(function)
+        self.upstream: np.ndarray | None = None
 
-    def call(self, logits: np.ndarray, targets: np.ndarray, at: Edit | None, loss_only: bool) -> Returned:
-        point = logits.copy()
-        if at is not None:
-            point.flat[at[0]] = at[1]
+    def call(self, logits: np.ndarray, targets: np.ndarray, at: Edit | None, loss_only: bool,
+             upstream: np.ndarray | None = None) -> Returned:
+        if upstream is not None:
+            self.upstream = upstream.copy()
+        given = _Given(moved(logits, at), targets.copy(), self.upstream, loss_only)
         with _stdout_to_stderr(self.descriptors):
-            return _call(self.spec, self.name, self.function, point, targets.copy(), loss_only)
+            return _call(self.spec, self.name, self.function, self.signature, self.calling, given)
 
     def losses(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit]) -> list[Returned]:
         return [self.call(logits, targets, at, True) for at in edits]
