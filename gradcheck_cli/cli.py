@@ -45,6 +45,7 @@ class GradcheckGroup(click.Group):
     lazy_commands: ClassVar[dict[str, tuple[str, str]]] = {
         "check": ("gradcheck_cli.commands.check", "check"),
         "completion": ("gradcheck_cli.commands.completion", "completion_command"),
+        "diagnose": ("gradcheck_cli.commands.diagnose", "diagnose"),
         "explain": ("gradcheck_cli.commands.explain", "explain"),
         "schema": ("gradcheck_cli.commands.schema", "schema_command"),
         "sweep": ("gradcheck_cli.commands.sweep", "sweep"),

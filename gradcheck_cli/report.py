@@ -34,6 +34,21 @@ class Element(NamedTuple):
     share: float
 
 
+class BaselineFigures(NamedTuple):
+    """A half-precision baseline verdict's numbers (checks/precision.py): the user's largest error against the
+    float64 reference and the plain same-dtype implementation's; the root mean square of each one's errors in
+    units in the last place of the dtype (what the verdict compares), their ratio, and the most allowed. None
+    where a value is not finite."""
+
+    dtype: str
+    error: float | None
+    baseline_error: float | None
+    ratio: float | None  # ulps / baseline_ulps; None when the baseline is exact
+    ulps: float | None
+    baseline_ulps: float | None
+    allowed: float | None  # in ulp
+
+
 class CheckResult(NamedTuple):
     name: str
     passed: bool
@@ -50,6 +65,21 @@ class CheckResult(NamedTuple):
     mismatches: int | None = None
     # Up to WORST_SHOWN of the mismatching elements, worst first (none when the check passes).
     worst_elements: tuple[Element, ...] = ()
+    # A half-precision baseline verdict's figures (None for every other check).
+    baseline: BaselineFigures | None = None
+
+
+class Diagnosis(NamedTuple):
+    """Which known slip reproduces the user's values of one failed check (checks/diagnose.py)."""
+
+    check: str  # the failed check: "impl gradient", "supplied probabilities", ...
+    verdict: str  # one sentence: the best match with the user's numbers, or plainly that none matched
+    findings: tuple[Any, ...]  # checks.diagnose.Finding of every hypothesis tried, best first
+
+    @property
+    def named(self) -> list[Any]:
+        """The findings that explain the values (matched, or partially with the rows they leave), best first."""
+        return [finding for finding in self.findings if finding.matched or finding.partial]
 
 
 @dataclass(eq=False, repr=False)  # holds arrays: == has no truth value, and each method costs start-up
@@ -90,6 +120,12 @@ class Report:
     source: str | None = None
     # The file line each row came from (for annotations and worst-row tables), when the input was a file.
     line_of: Callable[[int], int | None] = _no_line
+    # The user's own values by quantity (loss, gradient, probabilities, jacobian), supplied or from --impl:
+    # per-row arrays when the arrays are kept, a reduced loss always.
+    supplied: dict[str, Any] = field(default_factory=dict)
+    impl: dict[str, Any] = field(default_factory=dict)
+    # Each failed check of the user's values, diagnosed (when the input was small enough to keep).
+    diagnoses: list[Diagnosis] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -129,8 +165,12 @@ class Report:
                f"atol {settings.atol}, rtol {settings.rtol}")
         failed = f"{len(self.failed)} of {len(self.checks)} checks failed"
         lines = [f"gradcheck: {failed} on {self.rows} x {self.classes} logits ({how})"]
+        # A named slip only: "no known slip" would lengthen every test log that has a plain wrong value.
+        slips = {diagnosis.check: diagnosis.verdict for diagnosis in self.diagnoses if diagnosis.named}
         for check in self.failed:
             lines += _failure_lines(check)
+            if check.name in slips:
+                lines.append(f"    diagnosis: {slips[check.name]}")
         return "\n".join(lines)
 
     def worst_rows(self) -> list[dict[str, Any]]:
@@ -157,6 +197,7 @@ class Report:
             "checks": [check_to_dict(check) for check in self.checks],
             "worst_rows": self.worst_rows(),
             "notes": self.notes,
+            "diagnosis": [finding.to_dict() for diagnosis in self.diagnoses for finding in diagnosis.named],
         }
         if self.full:
             document["probabilities"] = finite_or_none(self.probabilities)
@@ -164,8 +205,33 @@ class Report:
             document["gradient"] = {
                 "analytic": finite_or_none(self.analytic_gradient),
                 "numeric": finite_or_none(self.numeric_gradient),
+                **{source: finite_or_none(values["gradient"])
+                   for source, values in self.users() if "gradient" in values},
             }
+            for source, values in self.users():
+                others = {name: finite_or_none(value) for name, value in values.items() if name != "gradient"}
+                if others:
+                    document[source] = others
         return document
+
+    def diagnose_dict(self) -> dict[str, Any]:
+        """The JSON of `gradcheck diagnose` (schema.json's diagnose_report): every check, and for each failed
+        check of the user's values every hypothesis tried with its residual, best first."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "command": "diagnose",
+            "passed": self.passed,
+            "shape": {"rows": self.rows, "classes": self.classes},
+            "checks": [check_to_dict(check) for check in self.checks],
+            "diagnoses": [{"check": diagnosis.check, "verdict": diagnosis.verdict,
+                           "findings": [finding.to_dict() for finding in diagnosis.findings]}
+                          for diagnosis in self.diagnoses],
+            "notes": self.notes,
+        }
+
+    def users(self) -> list[tuple[str, dict[str, Any]]]:
+        """The user's values by where they came from ("supplied", "impl"), those present only."""
+        return [(source, values) for source, values in (("supplied", self.supplied), ("impl", self.impl)) if values]
 
 
 def step_used(eps: float | None) -> float | None:
@@ -189,7 +255,7 @@ def finite_or_none(values: Any) -> Any:
 
 def check_to_dict(check: CheckResult) -> dict[str, Any]:
     index = list(check.worst_index)
-    return {
+    document: dict[str, Any] = {
         "name": check.name,
         "passed": check.passed,
         "max_abs_error": check.max_abs_error,
@@ -202,6 +268,9 @@ def check_to_dict(check: CheckResult) -> dict[str, Any]:
             "expected": finite_or_none(check.expected),
         },
     }
+    if check.baseline is not None:
+        document["baseline"] = check.baseline._asdict()
+    return document
 
 
 def _failure_lines(check: CheckResult) -> list[str]:

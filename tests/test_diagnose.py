@@ -583,3 +583,13 @@ def test_a_scaled_slip_carries_scaled_rounding() -> None:
     findings = diagnose("gradient", user, reference, ATOL, RTOL, context)
     assert (findings[0].id, findings[0].matched) == ("missing-mean", True)
     assert not {"missing-temperature", "temperature-squared"} & {finding.id for finding in findings}
+
+
+def test_a_convention_undefined_on_the_input_is_skipped_not_raised():
+    """label-shift moves the only kept label onto the ignored one: the shifted mean divides by no row. That
+    hypothesis cannot explain anything here; the others are still tried (it raised ZeroDivisionError)."""
+    data = batch(rows=1, classes=3, labels=np.array([1]))
+    user = naive_softmax(data.logits) - onehot(data)  # mean over one row: correct, then x 3
+    findings = run("gradient", user * 3.0, data, ignore_index=2)
+    assert all(finding.id != "label-shift" for finding in findings)
+    assert matches(findings)[0].id == "constant-scale"

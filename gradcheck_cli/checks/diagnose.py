@@ -222,8 +222,12 @@ def diagnose(
 def _best(hypothesis: Hypothesis, evidence: Evidence, judge: _Judge) -> _Outcome | None:
     """The hypothesis' best candidate, leaving out those the reference's own values cannot be told from (they
     could not explain a failure) and fitted ones without the evidence a fitted number needs."""
+    try:
+        candidates = hypothesis.propose(evidence)
+    except ArithmeticError:  # a convention with no meaning on this input (labels shifted onto the ignored one)
+        return None
     outcomes = []
-    for candidate in hypothesis.propose(evidence):
+    for candidate in candidates:
         if candidate.predicted.shape != evidence.actual.shape:
             continue
         telling = judge.telling(candidate)

@@ -55,7 +55,7 @@ def json_pieces(report: Report) -> Iterator[str]:
 
     rows_loss = isinstance(report.loss, np.ndarray) and report.loss.ndim > 0
     head = replace(report, probabilities=None, jacobian=None, analytic_gradient=None, numeric_gradient=None,
-                   loss=None if rows_loss else report.loss).to_dict()
+                   loss=None if rows_loss else report.loss, supplied={}, impl={}).to_dict()
     head["arrays"] = report.full
     if rows_loss:
         head["loss"] = _LOSS_PLACE
@@ -64,7 +64,8 @@ def json_pieces(report: Report) -> Iterator[str]:
     if report.full:
         text = text[:-1]  # reopened for the arrays, which come after every other field
     arrays = [report.probabilities, report.jacobian, report.analytic_gradient, report.numeric_gradient]
-    numbers = sum(array.size for array in [report.loss, *arrays] if isinstance(array, np.ndarray))
+    users = [value for _, values in report.users() for value in values.values()]
+    numbers = sum(array.size for array in [report.loss, *arrays, *users] if isinstance(array, np.ndarray))
     encode = json_text if numbers <= FAST_ABOVE else fast_json_text()
     before, _, after = text.partition(json.dumps(_LOSS_PLACE)) if rows_loss else (text, "", "")
     yield before
@@ -77,7 +78,30 @@ def json_pieces(report: Report) -> Iterator[str]:
         for key, array in zip(keys, arrays, strict=True):
             yield key
             yield from array_pieces(array, encode) if array is not None else ["null"]
-        yield "}}"
+        yield from _users_pieces(report, encode)
+        yield "}"
+
+
+def _users_pieces(report: Report, encode: Callable[[np.ndarray], str]) -> Iterator[str]:
+    """The user's values, in to_dict's order: gradient.supplied and gradient.impl, then the objects "supplied"
+    and "impl" with their other quantities (a reduced loss a number, the rest arrays)."""
+    import json
+
+    for source, values in report.users():
+        if "gradient" in values:
+            yield f', "{source}": '
+            yield from array_pieces(values["gradient"], encode)
+    yield "}"
+    for source, values in report.users():
+        others = [(name, value) for name, value in values.items() if name != "gradient"]
+        for place, (name, value) in enumerate(others):
+            yield f', "{source}": {{"{name}": ' if place == 0 else f', "{name}": '
+            if np.ndim(value) == 0:
+                yield json.dumps(finite_or_none(value), allow_nan=False)
+            else:
+                yield from array_pieces(np.asarray(value), encode)
+        if others:
+            yield "}"
 
 
 def array_pieces(array: np.ndarray, encode: Callable[[np.ndarray], str]) -> Iterator[str]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from gradcheck_cli.checks.runner import FULL_LIMIT
 from gradcheck_cli.render import layout
-from gradcheck_cli.render.verdict import count, digits, verdict_line, where, worst_values
+from gradcheck_cli.render.verdict import count, diagnosis_line, digits, verdict_line, where, worst_values
 from gradcheck_cli.report import Report
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ MAX_TABLE_ROWS = 10
 MAX_GRADIENT_ENTRIES = 24
 MAX_JACOBIAN_ROWS = 3  # samples whose Jacobian is shown
 MAX_JACOBIAN_CLASSES = 8  # rows s_i of one Jacobian shown before it is cut in the middle
+_SOURCES = {"supplied": "supplied", "impl": "--impl"}  # where the user's values came from, as the tables say it
 
 
 def write(report: Report, out: Output, color: str, quiet: bool) -> None:
@@ -125,6 +126,10 @@ def render_tables(report: Report, console: Console, quiet: bool = False) -> None
     _matrix(console, "Softmax probabilities s", "row", [str(n) for n in range(shown_rows)],
             [f"s_{c}" for c in range(classes)], _cells(report.probabilities), "classes")
     _more(console, MAX_TABLE_ROWS, rows, "row")
+    for source, values in report.users():  # the user's own, cell for cell under the reference's
+        if "probabilities" in values:
+            _matrix(console, f"Your probabilities ({_SOURCES[source]})", "row", [str(n) for n in range(shown_rows)],
+                    [f"s_{c}" for c in range(classes)], _cells(values["probabilities"]), "classes")
 
     names = ([f"s_{i}" for i in range(classes)], [f"z_{j}" for j in range(classes)])
     if report.jacobian is None:  # too wide to be worth building only to show a corner of it
@@ -136,26 +141,58 @@ def render_tables(report: Report, console: Console, quiet: bool = False) -> None
                     _cells(report.jacobian[n]), "columns", max_rows=MAX_JACOBIAN_CLASSES)
         _more(console, MAX_JACOBIAN_ROWS, rows, "Jacobian")
 
-    loss = report.loss
+    _render_loss(report, console)
+    _render_gradient(report, console)
+
+    _render_checks(report, console)
+
+
+def _render_loss(report: Report, console: Console) -> None:
+    """The loss, and the user's loss after it (per row, or one number)."""
+    settings, loss = report.settings, report.loss
     if isinstance(loss, np.ndarray):
         shown = ", ".join(_number(v) for v in loss[:MAX_TABLE_ROWS])
         _say(console, f"\nLoss per row ({settings.reduction}): {shown}")
-        _more(console, MAX_TABLE_ROWS, rows, "row loss", "row losses")
+        for source, values in report.users():
+            if "loss" in values:
+                yours = ", ".join(_number(v) for v in np.atleast_1d(values["loss"])[:MAX_TABLE_ROWS])
+                _say(console, f"Your loss per row ({_SOURCES[source]}): {yours}")
+        _more(console, MAX_TABLE_ROWS, report.rows, "row loss", "row losses")
     elif loss is not None:
         _say(console, f"\nLoss ({settings.loss}, {settings.reduction}): {digits(loss)}")
+        for source, values in report.users():
+            if "loss" in values and np.ndim(values["loss"]) == 0:
+                _say(console, f"Your loss ({_SOURCES[source]}): {digits(float(values['loss']))}")
 
-    gradient = _table("\nGradient dL/dz", "row", "class", "analytic", "numeric", "abs error", "rel error")
+
+def _render_gradient(report: Report, console: Console) -> None:
+    """Each shown element of the gradient: the user's values first when there are any (against the reference,
+    with the finite difference third), else gradcheck's analytic gradient against its finite differences."""
     analytic, numeric = report.analytic_gradient, report.numeric_gradient
+    assert analytic is not None and numeric is not None
+    users = [(source, values["gradient"]) for source, values in report.users() if "gradient" in values]
+    if users:
+        names = [f"yours ({_SOURCES[source]})" if len(users) > 1 else "yours" for source, _ in users]
+        title = f"\nGradient dL/dz: yours ({', '.join(_SOURCES[source] for source, _ in users)}) vs the reference"
+        gradient = _table(title, "row", "class", *names, "reference", "finite diff", "abs error", "rel error")
+    else:
+        gradient = _table("\nGradient dL/dz", "row", "class", "analytic", "numeric", "abs error", "rel error")
+    rows, classes = report.rows, report.classes
     entries = [(n, c) for n in range(min(rows, MAX_GRADIENT_ENTRIES)) for c in range(classes)][:MAX_GRADIENT_ENTRIES]
     for n, c in entries:
-        a, b = analytic[n, c], numeric[n, c]
-        error = abs(a - b)
-        relative = error / max(abs(a), abs(b), np.finfo(np.float64).tiny)
-        gradient.add_row(str(n), str(c), _number(a), _number(b), _error(error), _error(relative))
+        yours = [float(values[n, c]) for _, values in users]
+        a, b = (yours[0], analytic[n, c]) if users else (analytic[n, c], numeric[n, c])
+        with np.errstate(invalid="ignore", over="ignore"):
+            error = abs(a - b)
+            relative = error / max(abs(a), abs(b), np.finfo(np.float64).tiny)
+        cells = [*(_number(v) for v in yours), _number(analytic[n, c]), _number(numeric[n, c])] if users else [
+            _number(a), _number(b)]
+        gradient.add_row(str(n), str(c), *cells, _error(error if np.isfinite(error) else None),
+                         _error(relative if np.isfinite(relative) else None))
     console.print(gradient)
+    if users:
+        _say(console, "abs and rel error: yours vs the reference (gradcheck's analytic gradient)")
     _more(console, len(entries), rows * classes, "gradient entry", "gradient entries")
-
-    _render_checks(report, console)
 
 
 def _render_summary(report: Report, console: Console) -> None:
@@ -173,6 +210,33 @@ def _render_summary(report: Report, console: Console) -> None:
     _render_checks(report, console)
 
 
+def _render_baselines(report: Report, console: Console) -> None:
+    """The half-precision baseline verdicts' figures: your largest error and the plain same-dtype
+    implementation's, and the root mean square of each in units in the last place (ulp), with their ratio."""
+    from rich.text import Text
+
+    figures = [(check, check.baseline) for check in report.checks if check.baseline is not None]
+    if not figures:
+        return
+    table = _table("\nHalf-precision baselines", "check", "result", "your error", "baseline", "ratio", "your ulp",
+                   "base ulp", wrapping=("check",))
+    for check, baseline in figures:
+        result = Text("pass", style="green") if check.passed else Text("FAIL", style="bold red")
+        ratio = "-" if baseline.ratio is None else f"{baseline.ratio:.3g}"
+        table.add_row(check.name.removesuffix(f" vs {baseline.dtype} baseline"), result, _error(baseline.error),
+                      _error(baseline.baseline_error), ratio, _ulps(baseline.ulps), _ulps(baseline.baseline_ulps))
+    table.columns[0].justify = "left"
+    console.print(table)
+    dtype = figures[0][1].dtype
+    _say(console, f"passes when your ulp <= 2 x the baseline's + 1; ulp: root mean square of each element's error "
+                  f"in ulp of {dtype} at its scale; errors: the largest; baseline: gradcheck's plain {dtype} code, "
+                  "rounded after every operation")
+
+
+def _ulps(value: float | None) -> str:
+    return "non-finite" if value is None else f"{value:.3g}"
+
+
 def _render_checks(report: Report, console: Console) -> None:
     from rich.text import Text
 
@@ -186,7 +250,11 @@ def _render_checks(report: Report, console: Console) -> None:
     console.print(checks)
     # The worst element is not where the largest error is when a smaller error has a tighter tolerance.
     _say(console, "worst element: most of its tolerance used (not always where max abs err is)")
+    _render_baselines(report, console)
     for check in report.checks:
         if not check.passed:
             _say(console, worst_values(check))
+            slip = diagnosis_line(report, check)
+            if slip is not None:
+                _say(console, slip)
     _verdict(report, console)

@@ -40,6 +40,8 @@ def count(number: int, singular: str, plural: str | None = None) -> str:
 def worst_values(check: CheckResult) -> str:
     """The failing element's two values in full (they often agree to the six digits the tables show), on a
     line of their own under where they are: two full-digit numbers fit 80 columns, a sentence with both not."""
+    if check.name == "impl taylor":  # a slope, not an element
+        return f"impl taylor: the lowest slope is {check.actual:.3f}; a gradient of your own loss gives 2"
     values = f"{digits(check.actual)} vs reference {digits(check.expected)}"
     return f"{check.name} fails worst at {where(check)}:\n  {values}"
 
@@ -75,3 +77,12 @@ def _listing(head: str, names: list[str]) -> str:
         if len(line) <= VERDICT_WIDTH:
             break
     return line
+
+
+def diagnosis_line(report: Report, check: CheckResult) -> str | None:
+    """The slip that reproduces a failed check's values, in one sentence (or plainly that none does), for under
+    its FAIL line; None when the check was not diagnosed (it is not of the user's values, or too big)."""
+    for diagnosis in report.diagnoses:
+        if diagnosis.check == check.name:
+            return f"  diagnosis: {diagnosis.verdict}"
+    return None

@@ -1,0 +1,188 @@
+"""The user's own values (supplied, or returned by --impl): kept to be diagnosed when their check fails, and
+the Taylor check of an implementation's own loss and gradient.
+
+Diagnosis needs the whole input (the mean's divisor, a transposition over the batch, a label shift all
+involve every row), so UsersValues keeps the rows of the input with the user's arrays while the input is
+at most DIAGNOSIS_LIMIT logits (and a supplied Jacobian at most DIAGNOSIS_LIMIT x JACOBIAN_PER_LOGIT
+numbers): a few MB at most. A longer input is still checked in full, but not diagnosed: what was kept is
+dropped as soon as the limit is passed, and a note says so. An --impl input is always one batch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from gradcheck_cli.batch import Batch
+from gradcheck_cli.checks.rows import row_loss_allowance, supplied_reference
+from gradcheck_cli.numerics.losses import loss_kind
+from gradcheck_cli.numerics.losses.base import rounding_factor, unit_roundoff, upstream_gradient
+from gradcheck_cli.numerics.softmax import softmax_parts
+from gradcheck_cli.report import CheckResult, Diagnosis
+from gradcheck_cli.settings import Settings
+
+if TYPE_CHECKING:
+    from gradcheck_cli.checks.impl import Implementation
+
+# Up to this many logits the user's values are kept for a diagnosis: runner.FULL_LIMIT, what tables show.
+DIAGNOSIS_LIMIT = 20_000
+JACOBIAN_PER_LOGIT = 50  # as runner's: 1e6 numbers of a supplied Jacobian at most
+# The user's values each failing check compares, by its name: (where they come from, the quantity).
+DIAGNOSED = {f"{source} {quantity}": (source, quantity)
+             for source in ("supplied", "impl") for quantity in ("loss", "gradient", "probabilities", "jacobian")}
+
+
+class _Part(NamedTuple):
+    logits: np.ndarray  # float64, as rounded to --dtype: where the checks take the reference
+    labels: np.ndarray | None
+    targets: np.ndarray
+    teacher: np.ndarray | None
+    values: dict[str, np.ndarray]  # "supplied gradient", "impl loss", ...: the user's per-row arrays
+
+
+class UsersValues:
+    """The rows and the user's values kept for diagnosing, within DIAGNOSIS_LIMIT (module docstring)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.parts: list[_Part] = []
+        self.rows = 0
+        self.scalars: dict[str, np.ndarray] = {}  # a reduced loss: one number for the whole input
+        self.too_big = False
+
+    def add(self, batch: Batch, logits: np.ndarray, impl: dict[str, np.ndarray]) -> None:
+        values = {f"supplied {name}": value for name, value in batch.supplied.items()}
+        values.update({f"impl {name}": value for name, value in impl.items()})
+        if self.settings.reduction != "none":  # one number for the input, never per row
+            self.scalars.update({key: values.pop(key) for key in ("supplied loss", "impl loss") if key in values})
+        if (not values and not self.scalars) or self.too_big:
+            return
+        self.rows += batch.rows
+        logits_kept = self.rows * batch.classes
+        jacobian = "supplied jacobian" in values and logits_kept * batch.classes > DIAGNOSIS_LIMIT * JACOBIAN_PER_LOGIT
+        if logits_kept > DIAGNOSIS_LIMIT or jacobian:
+            self.too_big, self.parts = True, []
+            return
+        self.parts.append(_Part(logits, batch.labels, batch.targets, batch.teacher_logits, values))
+
+    def diagnoses(self, checks: list[CheckResult], notes: list[str]) -> list[Diagnosis]:
+        """A Diagnosis of each failing check of the user's values, in the order of the checks."""
+        failing = [check.name for check in checks if not check.passed and check.name in DIAGNOSED]
+        if not failing:
+            return []
+        if self.too_big or not self.parts:
+            notes.append(f"diagnosis: not tried, the input is over the {DIAGNOSIS_LIMIT:,} logits it looks at")
+            return []
+        from gradcheck_cli.checks.diagnose import diagnose, verdict
+        from gradcheck_cli.checks.slip_context import context_for
+
+        whole = self._whole()
+        found = []
+        for name in failing:
+            quantity = DIAGNOSED[name][1]
+            actual, expected, tolerance = self._compared(name, quantity, whole)
+            context = context_for(quantity, whole, self.settings, upstream=self._upstream(whole.rows),
+                                  teacher_logits=whole.teacher_logits)
+            assert self.settings.rtol is not None
+            try:
+                findings = diagnose(quantity, actual, expected, tolerance, self.settings.rtol, context, check=name)
+            except ArithmeticError as error:  # a hypothesis' recomputed reference divides by 0 (every row ignored)
+                notes.append(f"diagnosis of {name}: not finished ({type(error).__name__}: {error})")
+                continue
+            found.append(Diagnosis(name, verdict(findings, quantity), tuple(findings)))
+        return found
+
+    def _upstream(self, rows: int) -> np.ndarray | None:
+        """--grad-output's g (None for ones): the reference gradient is sum_n g_n grad l_n, as rows.py takes it."""
+        if self.settings.grad_output in (None, "ones"):
+            return None
+        return upstream_gradient(self.settings, rows)
+
+    def _whole(self) -> Batch:
+        parts = self.parts
+        labels = None if parts[0].labels is None else np.concatenate([part.labels for part in parts])
+        teacher = None if parts[0].teacher is None else np.concatenate([part.teacher for part in parts])
+        return Batch(np.concatenate([part.logits for part in parts]), labels,
+                     np.concatenate([part.targets for part in parts]).astype(np.float64), teacher_logits=teacher)
+
+    def _compared(self, name: str, quantity: str, whole: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The user's values, gradcheck's float64 reference, and the tolerance the check held them to."""
+        settings = self.settings
+        loss = loss_kind(settings.loss).build(whole, settings, np.dtype(np.float64))
+        reference = softmax_parts(whole.logits / settings.temperature)
+        if name in self.scalars:
+            return self.scalars[name].reshape(()), np.asarray(loss.loss(whole.logits, reference)), \
+                self._reduced_tolerance(loss, whole.logits)
+        actual = np.concatenate([part.values[name] for part in self.parts])
+        rho = rounding_factor(whole.logits, settings.temperature)
+        expected, tolerance = supplied_reference(quantity, whole.logits, reference, loss, settings, rho)
+        return actual.reshape(expected.shape), expected, tolerance
+
+    def _reduced_tolerance(self, loss: object, logits: np.ndarray) -> np.ndarray:
+        """A loss of one number: as the runner holds it, atol + the rows' rounding allowances and their pairwise
+        sum's rounding, u (2 + log2 N) sum |l_n|, times the reduction's scale."""
+        settings = self.settings
+        assert settings.atol is not None
+        allowance, size = row_loss_allowance(loss, logits, settings)  # type: ignore[arg-type]
+        summed = unit_roundoff(settings.dtype) * (2.0 + np.log2(logits.shape[0])) * float(size.sum())
+        scale = float(loss.scale)  # type: ignore[attr-defined]
+        return np.asarray(settings.atol + abs(scale * (float(allowance.sum()) + summed)))
+
+
+def impl_values(implementation: Implementation, logits: np.ndarray, targets: np.ndarray, reduction: str
+                ) -> tuple[dict[str, np.ndarray], float]:
+    """What the user's function returns on these logits (it was checked to give the same twice), and the
+    machine epsilon it computed in (own_loss.detected_precision)."""
+    from gradcheck_cli.checks.own_loss import detected_precision
+
+    answer = implementation.answer(logits, targets, reduction)
+    assert answer.gradient is not None
+    # float32 values cast back to float64 round like float32: the Taylor floor must be float32's
+    return {"loss": answer.loss, "gradient": answer.gradient}, detected_precision(answer)
+
+
+def taylor_check(implementation: Implementation, logits: np.ndarray, targets: np.ndarray, settings: Settings,
+                 values: dict[str, np.ndarray], precision: float, notes: list[str]) -> list[CheckResult]:
+    """The step-free verdict (taylor.py): the slopes of the Taylor remainder of the user's own loss with their own
+    gradient; passes when every direction's slope is at least PASSING_SLOPE. No fitted slope (a loss that is not
+    finite, or remainders under the rounding floor) is no evidence either way: a note, and no check."""
+    from gradcheck_cli.checks.taylor import PASSING_SLOPE, taylor_test
+
+    if not _taylor_applies(settings):
+        notes.append(f"impl taylor: not run for --loss {settings.loss} with these options (its error analysis, "
+                     "checks/taylor.py, covers cross-entropy and forward KL without z-loss, soft-capping or "
+                     "--grad-output)")
+        return []
+    reduction = settings.reduction
+
+    def users_loss(point: np.ndarray) -> np.ndarray:
+        return implementation.answer(point, targets, reduction, loss_only=True).loss
+
+    scale = settings.temperature / abs(getattr(settings, "logit_scale", 1.0))  # where the softmax moves by O(1)
+    result = taylor_test(users_loss, logits, values["gradient"], scale=scale, precision=precision)
+    slopes = [slope for slope in result.slopes if slope is not None]
+    if not slopes:
+        notes.append("impl taylor: inconclusive (your loss is not finite, or its remainders are under the rounding "
+                     "floor along every direction), so not reported")
+        return []
+    low, high = min(slopes), max(slopes)
+    passed = low >= PASSING_SLOPE
+    description = (f"Taylor remainder of your loss with your gradient: slopes {low:.3f} to {high:.3f} over "
+                   f"{len(slopes)} directions (2 when the gradient is the loss's, 1 when not; passes at >= "
+                   f"{PASSING_SLOPE})")
+    return [CheckResult("impl taylor", passed, abs(2.0 - low), abs(2.0 - low) / 2.0, (), low, 2.0, description,
+                        worst_share=(2.0 - low) / (2.0 - PASSING_SLOPE), elements=len(slopes),
+                        mismatches=sum(slope < PASSING_SLOPE for slope in slopes))]
+
+
+def _taylor_applies(settings: Settings) -> bool:
+    """Whether taylor.py's bound on the third derivative holds: a loss sum_n w_n (A_n lse(u_n) - <a_n, u_n>), w_n
+    >= 0, u = A z / T (cross-entropy with weights, smoothing, ignored rows; forward KL, T^2 scaled or not). The
+    squared error, focal and binary losses, reverse KL, JSD, a z-loss or soft-capping are not of that form: a
+    correct gradient of a non-convex loss can show local slopes far from 2 (examples/my_softmax.py's mse, 1.77
+    on examples/batch.json), so they are not judged by it."""
+    if settings.loss not in ("cross_entropy", "kl"):
+        return False
+    plain = {"z_loss": 0.0, "softcap": None, "grad_output": None, "gamma": None, "pos_weight": None}
+    return all(getattr(settings, name, unset) == unset for name, unset in plain.items())
