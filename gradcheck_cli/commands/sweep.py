@@ -1,36 +1,90 @@
-"""`gradcheck sweep`: the error of central differences over a range of steps, as a table and a chart."""
+"""`gradcheck sweep`: the error of central differences over a range of steps, as a table and a chart.
+
+The sweep itself is api/sweeping.py's (one implementation); this module parses the options and renders it.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from gradcheck_cli import options, terminal
 from gradcheck_cli.commands.sectioned_help import SectionedCommand
-from gradcheck_cli.render.schema import SCHEMA_VERSION
 from gradcheck_cli.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from gradcheck_cli.api.sweeping import SweepReport
+    from gradcheck_cli.inputs.gather import InputRequest
+
+CHART_WIDTH = 24
 
 
 def _parse_steps(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    steps = []
-    for token in value.replace(",", " ").split():
-        try:
-            step = float(token)
-        except ValueError:
-            raise click.BadParameter(f"{token!r} is not a number", ctx, param) from None
-        if not (math.isfinite(step) and step > 0):
-            raise click.BadParameter(f"{token!r} is not a positive finite step", ctx, param)
-        steps.append(step)
-    if not steps:
-        raise click.BadParameter("no steps given", ctx, param)
-    return tuple(sorted(set(steps), reverse=True))
+    from gradcheck_cli.api.sweeping import sweep_steps
+    from gradcheck_cli.errors import InputError
+
+    try:
+        return sweep_steps(value)
+    except InputError as error:  # its message already names --steps: say only what is wrong
+        raise click.BadParameter(str(error).split(": ", 1)[-1], ctx, param) from None
 
 
-def _chart_bar(error: float, lowest: float, highest: float, width: int = 24) -> str:
+@click.command(cls=SectionedCommand)
+@options.input_options
+@options.supplied_options
+@options.loss_options
+@click.option("--steps", "eps_values", callback=_parse_steps, metavar="LIST",
+              help="Steps to try, comma-separated. [default: 1e-1, 1e-2, ..., 1e-13]")
+@options.output_options(("table", "json", "github"))
+def sweep(eps_values: tuple[float, ...] | None, impl: str | None, impl_timeout: float, output_format: str,
+          color: str, no_color: bool, **given: Any) -> int:
+    """Sweep the finite-difference step and show the error of the gradient against it.
+
+    The gradient is yours when you give one (in the input, --grad-file or --impl), gradcheck's own otherwise.
+    A correct gradient's error falls with the step (truncation, h^2) to near machine precision; a wrong
+    one stops at a floor that no step gets under. Your values are also checked as `gradcheck check` checks
+    them. Exit 0 when all looks correct, 1 when it does not.
+
+    Example:
+
+        gradcheck sweep --logits 1.1,2.2,0.2,-1.7 --labels 2
+    """
+    from gradcheck_cli.api.sweeping import sweep_request
+    from gradcheck_cli.inputs.gather import InputRequest
+
+    # The options that say where the data (and your values) are: InputRequest's fields; the rest are Settings.
+    request = InputRequest(**{key: given.pop(key) for key in InputRequest._fields if key in given})
+    report = sweep_request(request, Settings(**given), eps_values, impl, impl_timeout)
+    if output_format == "json":
+        import json  # here, not at the top: start-up pays for it only when JSON is used
+
+        document = json.dumps(report.to_dict(), allow_nan=False)
+        terminal.output().write(lambda: click.echo(document))
+    elif output_format == "github":
+        text = _github(report, request)
+        terminal.output().write(lambda: click.echo(text))
+    else:
+        console = terminal.make_console("never" if no_color else color)
+        terminal.output().write(lambda: _table(report, request, impl, console))
+    return report.exit_code
+
+
+def _github(report: SweepReport, request: InputRequest) -> str:
+    """Annotations for a pull request (each failing check of your values, then the curve's), the verdict last."""
+    from gradcheck_cli.render.github import github_annotation, github_error
+
+    lines = [] if report.checks is None else [
+        github_annotation(report.checks, check) for check in report.checks.checks if not check.passed]
+    if not report.curve_passed:
+        lines.append(github_error(request.input_path, "gradcheck sweep", report.verdict))
+    return "\n".join([*lines, f"default step {report.default_eps:.2g}; {report.verdict}"])
+
+
+def _chart_bar(error: float, lowest: float, highest: float, width: int = CHART_WIDTH) -> str:
     """A bar whose length is the error's position on a log scale between the lowest and highest errors."""
     if not (error > 0 and math.isfinite(error)):
         return ""
@@ -38,102 +92,58 @@ def _chart_bar(error: float, lowest: float, highest: float, width: int = 24) -> 
     return "#" * max(1, round(width * (math.log10(error) - math.log10(lowest)) / span))
 
 
-@click.command(cls=SectionedCommand)
-@options.input_options
-@options.loss_options
-@click.option("--steps", "eps_values", callback=_parse_steps, metavar="LIST",
-              help="Steps to try, comma-separated. [default: 1e-1, 1e-2, ..., 1e-13]")
-@options.output_options(("table", "json", "github"))
-def sweep(eps_values: tuple[float, ...] | None, output_format: str, color: str, no_color: bool, loss: str,
-          weights: tuple[float, ...] | None, label_smoothing: float, ignore_index: int | None, temperature: float,
-          **inputs: Any) -> int:
-    """Sweep the finite-difference step and show the error of the gradient against it.
+def _whose(report: SweepReport, request: InputRequest, impl: str | None) -> str:
+    if report.gradient == "impl":
+        return f"your gradient (--impl {impl})"
+    if report.gradient == "supplied":
+        return f"your gradient ({'--grad-file ' + request.gradient_path if request.gradient_path else 'the input'})"
+    return "gradcheck's analytic gradient"
 
-    A correct gradient gives a V: truncation error on the right (large steps), rounding error on the left
-    (small steps), dipping near machine precision in between. A wrong gradient gives a floor that no step
-    gets under. Exit 0 when the curve looks correct, 1 when it does not.
 
-    Example:
+def _table(report: SweepReport, request: InputRequest, impl: str | None, console: Console) -> None:
+    from gradcheck_cli.render.layout import wrap
+    from gradcheck_cli.render.verdict import verdict_line
 
-        gradcheck sweep --logits 1.1,2.2,0.2,-1.7 --labels 2
-    """
-    import json  # here, not at the top: start-up pays for it only when JSON is used
+    def say(text: str) -> None:  # prose wrapped at word boundaries, never inside a number
+        console.print(wrap(text, console.width), soft_wrap=True)
 
-    import numpy as np
+    if terminal.quiet():
+        say(report.short_verdict)
+        return
+    points = report.points
+    errors = [p.error_vs_largest for p in points if p.error_vs_largest > 0 and math.isfinite(p.error_vs_largest)]
+    lowest, highest = (min(errors), max(errors)) if errors else (1.0, 1.0)
+    closest = min(points, key=lambda point: abs(math.log10(point.eps / report.default_eps)))
+    say(f"central differences of each row's loss, every element at once, each step rounded down to a power of two "
+        f"as gradcheck check does, against {_whose(report, request, impl)}; error = max |gradient - numeric| / "
+        "max |gradcheck's gradient|")
+    console.print(f"{'step':>8}  {'max abs':>9}  {'max rel':>9}  {'error':>9}  chart (log scale)")
+    for point in points:
+        mark = "  <- default" if point is closest else ""
+        bar = _chart_bar(point.error_vs_largest, lowest, highest)
+        console.print(f"{point.eps:8.0e}  {point.max_abs_error:9.2e}  {point.max_rel_error:9.2e}  "
+                      f"{point.error_vs_largest:9.2e}  {bar}{mark}", soft_wrap=True)
+    say(f"<- default: the step nearest gradcheck check's default step, {report.default_eps:.2g}")
+    if report.taylor is not None:
+        _taylor_lines(report, say, console)
+    if report.checks is not None:
+        say(f"check of your values: {verdict_line(report.checks)}")
+    say(report.short_verdict)
 
-    from gradcheck_cli import pipeline
-    from gradcheck_cli.inputs.gather import InputRequest
-    from gradcheck_cli.numerics import differences
-    from gradcheck_cli.numerics.losses import loss_kind
 
-    settings = Settings(loss=loss, weights=weights, label_smoothing=label_smoothing, ignore_index=ignore_index,
-                        temperature=temperature)
-    batch = pipeline.load_whole(InputRequest(**inputs), settings)
-    loss_of_rows = loss_kind(loss).build(batch, settings, np.dtype(np.float64))
-    steps = eps_values or differences.SWEEP_STEPS
-    analytic = loss_of_rows.row_gradients(batch.logits)
-    points = differences.sweep(analytic, loss_of_rows.row_losses, batch.logits, steps)
-    correct = differences.sweep_looks_correct(points)
-    default = differences.default_eps("central")
-    best = min(points, key=lambda point: point.error_vs_largest)
-    verdict = (
-        f"looks correct: the error falls to {best.error_vs_largest:.1e} of the largest gradient element "
-        f"at step {best.eps:g} (a V reaching near machine precision)"
-        if correct
-        else f"looks WRONG: no step gets the error under {best.error_vs_largest:.1e} of the largest gradient "
-        f"element (a floor, not a V)"
-    )
-    last_line = f"default step {default:.2g}; {verdict}"  # one line for the -f github log
-    # The verdict a person reads last (and alone under -q): short enough for one line of 80 columns.
-    short_verdict = (
-        f"looks correct: a V whose error falls to {best.error_vs_largest:.1e} at step {best.eps:.0e}" if correct
-        else f"looks WRONG: a floor, not a V: no step gets the error under {best.error_vs_largest:.1e}"
-    )
-    if output_format == "json":
-        document = {
-            "schema_version": SCHEMA_VERSION,
-            "command": "sweep",
-            "passed": correct,
-            "default_eps": default,
-            "steps": [
-                {"eps": p.eps, "max_abs_error": p.max_abs_error, "max_rel_error": p.max_rel_error}
-                for p in points
-            ],
-            "verdict": verdict,
-        }
-        terminal.output().write(lambda: click.echo(json.dumps(document, allow_nan=False)))
-    elif output_format == "github":
-        from gradcheck_cli.render.github import github_error
+def _taylor_lines(report: SweepReport, say: Any, console: Console) -> None:
+    """One line per signed random direction v: its fitted slope and its remainders at the largest and smallest t."""
+    from gradcheck_cli.checks.taylor import PASSING_SLOPE
 
-        # Annotations for a pull request (the input file, no one row to blame), then the verdict line.
-        annotation = [] if correct else [github_error(batch.source, "gradcheck sweep", verdict)]
-        terminal.output().write(lambda: click.echo("\n".join([*annotation, last_line])))
-    else:
-        from gradcheck_cli.render.layout import wrap
-
-        console = terminal.make_console("never" if no_color else color)
-        errors = [p.error_vs_largest for p in points if p.error_vs_largest > 0]
-        lowest, highest = (min(errors), max(errors)) if errors else (1.0, 1.0)
-        closest = min(points, key=lambda point: abs(math.log10(point.eps / default)))
-
-        def say(text: str) -> None:  # prose wrapped at word boundaries, never inside a number
-            console.print(wrap(text, console.width), soft_wrap=True)
-
-        def emit() -> None:
-            if terminal.quiet():
-                say(short_verdict)
-                return
-            say(f"central differences of {batch.logits.shape[0]} x {batch.logits.shape[1]} logits, each step "
-                "rounded down to a power of two as gradcheck check does; error = max |analytic - numeric| / "
-                "max |analytic|")
-            console.print(f"{'step':>8}  {'max abs':>9}  {'max rel':>9}  {'error':>9}  chart (log scale)")
-            for point in points:
-                mark = "  <- default" if point is closest else ""
-                bar = _chart_bar(point.error_vs_largest, lowest, highest)
-                console.print(f"{point.eps:8.0e}  {point.max_abs_error:9.2e}  {point.max_rel_error:9.2e}  "
-                              f"{point.error_vs_largest:9.2e}  {bar}{mark}", soft_wrap=True)
-            say(f"<- default: the step nearest gradcheck check's default step, {default:.2g}")
-            say(short_verdict)
-
-        terminal.output().write(emit)
-    return 0 if correct else 1
+    taylor = report.taylor
+    assert taylor is not None
+    whose = "gradcheck's" if report.gradient == "reference" else "your"
+    loss = "your loss" if report.gradient == "impl" else "gradcheck's loss"
+    say(f"Taylor test of {loss} with {whose} gradient: |L(z + t v) - L(z) - t <g, v>| over t = "
+        f"{taylor.steps[0]:.2g} to {taylor.steps[-1]:.2g}; slope 2 when g is the gradient of L, towards 1 when not "
+        f"(a direction passes at >= {PASSING_SLOPE}; no slope: the remainders are at rounding level)")
+    for number, (slope, remainders) in enumerate(zip(taylor.slopes, taylor.remainders, strict=True)):
+        sign = "+" if number % 2 == 0 else "-"
+        shown = "  none" if slope is None else f"{slope:6.2f}"
+        console.print(f"  {sign}v{number // 2}  slope {shown}  remainder {remainders[0]:9.2e} -> {remainders[-1]:9.2e}",
+                      soft_wrap=True)
