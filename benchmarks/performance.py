@@ -288,6 +288,10 @@ def same_input_ratios(bench: Bench) -> None:
             base = [GRADCHECK, "check", "-i", str(json_input(bench, *shape))]
             ours, check = bench.alternate(base + options, base)
             bench.ratio(f"{' '.join(options)} on {shape[0]}x{shape[1]}", ours, check, target)
+    print("--order 2 of a loss without a structured Hessian (mse): refused up front (exit 2), vs the check")
+    base = [GRADCHECK, "check", "-i", str(json_input(bench, 8, bench.size(50_257, 8_000)))]
+    refused, check = bench.alternate([*base, "--order", "2", "--loss", "mse"], base, pairs=1)
+    bench.ratio("--order 2 --loss mse refused (exit 2), not exit 3", refused, check, 1.0, codes=(2,))
     print("sweep (step sizes) vs the check")
     for rows, classes in ((bench.size(1024, 256), 100), (8, bench.size(50_257, 5_000))):
         path = json_input(bench, rows, classes)

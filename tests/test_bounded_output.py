@@ -373,14 +373,14 @@ def test_explain_prints_the_entries_an_entry_by_entry_derivation_prints(gradchec
     e = np.exp(z - z.max())
     s = e / e.sum()
     minus, times = "\u2212", "\u00d7"  # the derivation's own signs
-    expected = [f"   s_{i + 1} = {n(e[i])} / {n(e.sum())} = {n(s[i])}" for i in range(classes)]
+    expected = [f"   s_{i} = {n(e[i])} / {n(e.sum())} = {n(s[i])}" for i in range(classes)]
     for i in range(classes):
         for j in range(classes):
             if i == j:
-                expected.append(f"   ∂s_{i + 1}/∂z_{i + 1} = s_{i + 1}(1 {minus} s_{i + 1}) = "
+                expected.append(f"   ∂s_{i}/∂z_{i} = s_{i}(1 {minus} s_{i}) = "
                                 f"{n(s[i])}{times}{n(1 - s[i])} = {n(s[i] * (1 - s[i]))}")
             elif classes <= 6 or i < 2:
-                expected.append(f"   ∂s_{i + 1}/∂z_{j + 1} = {minus}s_{i + 1}·s_{j + 1} = "
+                expected.append(f"   ∂s_{i}/∂z_{j} = {minus}s_{i}·s_{j} = "
                                 f"{minus}{n(s[i])}{times}{n(s[j])} = {n(-s[i] * s[j])}")
     printed = [line for line in run.stdout.splitlines() if line.startswith(("   s_", "   ∂s_"))]
     assert printed == expected
@@ -396,3 +396,27 @@ def test_the_benchmark_explains_itself():
     assert run.returncode == 0, run.stderr
     for option in ("--quick", "--torch-python", "--repeats"):
         assert option in run.stdout, run.stdout
+
+
+def test_full_of_a_streamed_file_is_refused_before_its_first_batch(gradcheck, monkeypatch, tmp_path):
+    """--full of a chunked file counts its rows first (CheckJob.run passes expected_rows): a file whose
+    Jacobians would not fit is refused before any batch is checked, though its first batch alone would fit."""
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 40, 1 << 40, 80 * MB))
+
+    def never(*args, **kwargs):
+        raise AssertionError("a batch was checked before --full was refused")
+
+    monkeypatch.setattr(runner, "check_rows", never)
+    rng = np.random.default_rng(3)
+    path = tmp_path / "wide.csv"  # 15,000 rows x 60 (9 MB: streamed): 432 MB of Jacobians; a chunk's 49 MB
+    np.savetxt(path, np.column_stack([rng.standard_normal((15_000, 60)), rng.integers(0, 60, 15_000)]),
+               fmt=["%.6f"] * 60 + ["%d"], delimiter=",", header=",".join([f"z{k}" for k in range(60)] + ["label"]),
+               comments="")
+    run = gradcheck("check", "-i", str(path), "-f", "json", "--full")
+    assert run.exit_code == 2, run
+    assert run.stdout == "" and len(run.stderr.strip().splitlines()) == 1, run
+    assert "--full: the 15000 x 60 x 60 Jacobian" in run.stderr, run

@@ -1,88 +1,337 @@
-"""The Jacobian check: every element of ds/dz against finite differences, without building N x C x C arrays."""
+"""The Jacobian check, and the Hessian check of a loss whose Hessian is a per-row multiple of it: every element
+of m (diag(s) - s s^T) / T against finite differences, without building N x C x C arrays."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
 from gradcheck_cli.checks.compare import compare, merge
+from gradcheck_cli.errors import InputError
 from gradcheck_cli.numerics import differences
-from gradcheck_cli.numerics.losses.base import Scales, allowance, rounding_factor
+from gradcheck_cli.numerics.losses.base import Loss, Scales, allowance, rounding_factor
 from gradcheck_cli.numerics.softmax import Softmax
 from gradcheck_cli.report import CheckResult
 from gradcheck_cli.settings import Settings
+
+JACOBIAN = ("jacobian", "ds/dz, analytic vs finite differences")
+HESSIAN = ("hessian", "d2L/dz2, analytic vs finite differences of the gradient")
+# Off-diagonal elements compared at once (gathered N x columns x candidates): bounds the memory of a block.
+_BLOCK = 1 << 19
+
+
+class Sides(NamedTuple):
+    """Both sides of a check of per-row matrices m_n (diag(s) - s s^T) / T, factored (N x C each).
+
+    Analytic: a_ij = -low_i column_j off the diagonal, diagonal_j on it. Numeric: n_ij = s_i factor_j off the
+    diagonal, own_j on it. `weight` (N x 1) multiplies every scale: 1 for the Jacobian, |m| for a Hessian.
+    """
+
+    low: np.ndarray  # the analytic s, in float64 (its dtype's values: exact)
+    column: np.ndarray
+    diagonal: np.ndarray
+    s: np.ndarray  # the float64 reference
+    complement: np.ndarray
+    factor: np.ndarray
+    own: np.ndarray
+    weight: np.ndarray
+
+
+def jacobian_sides(analytic_s: Softmax, reference: Softmax, settings: Settings,
+                   multiples: tuple[np.ndarray, np.ndarray] | None = None) -> Sides:
+    """The sides of the Jacobian check, or with `multiples` (analytic m in its dtype, reference m: N each) of a
+    Hessian m J / T. The numeric side is softmax_derivative_factors': the method's stencil over the exact
+    change of s (see differences.py). In float32 the analytic column factor is float32's s_j / T, and a_ij its
+    product with float32's s_i, exact in float64 (24 + 24 bits): one rounding short of float32's own product,
+    which errs by u |a_ij|, inside the allowance u rho N of every element."""
+    assert settings.eps is not None
+    h = differences.exact_step(settings.eps)
+    factor, own = differences.softmax_derivative_factors(reference.s, reference.complement, h, settings.method,
+                                                         settings.temperature)
+    low_s = analytic_s.s
+    temperature = low_s.dtype.type(settings.temperature)
+    column = np.asarray(low_s / temperature, dtype=np.float64)
+    diagonal = np.asarray(low_s * analytic_s.complement / temperature, dtype=np.float64)
+    weight = np.ones((low_s.shape[0], 1))
+    if multiples is not None:
+        analytic, numeric = (np.asarray(m, dtype=np.float64).reshape(-1, 1) for m in multiples)
+        column, diagonal, factor, own, weight = column * analytic, diagonal * analytic, factor * numeric, \
+            own * numeric, np.abs(numeric)
+    return Sides(low_s.astype(np.float64, copy=False), column, diagonal, reference.s, reference.complement, factor, own,
+                 weight)
 
 
 def jacobian_check(
     analytic_s: Softmax, reference: Softmax, logits: np.ndarray, settings: Settings, rho: np.ndarray | None = None
 ) -> CheckResult:
-    """Every element of ds/dz, analytic vs finite differences, in O(N C) time and memory however large C is.
+    """Every element of ds/dz, analytic vs finite differences, in O(N C) memory however large C is (see
+    structured_check). `analytic_s` and `reference` are softmax(z / T) in the analytic dtype and in float64;
+    rho the rows' rounding factor, if the caller has it."""
+    return structured_check(jacobian_sides(analytic_s, reference, settings), logits, settings, rho, JACOBIAN)
 
-    Off the diagonal, column j of both Jacobians is s_i times one number per row: analytic -s_j / T, numeric
-    factor[:, j] (see softmax_derivative_factors). So in column j every off-diagonal element's error
-    s_i |s_j / T + factor|, and its tolerance (a row's constant floor plus terms proportional to s_i: see
-    losses/base.py) make a share of the tolerance that grows with s_i, as does its relative error: the element
-    of the largest other s_i is the worst of them. Comparing that one and the diagonal element of each
-    (row, column) decides the check of all N C^2 elements, with the same values an element-by-element
-    comparison computes for them. A failing check is redone element by element (O(N C^2) time, O(N C)
-    memory), the same values again, to count its failing elements and keep the worst few. In float32 the
-    analytic s is not the reference's, the columns do not factor, and jacobian_check_by_element compares
-    every element. `analytic_s` and `reference` are
-    softmax(z / T) in the analytic dtype and in float64; rho the rows' rounding factor, if the caller has it.
+
+def structured_check(sides: Sides, logits: np.ndarray, settings: Settings, rho: np.ndarray | None,
+                     naming: tuple[str, str]) -> CheckResult:
+    """All N C^2 elements of the sides decided from O(N C) of them (O(N C H) in float32, H a few tens).
+
+    Off the diagonal, in column j of row n, element i's error |a_ij - n_ij| = |s_i (column_j + factor_j) +
+    d_i column_j| (d_i = low_i - s_i) is linear in the point (s_i, d_i), and its tolerance (atol, the row's
+    underflow floor, and terms proportional to s_i: see losses/base.py) is c + s_i K_j, positive. So its share
+    of the tolerance, either sign, is a linear-fractional function of the point: at most t wherever a linear
+    function of the point is, and the largest over the row's points is at a vertex of their convex hull (the
+    error itself likewise). Its relative error depends on r_i = d_i / s_i only, and is largest at the extreme
+    r or next to the one r where its denominator switches (_ratio_neighbours). Where low is s (float64) every
+    d_i is 0, error and share grow with s_i, and the largest s_i other than j is the worst. Comparing those
+    elements and the diagonal decides the check, with the values comparing every element computes (up to
+    the rounding of the products: ties at that level may pick another element of the same share); for a
+    column whose own class is a candidate, the candidates of the points without it (_candidates). A failing
+    check is redone element by element, to count its failures.
     """
     assert settings.eps is not None and settings.atol is not None and settings.rtol is not None
-    temperature = settings.temperature
-    s, complement = reference.s, reference.complement
-    h = differences.exact_step(settings.eps)
-    factor, own = differences.softmax_derivative_factors(s, complement, h, settings.method, temperature)
-    if analytic_s.s.dtype != np.float64:
-        return jacobian_check_by_element(analytic_s, reference, factor, own, settings, logits, rho)
-    rho = rounding_factor(logits, temperature) if rho is None else rho
-    eta, bound = float(h) / temperature, np.asarray(1.0 / temperature)
-    rows, classes = s.shape
-    columns = np.arange(classes)
-    size = s * complement / temperature
-    diagonal = compare("jacobian", size, own, allowance(own, Scales(size, s / temperature, bound), settings, rho, eta),
-                       settings.rtol, _JACOBIAN)
-    result = _placed(diagonal, lambda at: (at[0], at[1], at[1]))
-    if classes == 1:
-        return _decided(result, rows)
-    # For each (row, column j) the largest s_i with i != j: the row's largest, or its second where j is the largest.
-    first, row_starts = reference.largest, np.arange(rows) * classes  # (flat indices: fast on short rows)
-    rest = s.copy()
-    rest.reshape(-1)[row_starts + first] = -np.inf
-    second = rest.argmax(axis=1)
-    top, runner_up = s.reshape(-1)[row_starts + first], s.reshape(-1)[row_starts + second]
-    is_first = columns == first[:, None]
-    s_other = np.where(is_first, runner_up[:, None], top[:, None])
-    numeric, size = s_other * factor, s_other * s / temperature
-    atol = allowance(numeric, Scales(size, size, bound), settings, rho, eta)
-    off = compare("jacobian", -s_other * s / temperature, numeric, atol, settings.rtol, _JACOBIAN)
-    off = _placed(off, lambda at: (at[0], int(second[at[0]] if is_first[at] else first[at[0]]), at[1]))
-    result = merge(result, off, (0, 0, 0))
+    rho = rounding_factor(logits, settings.temperature) if rho is None else rho
+    rows, classes = sides.s.shape
+    if not all(np.isfinite(part).all() for part in (sides.low, sides.column, sides.factor)):
+        return by_element(sides, logits, settings, rho, naming)  # nothing to factor: every element counts
+    result = _diagonal(sides, settings, rho, naming)
+    if classes > 1:
+        for part in _off_diagonal_candidates(sides, settings, rho, naming):
+            result = merge(result, part, (0, 0, 0))
     if not result.passed:  # how many of all N C^2 fail, and the worst few: counted element by element
-        return jacobian_check_by_element(reference, reference, factor, own, settings, logits, rho)
-    return _decided(result, rows * classes * classes)
+        return by_element(sides, logits, settings, rho, naming)
+    return result._replace(elements=rows * classes * classes, mismatches=0)
 
 
-_JACOBIAN = "ds/dz, analytic vs finite differences"
+def by_element(sides: Sides, logits: np.ndarray, settings: Settings, rho: np.ndarray | None = None,
+               naming: tuple[str, str] = JACOBIAN) -> CheckResult:
+    """The check comparing every element, a block of columns at a time so memory stays bounded (O(N C) and
+    _BLOCK). merge() picks the worst element numpy.argmax over the whole N x C x C arrays would."""
+    rho = rounding_factor(logits, settings.temperature) if rho is None else rho
+    rows, classes = sides.s.shape
+    result = _diagonal(sides, settings, rho, naming)
+    every_row, step = np.arange(rows)[:, None, None], max(1, _BLOCK // max(1, rows * classes))
+    for start in range(0, classes, step):  # N x C x (a block of columns j): row-major is (n, i, j) order
+        j = np.arange(start, min(classes, start + step))[None, None, :]
+        result = merge(result, _elements(sides, every_row, None, j, settings, rho, naming), (0, 0, 0))
+    return result._replace(elements=rows * classes * classes)  # the diagonal once, not again in its column
+
+
+def jacobian_check_by_element(analytic_s: Softmax, reference: Softmax, settings: Settings, logits: np.ndarray,
+                              rho: np.ndarray | None = None) -> CheckResult:
+    """The Jacobian check comparing every element (by_element): the definition the structured check meets."""
+    return by_element(jacobian_sides(analytic_s, reference, settings), logits, settings, rho)
+
+
+def _diagonal(sides: Sides, settings: Settings, rho: np.ndarray, naming: tuple[str, str]) -> CheckResult:
+    """The diagonal elements (N x C): S = m s_j (1 - s_j) / T, N = m s_j / T (the straightforward s_j - s_j^2)."""
+    assert settings.rtol is not None
+    scale = sides.weight / settings.temperature
+    size, gross = sides.s * sides.complement * scale, sides.s * scale
+    eta = float(differences.exact_step(settings.eps or 0.0)) / settings.temperature
+    atol = allowance(sides.own, Scales(size, gross, scale), settings, rho, eta)
+    check = compare(naming[0], sides.diagonal, sides.own, atol, settings.rtol, naming[1])
+    return _placed(check, lambda at: (at[0], at[1], at[1]))
+
+
+def _elements(sides: Sides, n: np.ndarray, i: np.ndarray | None, j: np.ndarray | None, settings: Settings,
+              rho: np.ndarray, naming: tuple[str, str]) -> CheckResult:
+    """Off-diagonal elements (row n, i, j), index arrays that broadcast together, compared as an array of their
+    broadcast shape (each side gathered at its own shape first: the i side of a row's candidates is small).
+    i or j None is every class (_at). An index with i == j stands for nothing (the diagonal is checked apart):
+    both its sides are 0."""
+    assert settings.rtol is not None
+    scale = sides.weight[:, 0] / settings.temperature
+    every = np.arange(sides.s.shape[1])[None, :, None]
+    s_i = _at(sides.s, n, i)
+    low_i = s_i if sides.low is sides.s else _at(sides.low, n, i)
+    analytic = -(low_i * _at(sides.column, n, j))
+    numeric = s_i * _at(sides.factor, n, j)
+    size = s_i * (_at(sides.s, n, j) * scale[n])
+    i, j = every if i is None else i, every if j is None else j
+    same = np.broadcast_to(i == j, analytic.shape)
+    if same.any():
+        analytic[same], numeric[same], size[same] = 0.0, 0.0, 0.0
+    eta = float(differences.exact_step(settings.eps or 0.0)) / settings.temperature
+    atol = allowance(numeric, Scales(size, size, scale[n]), settings, rho[n, 0], eta)
+    check = compare(naming[0], analytic, numeric, atol, settings.rtol, naming[1])
+    shape = analytic.shape
+    return _placed(check, lambda at: tuple(int(np.broadcast_to(k, shape)[at]) for k in (n, i, j)))
+
+
+def _at(values: np.ndarray, n: np.ndarray, k: np.ndarray | None) -> np.ndarray:
+    """values[n, k]; k None is every class of every row, along the middle axis (N x C x 1): nothing gathered."""
+    return values[:, :, None] if k is None else values[n, k]
+
+
+class _Candidates(NamedTuple):
+    """The off-diagonal elements that decide a check (see structured_check and _candidates)."""
+
+    first: np.ndarray  # N x K: classes i whose elements can be the worst of any column but their own
+    second: np.ndarray  # N x K2: with `first`, those that can be for a column among `first`
+    neighbours: np.ndarray  # N x C x k: per (row, column), more (those whose relative error can be the worst)
+    whole: np.ndarray  # N x C: the (row, column) pairs whose own class is among `first`
+
+
+def _off_diagonal_candidates(sides: Sides, settings: Settings, rho: np.ndarray,
+                             naming: tuple[str, str]) -> list[CheckResult]:
+    """The off-diagonal elements that decide the check (see structured_check), compared in blocks."""
+    rows, classes = sides.s.shape
+    chosen = _candidates(sides)
+    every_row = np.arange(rows)[:, None, None]
+    parts = []
+    step = max(1, _BLOCK // max(1, rows * (chosen.first.shape[1] + chosen.neighbours.shape[2])))
+    for start in range(0, classes, step):
+        j = np.arange(start, min(classes, start + step))[None, :, None]
+        if chosen.first.size:
+            parts.append(_elements(sides, every_row, chosen.first[:, None, :], j, settings, rho, naming))
+        if step >= classes:  # every column at once: nothing to gather on the column side
+            parts.append(_elements(sides, every_row, chosen.neighbours, None, settings, rho, naming))
+        else:
+            parts.append(_elements(sides, every_row, chosen.neighbours[:, j[0, :, 0], :], j, settings, rho, naming))
+    pair_rows, pair_columns = np.nonzero(chosen.whole)
+    if pair_rows.size:
+        others = np.concatenate([chosen.first, chosen.second], axis=1)[pair_rows]
+        parts.append(_elements(sides, pair_rows[:, None], others, pair_columns[:, None], settings, rho, naming))
+    return parts
+
+
+def _candidates(sides: Sides) -> _Candidates:
+    """The classes whose elements decide the check. Where low is s, the largest s_i other than j (one per
+    (row, column)). Else the vertices of the hull of the points (s_i, d_i) and the extreme r_i = d_i / s_i
+    (`first`), and per (row, column) the two r_i next to r*_j (ratio_neighbours). Without one point j of
+    `first`, a hull vertex is one of the others or a vertex of the hull of the points inside (a vertex of a
+    set's hull is one of any subset holding it): `second`, that inner hull and the next extreme r_i."""
+    s, low = sides.s, sides.low
+    rows, classes = s.shape
+    if low is s:  # the analytic s is the reference's (float64)
+        first = s.argmax(axis=1)[:, None]
+        rest = s.copy()
+        np.put_along_axis(rest, first, -np.inf, axis=1)
+        second = rest.argmax(axis=1)[:, None]
+        other = np.where(np.arange(classes)[None, :] == first, second, first)
+        nothing = np.zeros((rows, 0), dtype=np.intp)
+        return _Candidates(nothing, nothing, other[:, :, None], np.zeros(s.shape, dtype=bool))
+    d = low - s
+    outer = _hull(s, d)
+    inner = _inner_hull(s, d, outer)
+    ratio = np.where(s > 0, d / np.where(s > 0, s, 1.0), np.nan)  # no r for a zero s: its elements are all 0
+    for pick in (np.nanargmin, np.nanargmax):
+        index = pick(ratio, axis=1)[:, None]
+        np.put_along_axis(outer, index, True, axis=1)
+        rest = ratio.copy()
+        np.put_along_axis(rest, index, np.nan, axis=1)
+        if np.isfinite(rest).any(axis=1).all():
+            np.put_along_axis(inner, pick(rest, axis=1)[:, None], True, axis=1)
+    inner &= ~outer
+    return _Candidates(_listed(outer), _listed(inner), _ratio_neighbours(sides, ratio), outer)
+
+
+def _inner_hull(s: np.ndarray, d: np.ndarray, outer: np.ndarray) -> np.ndarray:
+    """The vertices of the hull of each row's points that are not in `outer` (N x C mask). Those points stand
+    in for one that is (a repeated point changes no hull), and mark it if they are found."""
+    stand_in = np.argmin(outer, axis=1)[:, None]  # the first point not in outer (0 if there is none)
+    found = _hull(np.where(outer, np.take_along_axis(s, stand_in, axis=1), s),
+                  np.where(outer, np.take_along_axis(d, stand_in, axis=1), d))
+    np.put_along_axis(found, stand_in, (found & outer).any(axis=1, keepdims=True) | np.take_along_axis(
+        found, stand_in, axis=1), axis=1)
+    return found & ~outer
+
+
+def _listed(mask: np.ndarray) -> np.ndarray:
+    """The classes set in each row of a mask, padded with others to the longest row's count (N x K)."""
+    return np.argsort(~mask, axis=1, kind="stable")[:, : int(mask.sum(axis=1).max())]
+
+
+def _ratio_neighbours(sides: Sides, ratio: np.ndarray) -> np.ndarray:
+    """Per (row, column j) the classes i != j of the largest r_i <= r*_j and of the smallest above (N x C x 2).
+
+    For s_i > 0 element i's relative error is |x + r_i b| / max((1 + r_i) b, |f|) (b = column_j, f = factor_j,
+    x = b + f): over r <= r* = |f| / b - 1 a convex function of r, above it the absolute value of a monotone
+    one; so the largest is at the extreme r (candidates of every column) or at these two. (A zero s_i, NaN
+    here, sorts last and is never one: its elements are 0.)
+    """
+    rows, classes = ratio.shape
+    with np.errstate(divide="ignore", invalid="ignore"):
+        switch = np.abs(sides.factor) / sides.column - 1.0
+    switch = np.where(np.isnan(switch), np.inf, switch)
+    order = np.argsort(ratio, axis=1, kind="stable")
+    counts = _counts_at_most(np.take_along_axis(ratio, order, axis=1), switch)
+    last = np.isfinite(ratio).sum(axis=1, keepdims=True) - 1
+    at_row, column = np.arange(rows)[:, None], np.arange(classes)[None, :]
+    below, above = counts - 1, counts
+    below = np.where(order[at_row, np.clip(below, 0, last)] == column, below - 1, below)  # i = j: the next one
+    above = np.where(order[at_row, np.clip(above, 0, last)] == column, above + 1, above)
+    ranks = np.stack([np.clip(below, 0, last), np.clip(above, 0, last)], axis=-1)
+    return order[at_row[:, :, None], ranks]
+
+
+def _counts_at_most(ranked: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """How many of each row's sorted values are <= each of its queries (N x Q), all rows at once."""
+    rows, classes = ranked.shape
+    values = np.concatenate([ranked, queries], axis=1)
+    is_query = np.concatenate([np.zeros(ranked.shape, dtype=bool), np.ones(queries.shape, dtype=bool)], axis=1)
+    order = np.lexsort((is_query, values), axis=-1)  # values, then a value before a query equal to it
+    taken = np.take_along_axis(is_query, order, axis=1)
+    before = np.cumsum(~taken, axis=1)
+    counts = np.empty(queries.shape, dtype=np.intp)
+    counts[np.repeat(np.arange(rows), queries.shape[1]), order[taken] - classes] = before[taken]
+    return counts
+
+
+def _hull(s: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """A mask of the vertices of the convex hull of each row's points (s_i, d_i) (N x C).
+
+    A vertex maximises some a s + b d: with b > 0 it is a line of the upper envelope of the lines
+    lam s_i + d_i, with b < 0 of lam s_i - d_i, with b = 0 an end of both."""
+    return _envelope(s, d) | _envelope(s, -d)
+
+
+def _envelope(slopes: np.ndarray, intercepts: np.ndarray) -> np.ndarray:
+    """The lines of max_i (lam slopes_i + intercepts_i) over all lam, per row (N x C mask), by quickhull:
+    between two lines of the envelope, the line highest where they cross is on it if it is above them there;
+    if none is, nothing between them is (a line below both at their two ends and at the crossing stays below).
+    Every round takes all open pairs of all rows at once; each costs one pass over its row."""
+    rows, classes = slopes.shape
+    found = np.zeros(slopes.shape, dtype=bool)
+    every = np.arange(rows)
+    least, most = slopes.min(axis=1, keepdims=True), slopes.max(axis=1, keepdims=True)
+    first = np.where(slopes == least, intercepts, -np.inf).argmax(axis=1)  # least slope, highest of those
+    last = np.where(slopes == most, intercepts, -np.inf).argmax(axis=1)
+    found[every, first] = found[every, last] = True
+    n, a, b = every, first, last
+    for _ in range(classes):  # at most one round per vertex; ends far sooner
+        keep = slopes[n, a] < slopes[n, b]
+        n, a, b = n[keep], a[keep], b[keep]
+        if not n.size:
+            break
+        c = np.concatenate([_highest(slopes, intercepts, n[k:k + _rows(classes)], a[k:k + _rows(classes)],
+                                     b[k:k + _rows(classes)]) for k in range(0, n.size, _rows(classes))])
+        split = c >= 0
+        n, a, b, c = n[split], a[split], b[split], c[split]
+        found[n, c] = True
+        n, a, b = np.concatenate([n, n]), np.concatenate([a, c]), np.concatenate([c, b])
+    return found
+
+
+def _rows(classes: int) -> int:
+    return max(1, _BLOCK // classes)
+
+
+def _highest(slopes: np.ndarray, intercepts: np.ndarray, n: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For each pair of lines (a, b) of row n: the line highest where they cross if above both there, else -1."""
+    lam = (intercepts[n, a] - intercepts[n, b]) / (slopes[n, b] - slopes[n, a])
+    values = lam[:, None] * slopes[n] + intercepts[n]
+    c = values.argmax(axis=1)
+    pairs = np.arange(n.size)
+    above = values[pairs, c] > np.maximum(values[pairs, a], values[pairs, b])
+    return np.where(above, c, -1)
 
 
 def _placed(check: CheckResult, place: Callable[[tuple[int, ...]], tuple[int, ...]]) -> CheckResult:
-    """The check with its worst elements' positions (row, column) placed in the N x C x C Jacobian."""
+    """The check with its worst elements' positions placed in the N x C x C matrix."""
     return check._replace(worst_index=place(check.worst_index),
                           worst_elements=tuple(e._replace(position=place(e.position)) for e in check.worst_elements))
-
-
-def _in_column(column: int) -> Callable[[tuple[int, ...]], tuple[int, ...]]:
-    """(row, i) of one column's comparison -> (row, i, column) in the Jacobian."""
-    return lambda at: (*at, column)
-
-
-def _decided(check: CheckResult, elements: int) -> CheckResult:
-    """A passing factored check: all N C^2 elements judged (2 N C of them compared), none failing."""
-    return check._replace(elements=elements, mismatches=0)
 
 
 def jacobian_scales(s: np.ndarray, complement: np.ndarray, temperature: float) -> Scales:
@@ -96,35 +345,48 @@ def jacobian_scales(s: np.ndarray, complement: np.ndarray, temperature: float) -
     return Scales(size / temperature, gross / temperature, np.asarray(1.0 / temperature))
 
 
-def jacobian_check_by_element(
-    analytic_s: Softmax, reference: Softmax, factor: np.ndarray, own: np.ndarray, settings: Settings,
-    logits: np.ndarray, rho: np.ndarray | None = None,
-) -> CheckResult:
-    """The Jacobian check comparing every element, one column (N x C) at a time so memory stays O(N C).
+# The generic Hessian check holds several N x C x C arrays (the analytic and numeric Hessians, their scales,
+# the tolerance, compare's temporaries: about a dozen, 8 bytes each): above this many elements per batch it
+# is refused before it starts, rather than exhausting memory (12 x 8 x 2^22 bytes = 400 MB).
+HESSIAN_ELEMENTS = 1 << 22
 
-    `analytic_s` is the softmax in the analytic dtype; `reference` (float64), factor and own are the
-    reference's (see jacobian_check), at `logits`. merge() picks the worst element numpy.argmax over the whole N x C x C
-    arrays would.
+
+def hessian_check(analytic_loss: Loss, reference_loss: Loss, low: np.ndarray, logits: np.ndarray,
+                  analytic_s: Softmax, reference: Softmax, settings: Settings, rho: np.ndarray) -> CheckResult:
+    """d2L/dz2 against finite differences of the exact change of the gradient, every element.
+
+    A loss whose Hessian is m_n ds/dz per row (cross-entropy: m = A / T times the reduction's scale, A the
+    row's summed coefficients) says so through hessian_multiple(logits, given) -> m (N) or None, and is
+    decided in O(N C) as the Jacobian is (structured_check; the numeric side is m times the Jacobian's exact
+    differences, the same as differencing its gradient_perturbation). Any other loss builds N x C x C arrays,
+    refused above HESSIAN_ELEMENTS per batch.
     """
-    assert settings.eps is not None and settings.atol is not None and settings.rtol is not None
-    low_s, low_complement = analytic_s.s, analytic_s.complement
-    s, complement = reference.s, reference.complement
-    temperature = low_s.dtype.type(settings.temperature)
-    rho = rounding_factor(logits, settings.temperature) if rho is None else rho
+    assert settings.eps is not None and settings.rtol is not None
+    analytic_multiple = getattr(analytic_loss, "hessian_multiple", None)
+    reference_multiple = getattr(reference_loss, "hessian_multiple", None)
+    multiples = None if analytic_multiple is None or reference_multiple is None else (
+        analytic_multiple(low, analytic_s), reference_multiple(logits, reference))
+    if multiples is not None and multiples[0] is not None and multiples[1] is not None:
+        sides = jacobian_sides(analytic_s, reference, settings, multiples)
+        return structured_check(sides, logits, settings, rho, HESSIAN)
+    refuse_wide_hessian(logits.shape, settings)
+    hessian = analytic_loss.hessian(low)
+    change = reference_loss.gradient_perturbation(logits, reference)
+    numeric = differences.numeric_hessian(change, logits.shape[1], settings.eps, settings.method)
+    scales = reference_loss.hessian_scales(logits, reference)
     eta = float(differences.exact_step(settings.eps)) / settings.temperature
-    bound = np.asarray(1.0 / settings.temperature)
-    result: CheckResult | None = None
-    for j in range(s.shape[1]):
-        analytic = -low_s * low_s[:, j : j + 1]
-        analytic[:, j] = low_s[:, j] * low_complement[:, j]
-        analytic /= temperature
-        numeric = s * factor[:, j : j + 1]
-        numeric[:, j] = own[:, j]
-        size = s * s[:, j : j + 1] / settings.temperature
-        gross = size.copy()
-        size[:, j], gross[:, j] = s[:, j] * complement[:, j] / settings.temperature, s[:, j] / settings.temperature
-        atol = allowance(numeric, Scales(size, gross, bound), settings, rho, eta)
-        part = compare("jacobian", analytic, numeric, atol, settings.rtol, description=_JACOBIAN)
-        result = merge(result, _placed(part, _in_column(j)), (0, 0, 0))
-    assert result is not None
-    return result
+    tolerance = allowance(numeric, scales, settings, rho[:, :, None], eta)
+    return compare(HESSIAN[0], hessian, numeric, tolerance, settings.rtol, description=HESSIAN[1])
+
+
+def refuse_wide_hessian(shape: tuple[int, ...], settings: Settings) -> None:
+    """Exit 2 before a generic Hessian check that would hold more than HESSIAN_ELEMENTS elements per array."""
+    rows, classes = shape
+    if rows * classes * classes <= HESSIAN_ELEMENTS:
+        return
+    fits = HESSIAN_ELEMENTS // (classes * classes)
+    way_out = (f"give at most {fits:,} rows per input, or check the gradient alone (--order 1)" if fits
+               else "check the gradient alone (--order 1): not even one row fits")
+    raise InputError(f"--order 2 with --loss {settings.loss}: the Hessian of {rows:,} rows x {classes:,} classes "
+                     f"has {rows * classes * classes:,} elements, more than the {HESSIAN_ELEMENTS:,} gradcheck "
+                     f"holds at once for a loss without a structured Hessian; {way_out}")
