@@ -27,6 +27,13 @@ class Batch:
     row_lines: np.ndarray | None = field(default=None, repr=False)
     # The user's own values by name (SUPPLIED_KEYS), shaped as in the report: N x C, N x C x C, () or (N,).
     supplied: dict[str, np.ndarray] = field(default_factory=dict)
+    # The dtype the logits were stored in (a tensor file's float32, float16, bfloat16...); `logits` holds the
+    # same values exactly, as float64. Text and arguments are read as float64.
+    dtype_name: str = "float64"
+    # N x C teacher logits, for the distillation losses (kl, reverse-kl, jsd); None for every other loss. The
+    # readers then set `targets` to them too: what the logits are compared with, the second argument --impl's
+    # function receives.
+    teacher_logits: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def rows(self) -> int:

@@ -7,20 +7,30 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.checks.runner import KEEP_ALL, Keep, OnRows, run
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs.gather import Input, InputRequest, open_input
+from gradcheck_cli.inputs.source import STREAM_ABOVE_BYTES
 from gradcheck_cli.numerics.exact import ExactSum
 from gradcheck_cli.numerics.losses import accepted_kind
 from gradcheck_cli.report import Report
-from gradcheck_cli.settings import Settings
+from gradcheck_cli.settings import DIVIDING_REDUCTIONS, Settings
 
 if TYPE_CHECKING:
     from gradcheck_cli.checks.impl import Implementation
+    from gradcheck_cli.checks.returned import Calling
+    from gradcheck_cli.numerics.losses.base import LossKind
+
+# torch's default ignore_index (F.cross_entropy): a label -100 marks a row that contributes nothing, unless
+# --ignore-index says otherwise.
+TORCH_IGNORE_INDEX = -100
+# The seed of what is random in a check (--grad-output random, the --impl directions) unless --seed is given:
+# fixed, so that the same command gives the same report (and a failure seen once is seen again).
+DEFAULT_SEED = 0
 
 
 @dataclass(eq=False)
@@ -30,11 +40,17 @@ class CheckJob:
     input: Input
     settings: Settings
     implementation: Implementation | None
+    notes: list[str] = field(default_factory=list)  # what opening decided (defaults taken), for the report
 
     def run(self, keep: Keep = KEEP_ALL, on_rows: OnRows | None = None) -> Report:
         with self.input.reading() as batches:  # a chunked input is parsed ahead while the divisor is found
             normalizer = mean_divisor(self.input, self.settings)
-            return run(batches, self.settings, normalizer, self.implementation, keep, on_rows)
+            # --full of a chunked input: its row count lets the runner refuse what it cannot keep, up front
+            expected = self.input.count_rows() if keep.limit is None and self.input.whole is None else None
+            report = run(batches, self.settings, normalizer, self.implementation, keep, on_rows,
+                         expected_rows=expected)
+        report.notes[:0] = self.notes
+        return report
 
 
 @contextmanager
@@ -44,22 +60,68 @@ def open_check(
     impl: str | None = None,
     chunk_bytes: int | None = None,
     impl_timeout: float | None = None,
+    calling: Calling | None = None,
 ) -> Iterator[CheckJob]:
     """Open the input (and start the implementation) for a check; both are closed on leaving.
 
-    `impl_timeout` bounds the import of the implementation and each call of it (None: its default).
+    `impl_timeout` bounds the import of the implementation and each call of it (None: its default); `calling`
+    says what it is called with (None: numpy arrays; the dtype and ignore_index come from `settings`).
     """
-    accepted_kind(settings)  # refuses options this loss does not take before anything is read
+    kind = accepted_kind(settings)  # refuses options this loss does not take before anything is read
+    notes: list[str] = []
+    settings = upstream_default(settings, impl is not None, notes)
     with ExitStack() as stack:
         implementation = None
         if impl is not None:
             from gradcheck_cli.checks.impl import Implementation  # the worker machinery only when asked
+            from gradcheck_cli.checks.returned import Calling
 
-            implementation = stack.enter_context(Implementation.load(impl, impl_timeout))
+            calling = (calling or Calling())._replace(
+                dtype=settings.dtype, ignore_index=TORCH_IGNORE_INDEX if settings.ignore_index is None
+                else settings.ignore_index)
+            implementation = stack.enter_context(Implementation.load(impl, impl_timeout, calling))
+        ignore = read_ignore_index(settings, kind)
         # A user's function is called on the whole input at once, so it is read as one batch.
-        opened = stack.enter_context(open_input(request, settings.ignore_index, implementation is not None,
-                                                chunk_bytes))
-        yield CheckJob(opened, settings, implementation)
+        opened = stack.enter_context(open_input(request, ignore, implementation is not None, chunk_bytes))
+        if opened.whole is None:
+            opened.ignore_index = settings.ignore_index  # chunks keep the option as given (see the README)
+            if settings.reduction == "none" and settings.grad_output not in (None, "ones"):
+                raise InputError(f"--grad-output with --reduction none takes one value per row of the whole input, "
+                                 f"and {opened.name} is read in chunks: check it with --reduction sum, or in "
+                                 f"files of under {STREAM_ABOVE_BYTES // 2**20} MB")
+        else:
+            settings = ignored_rows(opened.whole, settings, ignore, notes)
+        yield CheckJob(opened, settings, implementation, notes)
+
+
+def read_ignore_index(settings: Settings, kind: LossKind) -> int | None:
+    """The label read as ignored: torch's -100 unless --ignore-index is given, where the loss has ignored rows."""
+    takes = settings.ignore_index is None and "ignore_index" in kind.options
+    return TORCH_IGNORE_INDEX if takes else settings.ignore_index
+
+
+def upstream_default(settings: Settings, impl: bool, notes: list[str]) -> Settings:
+    """--grad-output's default (random for reduction none with --impl), and a seed when anything is random."""
+    if settings.grad_output is None and impl and settings.reduction == "none":
+        settings = settings._replace(grad_output="random")
+    if settings.seed is None and settings.grad_output == "random":
+        settings = settings._replace(seed=DEFAULT_SEED)
+    if settings.grad_output == "random":
+        notes.append(f"--grad-output random: g drawn with seed {settings.seed} (--seed changes it)")
+    return settings
+
+
+def ignored_rows(batch: Batch, settings: Settings, ignore: int | None, notes: list[str]) -> Settings:
+    """The settings with torch's default ignore_index taken where a label is -100, and a note of the rows so
+    ignored (an --ignore-index given is the user's own choice, and the report's settings show it)."""
+    if batch.labels is None or ignore is None or settings.ignore_index is not None:
+        return settings
+    ignored = int((batch.labels == ignore).sum())
+    if ignored == 0:
+        return settings
+    notes.append(f"{ignored} of {batch.rows} rows ignored: their label is {ignore}, torch's default ignore_index "
+                 f"(--ignore-index changes it)")
+    return settings._replace(ignore_index=ignore)
 
 
 def check(
@@ -68,9 +130,10 @@ def check(
     impl: str | None = None,
     keep: Keep = KEEP_ALL,
     impl_timeout: float | None = None,
+    calling: Calling | None = None,
 ) -> Report:
     """Check an input and return its Report."""
-    with open_check(request, settings, impl, impl_timeout=impl_timeout) as job:
+    with open_check(request, settings, impl, impl_timeout=impl_timeout, calling=calling) as job:
         return job.run(keep)
 
 
@@ -86,7 +149,7 @@ def mean_divisor(opened: Input, settings: Settings) -> float:
     The loss says whether that is the number of rows (counted without parsing a chunked file) or a sum over
     the rows (its labels' weights, say), which takes one more pass over the batches.
     """
-    if settings.reduction != "mean":
+    if settings.reduction not in DIVIDING_REDUCTIONS:
         return 1.0
     kind = accepted_kind(settings)
     if kind.counts_rows(settings):

@@ -187,7 +187,7 @@ def option_keywords(command) -> dict[str, object]:
 
 @pytest.mark.parametrize(("name", "function", "api_only"), [
     ("check", check, {"gradient", "probabilities", "jacobian"}),
-    ("sweep", sweep, set()),
+    ("sweep", sweep, {"gradient", "probabilities", "jacobian"}),
 ])
 def test_every_option_is_a_keyword_with_its_default(name, function, api_only):
     """Each option of the command is a keyword of check()/sweep() with the same default (a new option fails this
@@ -213,7 +213,7 @@ BAD_VALUES = [
     ("--eps", "abc", "eps", "abc"),
     ("--atol", "-1", "atol", -1),
     ("--rtol", "inf", "rtol", float("inf")),
-    ("--dtype", "float16", "dtype", "float16"),
+    ("--dtype", "float8", "dtype", "float8"),
     ("--order", "3", "order", 3),
     ("--order", "x", "order", "x"),
     ("--order", "1.5", "order", 1.5),
@@ -364,7 +364,8 @@ BAD_ARRAYS = [
     ({"logits": [[1, 2]], "targets": [[1, 0, 0]]}, "targets: targets have 3 classes, the logits have 2"),
     ({"logits": [[1, 2]], "labels": [0], "targets": [[1, 0]]},
      "both labels and targets give the answers; give labels or targets once"),
-    ({"logits": [[1, 2]]}, "no labels or targets: give labels= (N class indices) or targets= (N x C rows)"),
+    ({"logits": [[1, 2]]}, ("no labels or targets: give labels= (N class indices) or targets= (N x C rows), or "
+                            "teacher_logits= for kl, reverse-kl and jsd")),
     ({"labels": [0]}, "no logits: give logits= (N x C numbers, or one row of C) or input= (a file)"),
     ({"logits": [[1, 2]], "labels": [0], "gradient": [[1, 2, 3]]},
      "gradient: the supplied gradient is 1 x 3; for 1 x 2 logits it must be 1 x 2"),
@@ -557,15 +558,18 @@ def test_the_helper_checks_soft_targets_as_the_function_saw_them():
 
 
 def test_the_helper_refuses_what_it_cannot_judge():
-    """Half precision has no default tolerances yet (it says which keywords to pass); a keyword that is not a
-    setting, or a function that does not return (loss, gradient), is refused before any verdict."""
-    with pytest.raises(InputError, match=r"^logits are float16: gradcheck has no default tolerances for float16 yet; "
-                                         r"pass atol= and rtol= "):
-        gradcheck_cli.assert_gradients_match(my_softmax.softmax_cross_entropy, np.float16([ROW_1]), labels=[2])
+    """Half precision gets its dtype's default tolerances and baseline verdict (float16 logits: dtype float16); a
+    keyword that is not a setting, or a function that does not return (loss, gradient), is refused before any
+    verdict."""
+    half = gradcheck_cli.assert_gradients_match(my_softmax.softmax_cross_entropy, np.float16([ROW_1]), labels=[2])
+    assert half.settings.dtype == "float16"
+    assert "supplied gradient vs float16 baseline" in [check.name for check in half.checks]
+    with pytest.raises(AssertionError, match="supplied gradient"):  # the forgotten 1/N, in float16 too
+        gradcheck_cli.assert_gradients_match(my_softmax.forgot_one_over_n, np.float16([ROW_1, ROW_1]), labels=[2, 1])
     report = gradcheck_cli.assert_gradients_match(
         lambda z, t: my_softmax.softmax_cross_entropy(z.astype(np.float64), t.astype(np.float64)),
         np.float16([ROW_1]), labels=[2], atol=1e-3, rtol=1e-2)
-    assert report.passed and report.settings.dtype == "float64"
+    assert report.passed and report.settings.dtype == "float16"  # the logits' dtype, its tolerances
     with pytest.raises(TypeError, match="unexpected keyword argument 'gradient'"):
         gradcheck_cli.assert_gradients_match(my_softmax.softmax_cross_entropy, [ROW_1], labels=[2], gradient=[0] * 4)
     with pytest.raises(InputError, match=r"^the function must return \(loss, gradient\), got float$"):

@@ -260,7 +260,7 @@ def test_a_module_beside_the_users_is_not_imported_by_gradcheck(tmp_path):
     (tmp_path / "mine.py").write_text(CORRECT + "import helper\nf = correct\n")  # its own siblings still import
     run = gradcheck_process(*ARGS, "--impl", "mine:f", cwd=tmp_path)
     assert run.returncode == 0, run
-    assert "PASS: all 6 checks agree" in run.stdout, run  # the tables, drawn by rich: gradcheck's, not ./rich.py
+    assert "PASS: all 7 checks agree" in run.stdout, run  # the tables, drawn by rich: gradcheck's, not ./rich.py
     assert not (tmp_path / "pwned").exists()
 
 

@@ -89,7 +89,8 @@ def test_wrapping_never_splits_a_number(gradcheck):
     and the verdict's error, stand whole on one line of the table output."""
     run = gradcheck(*IMPL_FAILING)
     report = json.loads(gradcheck(*IMPL_FAILING, "-f", "json").stdout)
-    failing = [check for check in report["checks"] if not check["passed"]]
+    # the failing checks of elements (impl taylor's worst is a fitted slope, shown to three digits)
+    failing = [check for check in report["checks"] if not check["passed"] and check["worst"]["index"]]
     numbers = [digits(check["worst"][side]) for check in failing for side in ("actual", "expected")]
     assert len(numbers) == 4, report["checks"]
     first = failing[0]["worst"]
@@ -180,7 +181,6 @@ def test_positions_checked_after_parsing_are_indices_too(gradcheck, words, messa
     assert run.exit_code == 2 and message in run.stderr, run
 
 
-@pending("commands/explain.py and the losses' explain lines: classes numbered from 0, s_0 ... s_{C-1}")
 def test_explain_numbers_classes_as_check_does(gradcheck):
     """Protects point 7 in explain: check's 'class 2' is explain's s_2 (it was s_3)."""
     run = gradcheck("explain", *FIRST)
@@ -335,7 +335,9 @@ def test_sweep_help_groups_its_options(gradcheck):
     """Protects grouped --help: input, loss, differences and tolerances, output, in that order, one table."""
     run = gradcheck("sweep", "--help")
     assert run.exit_code == 0, run
-    assert _sections(run.stdout) == ["Input:", "Loss:", "Differences and tolerances:", "Output:"], run.stdout
+    # Your values or code: sweep studies your gradient as check checks it (issue 17 point 1).
+    assert _sections(run.stdout) == ["Input:", "Your values or code to check:", "Loss:", "Differences and tolerances:",
+                                     "Output:"], run.stdout
     differences = run.stdout.split("Differences and tolerances:")[1].split("Output:")[0]
     assert "--steps LIST" in differences
     _assert_aligned(run.stdout)
@@ -363,8 +365,7 @@ def test_every_option_of_check_and_sweep_has_a_section(module, name):
     context = click.Context(sectioned, info_name=name, parent=click.Context(main, info_name="gradcheck"))
     text = sectioned.get_help(context)
     assert "Other options" not in text, text
-    wanted = [title for title in SECTION_TITLES if name == "check" or title != "Your values or code to check:"]
-    assert _sections(text) == wanted, text
+    assert _sections(text) == SECTION_TITLES, text  # sweep takes your values too (issue 17 point 1)
     _assert_aligned(text)
 
 

@@ -39,12 +39,20 @@ VERSION_1_FIELDS = {
     "row": {
         "row", "line", "loss", "probabilities", "gradient", "gradient.analytic", "gradient.numeric", "max_abs_error",
     },
+    "diagnose": {
+        "schema_version", "command", "passed", "shape", "shape.rows", "shape.classes", "checks", "checks[].name",
+        "checks[].passed", "diagnoses", "diagnoses[].check", "diagnoses[].verdict", "diagnoses[].findings",
+        "diagnoses[].findings[].id", "diagnoses[].findings[].check", "diagnoses[].findings[].description",
+        "diagnoses[].findings[].residual", "diagnoses[].findings[].explains_rows", "diagnoses[].findings[].matched",
+        "notes",
+    },
 }
 # Each kind of JSON document: its definition in the schema, and the README table that documents it.
 KINDS = {
     "check": ("check_report", "`gradcheck check -f json`"),
     "sweep": ("sweep_report", "`gradcheck sweep -f json`"),
     "row": ("row_record", "`gradcheck check -f ndjson` row records"),
+    "diagnose": ("diagnose_report", "`gradcheck diagnose -f json`"),
 }
 
 

@@ -19,13 +19,22 @@ from gradcheck_cli.api.arrays import as_class_indices, as_float64
 from gradcheck_cli.checks.runner import FULL_LIMIT, Keep
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs.gather import Input, InputRequest, open_input
-from gradcheck_cli.inputs.validate import Answers, Parsed, make_batch
+from gradcheck_cli.inputs.validate import Answers, Parsed, Teacher, make_batch
 from gradcheck_cli.numerics.losses import accepted_kind
-from gradcheck_cli.pipeline import CheckJob, open_check
+from gradcheck_cli.pipeline import (
+    TORCH_IGNORE_INDEX,
+    CheckJob,
+    ignored_rows,
+    open_check,
+    read_ignore_index,
+    upstream_default,
+)
+from gradcheck_cli.settings import Settings
 
 if TYPE_CHECKING:
     from gradcheck_cli.batch import Batch
     from gradcheck_cli.checks.impl import Implementation
+    from gradcheck_cli.checks.returned import Calling
     from gradcheck_cli.report import Report
 
 Path = str | os.PathLike[str]
@@ -61,6 +70,22 @@ def check(
     label_smoothing: float = 0.0,
     ignore_index: int | None = None,
     temperature: float = 1.0,
+    beta: float | None = None,
+    t2_scaling: bool = False,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    logit_scale: float = 1.0,
+    pos_weight: Any = None,
+    gamma: float | None = None,
+    alpha: float | None = None,
+    teacher_logits: Any = None,
+    teacher_file: Path | None = None,
+    key: Any = None,
+    grad_output: Any = None,
+    seed: int | None = None,
+    directions: int = 16,
+    framework: str = "numpy",
+    device: str = "cpu",
     full: bool = False,
     impl_timeout: float = 60.0,
 ) -> Report:
@@ -85,46 +110,66 @@ def check(
     settings = keywords.settings_from(locals())  # every Settings field is a keyword of the same name
     fmt = keywords.input_format(input_format)
     timeout = keywords.POSITIVE("--impl-timeout", impl_timeout)
+    calling = keywords.calling(impl is not None, framework, device)
     if impl is not None and not isinstance(impl, str) and not callable(impl):
         raise InputError(f"impl: expected a function f(logits, targets) -> (loss, gradient) or "
                          f"'MODULE:FUNCTION', got {type(impl).__name__}")
-    accepted_kind(settings)  # refuses options this loss does not take before anything is read
+    kind = accepted_kind(settings)  # refuses options this loss does not take before anything is read
     keep = Keep(arrays=True, jacobian_classes=None, limit=None if full else FULL_LIMIT)  # what JSON shows
     files = {"labels_file": labels_file, "targets_file": targets_file, "grad_file": grad_file,
-             "probabilities_file": probabilities_file}
+             "probabilities_file": probabilities_file, "teacher_file": teacher_file}
     values = {"gradient": gradient, "probabilities": probabilities, "jacobian": jacobian}
+    notes: list[str] = []
     if input is None:
-        _refuse_beside("logits=", "input=", {"input_format": None if fmt == "auto" else fmt, **files})
-        with _implementation(impl, timeout) as implementation:  # started first, as the command line does
-            batch = batch_from_arrays(logits, labels, targets, values, loss_value, settings.ignore_index)
-            return CheckJob(Input(None, None, 0, batch), settings, implementation).run(keep)
+        _refuse_beside("logits=", "input=", {"input_format": None if fmt == "auto" else fmt, "key": key, **files})
+        settings = upstream_default(settings, impl is not None, notes)
+        ignore = read_ignore_index(settings, kind)
+        with _implementation(impl, timeout, _called(calling, settings, ignore)) as implementation:  # first, as the CLI
+            batch = batch_from_arrays(logits, labels, targets, values, loss_value, ignore, teacher_logits)
+            settings = ignored_rows(batch, settings, ignore, notes)
+            return CheckJob(Input(None, None, 0, batch), settings, implementation, notes).run(keep)
     if logits is not None:
         raise InputError("give the logits either as logits= or in the file input= names, not both")
     _refuse_beside("input=", "logits=", values)
-    request = file_request(os.fspath(input), fmt, files, labels, targets, loss_value)
+    request = file_request(os.fspath(input), fmt, files, labels, targets, loss_value, teacher_logits,
+                           keywords.tensor_keys(key))
     if impl is None or isinstance(impl, str):  # the command line's own way in
-        with open_check(request, settings, impl, impl_timeout=timeout) as job:
+        with open_check(request, settings, impl, impl_timeout=timeout, calling=calling) as job:
             return job.run(keep)
     # A function is called on the input whole, so it is read as one batch.
-    with _implementation(impl, timeout) as implementation, open_input(request, settings.ignore_index, True) as opened:
-        return CheckJob(opened, settings, implementation).run(keep)
+    settings = upstream_default(settings, True, notes)
+    ignore = read_ignore_index(settings, kind)
+    with (_implementation(impl, timeout, _called(calling, settings, ignore)) as implementation,
+          open_input(request, ignore, True) as opened):
+        assert opened.whole is not None
+        settings = ignored_rows(opened.whole, settings, ignore, notes)
+        return CheckJob(opened, settings, implementation, notes).run(keep)
+
+
+def _called(calling: Calling, settings: Settings, ignore: int | None) -> Calling:
+    """`calling` in the settings' dtype, an ignored row labelled `ignore` (torch's -100 when none is read)."""
+    return calling._replace(dtype=settings.dtype, ignore_index=TORCH_IGNORE_INDEX if ignore is None else ignore)
 
 
 @contextmanager
-def _implementation(impl: str | ImplFunction | None, timeout: float) -> Iterator[Implementation | None]:
+def _implementation(impl: str | ImplFunction | None, timeout: float,
+                    calling: Calling | None = None) -> Iterator[Implementation | None]:
     """The user's function as the runner calls it, stopped on leaving: "MODULE:FUNCTION" is imported as --impl
-    imports it (in a worker process), and a Python function is called in this process."""
+    imports it (in a worker process), and a Python function is called in this process; either as `calling`
+    says (framework, device, dtype; None: float64 numpy arrays)."""
     if impl is None:
         yield None
         return
     from gradcheck_cli.checks.impl import Implementation  # the worker machinery only when asked
+    from gradcheck_cli.checks.returned import NUMPY_CALLING
 
+    calling = NUMPY_CALLING if calling is None else calling
     if isinstance(impl, str):
-        with Implementation.load(impl, timeout) as loaded:
+        with Implementation.load(impl, timeout, calling) as loaded:
             yield loaded
         return
     name = getattr(impl, "__qualname__", None) or type(impl).__qualname__
-    with Implementation(f"{getattr(impl, '__module__', None) or '?'}:{name}", impl) as in_process:
+    with Implementation(f"{getattr(impl, '__module__', None) or '?'}:{name}", impl, calling=calling) as in_process:
         yield in_process
 
 
@@ -137,12 +182,18 @@ def _refuse_beside(route: str, other: str, values: dict[str, Any]) -> None:
 
 
 def file_request(
-    path: str, input_format: str, files: dict[str, Path | None], labels: Any, targets: Any, loss_value: Any = None
+    path: str, input_format: str, files: dict[str, Path | None], labels: Any, targets: Any, loss_value: Any = None,
+    teacher_logits: Any = None, key_names: tuple[tuple[str, str], ...] = (),
 ) -> InputRequest:
-    """The command line's request for a file (and the files beside it, by keyword), with labels, targets or a
-    loss given beside it as arrays passed on as their text, exactly (as --labels, --targets, --loss-value)."""
+    """The command line's request for a file (and the files beside it, by keyword), with labels, targets, teacher
+    logits or a loss given beside it as arrays passed on as their text, exactly (as --labels, --targets,
+    --teacher-logits, --loss-value)."""
     paths = {key: None if value is None else os.fspath(value) for key, value in files.items()}
     return InputRequest(
+        key_names=key_names,
+        teacher_logits_args=() if teacher_logits is None else tuple(
+            map(_row_text, _matrix(teacher_logits, "teacher_logits")[0])),
+        teacher_path=paths.get("teacher_file"),
         input_path=path,
         input_format=input_format,
         labels_arg=None if labels is None else _row_text(np.ravel(as_class_indices(labels, "labels"))),
@@ -161,13 +212,15 @@ def _row_text(row: np.ndarray) -> str:
 
 
 def batch_from_arrays(
-    logits: Any, labels: Any, targets: Any, values: dict[str, Any], loss_value: Any, ignore_index: int | None
+    logits: Any, labels: Any, targets: Any, values: dict[str, Any], loss_value: Any, ignore_index: int | None,
+    teacher_logits: Any = None,
 ) -> Batch:
     """The Batch of arrays given in memory, through the same validation as every reader's rows."""
     if logits is None:
         raise InputError("no logits: give logits= (N x C numbers, or one row of C) or input= (a file)")
-    if labels is None and targets is None:
-        raise InputError("no labels or targets: give labels= (N class indices) or targets= (N x C rows)")
+    if labels is None and targets is None and teacher_logits is None:
+        raise InputError("no labels or targets: give labels= (N class indices) or targets= (N x C rows), or "
+                         "teacher_logits= for kl, reverse-kl and jsd")
     z, one_row = _matrix(logits, "logits")
     answers = []
     if labels is not None:
@@ -180,7 +233,9 @@ def batch_from_arrays(
     supplied = {key: (_supplied(value, key, one_row), key) for key, value in values.items() if value is not None}
     if loss_value is not None:
         supplied["loss"] = (np.ravel(as_float64(loss_value, "loss_value")), "loss_value")
-    return make_batch(Parsed(logits=z, answers=answers), None, [], supplied, ignore_index)
+    teacher = None if teacher_logits is None else Teacher(
+        _matrix(teacher_logits, "teacher_logits")[0], "teacher_logits=", lambda n: f"teacher_logits[{n}]")
+    return make_batch(Parsed(logits=z, answers=answers, teacher=teacher), None, [], supplied, ignore_index)
 
 
 def _matrix(values: Any, what: str) -> tuple[np.ndarray, bool]:

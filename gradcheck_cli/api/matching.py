@@ -64,7 +64,8 @@ def assert_gradients_match(
     returns the loss for the reduction (a number, or N row losses for reduction="none") and dL/dlogits.
     `options` are check()'s keywords (reduction, weights, temperature, atol, rtol, ...). Default tolerances
     follow the logits' dtype: float64 the method's (1e-10 + 1e-7 |expected| for central differences),
-    float32 1e-6 + 3e-5 |expected|. On a mismatch raises AssertionError with Report.failure_message(): each
+    float32 1e-6 + 3e-5 |expected|, bfloat16 and float16 torch.testing's for the dtype plus the baseline
+    verdict (README: "Half precision"). On a mismatch raises AssertionError with Report.failure_message(): each
     failing check, how many elements mismatch, and the worst five with their indices and both values.
 
     Example:

@@ -13,11 +13,18 @@ import numpy as np
 
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.checks.compare import compare
-from gradcheck_cli.checks.jacobian import jacobian_check, jacobian_scales
+from gradcheck_cli.checks.jacobian import hessian_check, jacobian_check, jacobian_scales
+from gradcheck_cli.checks.precision import (
+    baseline_value,
+    half_precision_checks,
+    half_precision_tolerance,
+    plain_baseline,
+)
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.numerics import differences
-from gradcheck_cli.numerics.losses.base import Loss, LossKind, Scales, allowance, rounding_factor
-from gradcheck_cli.numerics.softmax import Softmax, softmax_jacobian, softmax_parts
+from gradcheck_cli.numerics.losses.base import Loss, LossKind, Scales, allowance, rounding_factor, upstream_gradient
+from gradcheck_cli.numerics.precision import FORMATS, LOW_PRECISION, Baseline, round_to
+from gradcheck_cli.numerics.softmax import Softmax, softmax_jacobian
 from gradcheck_cli.report import CheckResult, RowChecks
 from gradcheck_cli.settings import Settings
 
@@ -35,46 +42,75 @@ def check_rows(batch: Batch, settings: Settings, kind: LossKind, normalizer: flo
 
 
 def _check_rows(batch: Batch, settings: Settings, kind: LossKind, normalizer: float) -> RowChecks:
+    held = settings  # what the user's values are held to; in half precision gradcheck's own are float64
+    if settings.dtype in LOW_PRECISION:  # at the logits rounded to it: see checks/precision.py
+        settings = settings._replace(dtype="float64")
     assert settings.eps is not None and settings.atol is not None and settings.rtol is not None
     dtype = np.dtype(settings.dtype)
-    low = batch.logits.astype(dtype, copy=False)
+    low = round_to(batch.logits, held.dtype) if held is not settings else batch.logits.astype(dtype, copy=False)
     logits = low.astype(np.float64, copy=False)
-    _refuse_overflow(logits, settings.temperature, dtype)
+    _refuse_overflow(batch.logits, logits, settings.temperature, held.dtype)
     reference_loss = replace(kind.build(batch, settings, np.dtype(np.float64)), normalizer=normalizer)
     # softmax(z / T) once for every check of these rows (twice in float32: the analytic one and the reference)
-    reference = softmax_parts(logits / settings.temperature)
+    reference = reference_loss.softmax(logits)  # its own probabilities: a sigmoid for bce
     analytic_loss, analytic_s = reference_loss, reference
     if dtype != np.float64:
         analytic_loss = replace(kind.build(batch, settings, dtype), normalizer=normalizer)
-        analytic_s = softmax_parts(low / dtype.type(settings.temperature))
+        analytic_s = analytic_loss.softmax(low)
     analytic = analytic_loss.gradient(low, analytic_s)
     numeric = differences.numeric_gradient(reference_loss, logits, settings.eps, settings.method, reference)
-    rho = rounding_factor(logits, settings.temperature)  # once for every check of these rows
+    # once for every check of these rows, of the logits entering the softmax (--logit-scale, --softcap)
+    rho = rounding_factor(reference_loss.entering(logits), settings.temperature)
     eta = float(differences.exact_step(settings.eps)) / settings.temperature  # the step in u = z / T
     scales = reference_loss.gradient_scales(logits, reference)
     tolerance = allowance(numeric, scales, settings, rho, eta, unit=reference_loss.scale)
     checks = [
         compare("gradient", analytic, numeric, tolerance, settings.rtol,
                 description="dL/dz, analytic vs finite differences"),
-        jacobian_check(analytic_s, reference, logits, settings, rho),
+        _JACOBIAN_CHECKS[reference_loss.activation](analytic_s, reference, logits, settings, rho),
     ]
     if settings.order == 2:
-        hessian = analytic_loss.hessian(low)
-        change = reference_loss.gradient_perturbation(logits, reference)
-        numeric_hessian = differences.numeric_hessian(change, batch.classes, settings.eps, settings.method)
-        scales = reference_loss.hessian_scales(logits, reference)
-        tolerance = allowance(numeric_hessian, scales, settings, rho[:, :, None], eta)
-        checks.append(compare("hessian", hessian, numeric_hessian, tolerance, settings.rtol,
-                              description="d2L/dz2, analytic vs finite differences of the gradient"))
-    checks += supplied_checks(batch, settings, logits, reference, reference_loss, rho)
+        checks.append(hessian_check(analytic_loss, reference_loss, low, logits, analytic_s, reference, settings, rho))
+    checks += supplied_checks(batch, held, logits, reference, reference_loss, rho)
     return RowChecks(checks, analytic_loss.row_losses(low, analytic_s), analytic_s, analytic, numeric,
                      logits, reference_loss)
 
 
-def _refuse_overflow(logits: np.ndarray, temperature: float, dtype: np.dtype) -> None:
-    """z / T must be finite in the dtype the softmax is computed in, or no derivative is left to check."""
+def sigmoid_jacobian_check(analytic_s: Softmax, reference: Softmax, logits: np.ndarray, settings: Settings,
+                           rho: np.ndarray) -> CheckResult:
+    """d sigma(z_j / T) / dz_j against finite differences: the diagonal is all there is (each class its own
+    sigmoid), and it is jacobian_check's diagonal element (the same exact change, scales and allowance)."""
+    assert settings.eps is not None and settings.rtol is not None
+    h, temperature = differences.exact_step(settings.eps), settings.temperature
+    own = differences.softmax_derivative_factors(reference.s, reference.complement, h, settings.method, temperature)[1]
+    analytic = analytic_s.s * analytic_s.complement / analytic_s.s.dtype.type(temperature)
+    scales = Scales(reference.s * reference.complement / temperature, reference.s / temperature,
+                    np.asarray(1.0 / temperature))
+    tolerance = allowance(own, scales, settings, rho, float(h) / temperature)
+    check = compare("jacobian", analytic, own, tolerance, settings.rtol,
+                    description="dsigma/dz (diagonal: each class its own sigmoid), analytic vs finite differences")
+    return check._replace(worst_index=_on_diagonal(check.worst_index),
+                          worst_elements=tuple(e._replace(position=_on_diagonal(e.position))
+                                               for e in check.worst_elements))
+
+
+def _on_diagonal(at: tuple[int, ...]) -> tuple[int, ...]:
+    """(row, class) -> (row, class, class): a diagonal element's place in the N x C x C Jacobian."""
+    return (at[0], at[1], at[1])
+
+
+_JACOBIAN_CHECKS = {"softmax": jacobian_check, "sigmoid": sigmoid_jacobian_check}
+
+
+def _refuse_overflow(given: np.ndarray, logits: np.ndarray, temperature: float, dtype: str) -> None:
+    """The logits rounded to the dtype, and z / T, must be finite in it, or no derivative is left to check."""
+    beyond = np.isinf(logits) & np.isfinite(given)  # float16 ends at 65504
+    if beyond.any():
+        row, column = (int(i) for i in np.argwhere(beyond)[0])
+        raise InputError(f"logits[{row}][{column}]: {given[row, column]:g} overflows {dtype} (largest "
+                         f"{FORMATS[dtype].max_value:g}); give logits within its range, or a wider --dtype")
     largest = float(np.abs(logits).max()) if logits.size else 0.0
-    if largest / temperature > float(np.finfo(dtype).max):
+    if largest / temperature > FORMATS[dtype].max_value:
         raise InputError(f"--temperature {temperature:g}: a logit of size {largest:g} divided by it overflows "
                          f"{dtype}; use a larger temperature")
 
@@ -90,6 +126,9 @@ def supplied_checks(
     assert settings.atol is not None and settings.rtol is not None
     checks = []
     rho = rounding_factor(logits, settings.temperature) if rho is None else rho
+    of_rows = [name for name in batch.supplied if name != "loss" or settings.reduction == "none"]
+    low = settings.dtype in LOW_PRECISION and bool(of_rows)  # a loss of one number is the runner's to check
+    baseline = plain_baseline(logits, loss, settings) if low else None
     for name, supplied in batch.supplied.items():
         if name == "loss":
             per_row = settings.reduction == "none"
@@ -98,13 +137,78 @@ def supplied_checks(
                                  f"gives {'one per row' if per_row else 'one number'}")
             if not per_row:
                 continue
-        expected, scales = _reference(name, logits, reference, loss, settings.temperature)
-        width = rho.reshape(rho.shape[:1] + (1,) * (expected.ndim - 1))
-        unit = loss.scale if name in ("gradient", "loss") else 1.0
-        tolerance = allowance(expected, scales._replace(scale=np.abs(expected)), settings, width, unit=unit)
+        if baseline is not None:  # the dtype's tolerance and the baseline verdict
+            checks += half_precision_verdicts("supplied", {name: supplied}, logits, reference, loss, settings, baseline)
+            continue
+        expected, tolerance = supplied_reference(name, logits, reference, loss, settings, rho)
         checks.append(compare(f"supplied {name}", supplied.reshape(expected.shape), expected, tolerance,
                               settings.rtol, description=f"the {name} you supplied vs gradcheck's reference"))
     return checks
+
+
+def supplied_reference(
+    name: str, logits: np.ndarray, reference: Softmax, loss: Loss, settings: Settings, rho: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """gradcheck's value of a supplied quantity (a per-row loss, gradient, probabilities, Jacobian) and the
+    tolerance a supplied value of it is held to beyond rtol (the diagnosis holds its slips to the same)."""
+    if settings.dtype in LOW_PRECISION:
+        assert settings.rtol is not None
+        expected, tolerance, _ = _half_precision_reference(name, logits, reference, loss, settings)
+        return expected, np.maximum(tolerance - settings.rtol * np.abs(expected), 0.0)
+    expected, scales = _upstream(name, *_reference(name, logits, reference, loss, settings.temperature), settings)
+    width = rho.reshape(rho.shape[:1] + (1,) * (expected.ndim - 1))
+    unit = loss.scale if name in ("gradient", "loss") else 1.0
+    return expected, allowance(expected, scales._replace(scale=np.abs(expected)), settings, width, unit=unit)
+
+
+def half_precision_verdicts(
+    source: str, values: dict[str, np.ndarray], logits: np.ndarray, reference: Softmax, loss: Loss, settings: Settings,
+    baseline: Baseline | None = None
+) -> list[CheckResult]:
+    """At --dtype bfloat16 or float16: the dtype's tolerance and the baseline verdict (checks/precision.py) on the
+    user's values by name (probabilities, jacobian, gradient, loss: per row, or one number for the input whole),
+    `source` how the checks name them ("supplied", "impl"). `baseline` is the plain implementation's, if known."""
+    baseline = plain_baseline(logits, loss, settings) if baseline is None else baseline
+    checks = []
+    for name, actual in values.items():
+        if name == "loss" and settings.reduction != "none":
+            expected, tolerance, gross = _reduced_loss_reference(logits, reference, loss, settings)
+        else:
+            expected, tolerance, gross = _half_precision_reference(name, logits, reference, loss, settings)
+        checks += half_precision_checks(f"{source} {name}", np.reshape(actual, expected.shape), expected, tolerance,
+                                        baseline_value(baseline, name, settings), gross, settings,
+                                        f"the {name} you {'supplied' if source == 'supplied' else 'computed'}")
+    return checks
+
+
+def _reduced_loss_reference(logits: np.ndarray, reference: Softmax, loss: Loss, settings: Settings
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reduced loss, its tolerance and gross scale: the rows' gross scales summed, times 2 + log2 N for the
+    rounding of each row and of their pairwise sum (as the runner's analysis of a supplied total)."""
+    rows, scales = _reference("loss", logits, reference, loss, settings.temperature)
+    expected = np.asarray(loss.reduce(rows))
+    gross = np.asarray(loss.scale * (2.0 + np.log2(max(rows.size, 1))) * float(np.abs(scales.gross).sum()))
+    return expected, half_precision_tolerance("loss", expected, gross, reference.log_s, settings.dtype), gross
+
+
+def _half_precision_reference(name: str, logits: np.ndarray, reference: Softmax, loss: Loss, settings: Settings
+                              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """gradcheck's value of a supplied quantity at --dtype bfloat16 or float16, its whole tolerance, and the
+    gross scale of each element (the terms a straightforward computation adds up to it)."""
+    expected, scales = _upstream(name, *_reference(name, logits, reference, loss, settings.temperature), settings)
+    gross = np.broadcast_to(scales.gross, expected.shape)
+    return expected, half_precision_tolerance(name, expected, gross, reference.log_s, settings.dtype), gross
+
+
+def _upstream(name: str, expected: np.ndarray, scales: Scales, settings: Settings) -> tuple[np.ndarray, Scales]:
+    """A gradient as sum_n g_n grad l_n (--grad-output, ones unless asked): each element and its scales times
+    |g_n|, the row's bound times the largest |g| (at least 1)."""
+    if name != "gradient" or settings.grad_output in (None, "ones"):
+        return expected, scales
+    g = upstream_gradient(settings, expected.shape[0])
+    g = g.reshape(-1, 1) if g.ndim else g
+    size = np.abs(g)
+    return expected * g, Scales(scales.scale * size, scales.gross * size, scales.row * max(float(size.max()), 1.0))
 
 
 def row_loss_allowance(loss: Loss, logits: np.ndarray, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
@@ -113,6 +217,8 @@ def row_loss_allowance(loss: Loss, logits: np.ndarray, settings: Settings) -> tu
     the last term the rounding of a pairwise sum of N rows (as numpy and torch sum)."""
     rows = loss.row_losses(logits)
     scales = loss.loss_scales(logits)
+    if settings.dtype in LOW_PRECISION:  # each row rounded once in the dtype: u N (numpy's finfo has no bfloat16)
+        return FORMATS[settings.dtype].unit_roundoff * np.abs(scales.gross), np.abs(rows)
     exact = settings._replace(atol=0.0, rtol=0.0)  # only the allowance: atol and rtol apply to the total once
     rho = rounding_factor(logits, settings.temperature)[:, 0]
     return allowance(rows, scales._replace(scale=np.abs(rows)), exact, rho), np.abs(rows)
@@ -124,9 +230,21 @@ def _reference(name: str, logits: np.ndarray, reference: Softmax, loss: Loss, te
     if name == "probabilities":
         s = reference.s
         return s, Scales(s, s, np.ones((s.shape[0], 1)))
+    if name == "jacobian" and loss.activation == "sigmoid":  # diagonal: sigma (1 - sigma) / T
+        eye = np.eye(reference.s.shape[-1])
+        diagonal = eye * (reference.s * reference.complement / temperature)[:, :, None]
+        gross = eye * (reference.s / temperature)[:, :, None]  # what a straightforward sigma - sigma^2 rounds
+        return diagonal, Scales(diagonal, gross, np.full((diagonal.shape[0], 1, 1), 1.0 / temperature))
     if name == "jacobian":
         jacobian = softmax_jacobian(reference.s, reference.complement) / temperature
         return jacobian, jacobian_scales(reference.s, reference.complement, temperature)
     if name == "gradient":
         return loss.gradient(logits, reference), loss.gradient_scales(logits, reference)
+    if name == "lse":  # log sum exp of the logits entering the softmax, / T: what the z-loss squares
+        if loss.activation != "softmax":
+            raise InputError(f"a supplied lse applies to the softmax losses, not to a {loss.activation} loss")
+        entering = loss.entering(logits) / temperature
+        lse = entering.max(axis=-1) + reference.log_total[:, 0]
+        extent = np.abs(entering).max(axis=-1) + reference.log_total[:, 0] + 1.0  # lse's rounding is absolute
+        return lse, Scales(np.abs(lse), extent, np.ones(lse.shape[0]))
     return loss.row_losses(logits, reference), loss.loss_scales(logits, reference)

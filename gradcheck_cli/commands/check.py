@@ -8,28 +8,35 @@ import click
 
 from gradcheck_cli import terminal
 from gradcheck_cli.commands.sectioned_help import SectionedCommand
-from gradcheck_cli.options import check_options, input_options, loss_options, output_options, supplied_options
+from gradcheck_cli.options import (
+    check_options,
+    framework_options,
+    impl_calling,
+    input_options,
+    loss_options,
+    output_options,
+    supplied_options,
+    upstream_options,
+)
 from gradcheck_cli.settings import Settings
 
 if TYPE_CHECKING:
     from gradcheck_cli.batch import Batch
     from gradcheck_cli.report import RowChecks
 
-# The options that say where the data is (InputRequest's fields); the rest describe the check (Settings).
-_INPUT_KEYS = ("logits_args", "labels_arg", "targets_args", "input_path", "input_format", "labels_path",
-               "targets_path", "gradient_path", "probabilities_path", "loss_value")
-
 
 @click.command(cls=SectionedCommand)
 @input_options
 @supplied_options
+@framework_options
 @check_options
 @loss_options
+@upstream_options
 @click.option("--full", is_flag=True,
               help="Every per-row array in tables and JSON, however big the input (default: up to 20,000 logits).")
 @output_options()
-def check(impl: str | None, impl_timeout: float, full: bool, output_format: str, color: str, no_color: bool,
-          **options: Any) -> int:
+def check(impl: str | None, impl_timeout: float, framework: str, device: str, full: bool, output_format: str,
+          color: str, no_color: bool, **options: Any) -> int:
     """Check softmax, its Jacobian, the loss and its gradient against finite differences and your values.
 
     Big CSV and JSON Lines files are checked in chunks of rows, in bounded memory.
@@ -43,13 +50,14 @@ def check(impl: str | None, impl_timeout: float, full: bool, output_format: str,
     from gradcheck_cli.inputs.gather import InputRequest
     from gradcheck_cli.render import RENDERERS, renderer
 
-    request = InputRequest(**{key: options.pop(key) for key in _INPUT_KEYS})
+    request = InputRequest(**{key: options.pop(key) for key in InputRequest._fields if key in options})
     settings = Settings(**options)
     spec, render, out = RENDERERS[output_format], renderer(output_format), terminal.output()
     keep = runner.Keep(spec.arrays, spec.jacobian_classes, limit=None if full else runner.FULL_LIMIT)
     terminal.note(f"reading {request.input_path or 'the command line'}")
     watch = terminal.Stopwatch()
-    with pipeline.open_check(request, settings, impl, impl_timeout=impl_timeout) as job:
+    calling = impl_calling(impl, framework, device)
+    with pipeline.open_check(request, settings, impl, impl_timeout=impl_timeout, calling=calling) as job:
         opened = job.input
         if opened.whole is not None:
             watch.lap(f"read {opened.whole.rows} x {opened.whole.classes} logits from {opened.name or 'arguments'}")

@@ -12,10 +12,12 @@ import click
 
 SECTIONS: tuple[tuple[str, frozenset[str]], ...] = (
     ("Input", frozenset({"logits_args", "labels_arg", "targets_args", "input_path", "input_format", "labels_path",
-                         "targets_path", "row"})),
+                         "targets_path", "key_names", "teacher_logits_args", "teacher_path", "row"})),
     ("Your values or code to check", frozenset({"gradient_path", "probabilities_path", "loss_value", "impl",
-                                                "impl_timeout"})),
-    ("Loss", frozenset({"loss", "reduction", "weights", "label_smoothing", "ignore_index", "temperature"})),
+                                                "impl_timeout", "framework", "device", "grad_output", "seed",
+                                                "directions"})),
+    ("Loss", frozenset({"loss", "reduction", "weights", "label_smoothing", "ignore_index", "temperature", "beta",
+                        "t2_scaling", "z_loss", "softcap", "logit_scale", "pos_weight", "gamma", "alpha"})),
     ("Differences and tolerances", frozenset({"method", "eps", "eps_values", "atol", "rtol", "dtype", "order"})),
     ("Output", frozenset({"output_format", "full", "color", "no_color", "quiet", "verbose", "help"})),
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -18,7 +18,10 @@ from gradcheck_cli.batch import Batch
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs import source
 from gradcheck_cli.inputs.numbers import parse_labels, parse_row, rows_from_args
-from gradcheck_cli.inputs.validate import Answers, Parsed, line_answers, make_batch
+from gradcheck_cli.inputs.validate import Answers, Parsed, Teacher, line_answers, make_batch
+
+if TYPE_CHECKING:
+    from gradcheck_cli.inputs.tensors import TensorPlan
 
 
 class InputRequest(NamedTuple):
@@ -34,12 +37,16 @@ class InputRequest(NamedTuple):
     gradient_path: str | None = None
     probabilities_path: str | None = None
     loss_value: str | None = None
+    key_names: tuple[tuple[str, str], ...] = ()  # --key NAME=KEY: which array of a tensor file holds NAME
+    teacher_logits_args: tuple[str, ...] = ()  # --teacher-logits ROW, one per sample (distillation losses)
+    teacher_path: str | None = None  # --teacher-file: a CSV of teacher logits for the rows of --input
 
     @property
     def beside_the_file(self) -> bool:
         """Whether anything besides the input file gives part of the data (then the file is read whole)."""
         return bool(self.labels_arg is not None or self.targets_args or self.labels_path or self.targets_path
-                    or self.gradient_path or self.probabilities_path or self.loss_value is not None)
+                    or self.gradient_path or self.probabilities_path or self.loss_value is not None
+                    or self.teacher_logits_args or self.teacher_path)
 
 
 @dataclass(eq=False)
@@ -53,6 +60,7 @@ class Input:
     chunked: source.Source | None = None
     chunk_bytes: int = source.CHUNK_BYTES
     ignore_index: int | None = None
+    plan: TensorPlan | None = None  # a tensor file read in chunks: its rows are sliced, not parsed
 
     @contextmanager
     def reading(self) -> Iterator[Iterator[Batch]]:
@@ -64,6 +72,9 @@ class Input:
         from gradcheck_cli.inputs.readahead import keep_freed_memory, read_ahead  # only a chunked input needs it
 
         keep_freed_memory()  # each chunk's temporaries reuse the last one's memory
+        if self.plan is not None:  # slicing a tensor file costs little: no process to parse ahead in
+            yield self.plan.batches(self.chunked, self.ignore_index)
+            return
         with read_ahead(self._parse(self.chunked)) as batches:
             yield batches
 
@@ -75,6 +86,8 @@ class Input:
         """How many rows the input has: a chunked file's are counted on its bytes, without parsing."""
         if self.whole is not None:
             return self.whole.rows
+        if self.plan is not None:
+            return self.plan.rows
         assert self.chunked is not None
         return source.count_rows(self.chunked)
 
@@ -94,6 +107,11 @@ def open_input(
         yield Input(None, None, 0, _batch(parsed, None, request, ignore_index))
         return
     with source.open_source(request.input_path, request.input_format) as opened:
+        if opened.binary:
+            yield _tensor_input(opened, request, ignore_index, whole, chunk_bytes)
+            return
+        if request.key_names:
+            raise InputError(f"--key names the arrays of a tensor file; {opened.name} is {opened.format} text")
         chunks = opened.streams and not whole and not request.beside_the_file and (
             chunk_bytes is not None or opened.size > source.STREAM_ABOVE_BYTES)
         if chunks:
@@ -104,9 +122,41 @@ def open_input(
         yield Input(opened.name, opened.format, opened.size, _batch(parsed, opened.name, request, ignore_index))
 
 
+def _tensor_input(opened: source.Source, request: InputRequest, ignore_index: int | None, whole: bool,
+                  chunk_bytes: int | None) -> Input:
+    """A tensor file: read as one batch (small, or a function is called on it, or its format cannot stream),
+    else in chunks of rows sliced from it, with whatever was given beside it sliced alike."""
+    from gradcheck_cli.inputs import tensors
+
+    plan = tensors.plan(opened, tensors.key_map(request.key_names), _answers_beside(request),
+                        _supplied_beside(request), _teacher_beside(request), chunk_bytes)
+    if whole or not opened.streams or (chunk_bytes is None and opened.size <= source.STREAM_ABOVE_BYTES):
+        plan.chunk_rows = max(plan.rows, 1)
+        (batch,) = plan.batches(opened, ignore_index)
+        return Input(opened.name, opened.format, opened.size, batch)
+    return Input(opened.name, opened.format, opened.size, None, opened, ignore_index=ignore_index, plan=plan)
+
+
 def _batch(parsed: Parsed, name: str | None, request: InputRequest, ignore_index: int | None) -> Batch:
-    """The one batch of an input read whole, with the labels, targets and values given beside it."""
-    return make_batch(parsed, name, _answers_beside(request), _supplied_beside(request), ignore_index)
+    """The one batch of an input read whole, with the labels, targets, teacher logits and values given beside it."""
+    return make_batch(parsed, name, _answers_beside(request), _supplied_beside(request), ignore_index,
+                      _teacher_beside(request))
+
+
+def _teacher_beside(request: InputRequest) -> Teacher | None:
+    """Teacher logits from --teacher-logits arguments or a --teacher-file CSV (one row per sample)."""
+    if request.teacher_logits_args and request.teacher_path is not None:
+        raise InputError("give the teacher logits either with --teacher-logits or with --teacher-file, not both")
+    if request.teacher_logits_args:
+        values = rows_from_args(request.teacher_logits_args, "--teacher-logits")
+        return Teacher(values, "--teacher-logits", lambda n: f"--teacher-logits[{n}]")
+    if request.teacher_path is None:
+        return None
+    from gradcheck_cli.inputs import csv_format  # only a file beside the input needs it
+
+    text, name = source.read_text(request.teacher_path)
+    values, lines = csv_format.read_targets_file(text, name)
+    return Teacher(values, name, lambda n: f"{name}:{lines[n]}")
 
 
 def _answers_beside(request: InputRequest) -> list[Answers]:
@@ -118,7 +168,11 @@ def _answers_beside(request: InputRequest) -> list[Answers]:
         values = rows_from_args(request.targets_args, "--targets")
         answers.append(Answers(values, False, "--targets", lambda n: f"--targets[{n}]"))
     for path, are_labels in ((request.labels_path, True), (request.targets_path, False)):
-        if path is not None:
+        if path is not None and path.lower().endswith(".npy"):
+            from gradcheck_cli.inputs import npy_format
+
+            answers.append(npy_format.beside_answers(path, are_labels))
+        elif path is not None:
             from gradcheck_cli.inputs import csv_format  # only a file beside the input needs it
 
             text, name = source.read_text(path)

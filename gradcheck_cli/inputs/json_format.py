@@ -11,10 +11,10 @@ import numpy as np
 from gradcheck_cli.batch import SUPPLIED_KEYS
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs.numbers import LARGEST_LABEL
-from gradcheck_cli.inputs.validate import Answers, Parsed
+from gradcheck_cli.inputs.validate import Answers, Parsed, Teacher
 
 _MAY_OVERFLOW = re.compile(r"[eE]\+?0*[1-9]\d{2}")
-_JSON_KEYS = ("logits", "labels", "targets", *SUPPLIED_KEYS)
+_JSON_KEYS = ("logits", "labels", "targets", "teacher_logits", *SUPPLIED_KEYS)
 
 
 def _reject_constant(token: str) -> float:
@@ -207,6 +207,9 @@ def read_json(text: str, name: str) -> Parsed:
     if "targets" in document:
         targets = json_matrix(document["targets"], "targets", name)
         parsed.answers.append(Answers(targets, False, f'"targets" in {name}', lambda n: f"{name}: targets[{n}]"))
+    if "teacher_logits" in document:
+        teacher = json_matrix(document["teacher_logits"], "teacher_logits", name)
+        parsed.teacher = Teacher(teacher, f'"teacher_logits" in {name}', lambda n: f"{name}: teacher_logits[{n}]")
     for key in ("probabilities", "gradient"):
         if key in document:
             parsed.supplied[key] = (json_matrix(document[key], key, name, nulls=True), f'"{key}" in {name}')

@@ -1,5 +1,5 @@
-"""JSON Lines: one sample per line, {"logits": [...], "label": k} or {"logits": [...], "targets": [...]}, read
-in blocks of lines so a file of any size streams.
+"""JSON Lines: one sample per line, {"logits": [...], "label": k}, {"logits": [...], "targets": [...]} or
+{"logits": [...], "teacher_logits": [...]}, read in blocks of lines so a file of any size streams.
 
 A block is first read the fast way: its lines joined into one JSON array, decoded by one json.loads (no
 decoder built per line), and each column made an array straight from the decoded lists. That way takes only
@@ -20,22 +20,22 @@ import numpy as np
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs.json_format import is_number, json_matrix, load_json, shown
 from gradcheck_cli.inputs.numbers import LARGEST_LABEL
-from gradcheck_cli.inputs.validate import Parsed, line_answers
+from gradcheck_cli.inputs.validate import Parsed, Teacher, line_answers
 
 # Characters a plain block never holds (its only letters are the keys' and the e of exponents): the u of true
 # and null, the f of false and Infinity, NaN's N and Infinity's I (constants the decoder takes, and true would
 # read as 1 in an array), and the backslash of an escape that could spell a key twice. One character is
 # found by memchr, some twenty times faster than searching for the words.
 _NOT_PLAIN = ("u", "f", "N", "I", "\\")
-_ANSWER_KEYS = ("label", "labels", "targets")
+_ANSWER_KEYS = ("label", "labels", "targets", "teacher_logits")  # teacher logits stand for the answers
 
 
 @dataclass
 class _Shape:
-    """What every line of a file must share: the width of its logits, and labels or targets."""
+    """What every line of a file must share: the width of its logits, and labels, targets or teacher logits."""
 
     width: int | None = None
-    with_labels: bool | None = None
+    kind: str | None = None  # "labels", "targets" or "teacher_logits"
 
 
 def sniff(head: str) -> bool:
@@ -80,16 +80,23 @@ def _plain_block(objects: list[str], numbers: np.ndarray, name: str, shape: _Sha
         answers = np.array(list(map(itemgetter(key), documents)))
     except (ValueError, KeyError, TypeError, OverflowError, StopIteration, RecursionError):
         return None
-    with_labels = key != "targets"
+    kind = key if key in ("targets", "teacher_logits") else "labels"
     plain = (logits.ndim == 2 and logits.shape[1] > 0 and np.isfinite(logits).all()
-             and shape.width in (None, logits.shape[1]) and shape.with_labels in (None, with_labels))
-    values = _labels(answers) if with_labels else _targets(answers, logits.shape)
+             and shape.width in (None, logits.shape[1]) and shape.kind in (None, kind))
+    values = _labels(answers) if kind == "labels" else _targets(answers, logits.shape)
     if not plain or values is None:
         return None
-    shape.width, shape.with_labels = logits.shape[1], with_labels
-    kind = "labels" if with_labels else "targets"
+    shape.width, shape.kind = logits.shape[1], kind
+    return _parsed(logits, values, kind, name, numbers)
+
+
+def _parsed(logits: np.ndarray, values: np.ndarray, kind: str, name: str, numbers: np.ndarray) -> Parsed:
+    """The rows with their labels or targets, or with their teacher logits (which travel with them)."""
+    if kind == "teacher_logits":
+        return Parsed(logits=logits, row_lines=numbers,
+                      teacher=Teacher(values, f"the teacher logits of {name}", lambda n: f"{name}:{numbers[n]}"))
     return Parsed(logits=logits, row_lines=numbers,
-                  answers=[line_answers(values, with_labels, f"the {kind} of {name}", name, numbers)])
+                  answers=[line_answers(values, kind == "labels", f"the {kind} of {name}", name, numbers)])
 
 
 def _labels(values: np.ndarray) -> np.ndarray | None:
@@ -116,45 +123,48 @@ def _strict_block(lines: list[str], first: int, name: str, shape: _Shape) -> Par
         if not line.strip():
             continue
         number = first + k
-        logits, answer = strict_json_line(line, f"{name}:{number}")
+        logits, answer, kind = strict_json_line(line, f"{name}:{number}")
         shape.width = len(logits) if shape.width is None else shape.width
         if len(logits) != shape.width:
             raise InputError(f"{name}:{number}: ragged logits: {len(logits)} values, the first row has {shape.width}")
-        is_label = isinstance(answer, int)
-        shape.with_labels = is_label if shape.with_labels is None else shape.with_labels
-        if is_label != shape.with_labels:
-            raise InputError(f"{name}:{number}: mixes labels and targets; give one kind in every line")
+        shape.kind = kind if shape.kind is None else shape.kind
+        if kind != shape.kind:
+            raise InputError(f"{name}:{number}: mixes {' and '.join(sorted((kind, shape.kind)))}; give one kind in "
+                             "every line")
         if isinstance(answer, list) and len(answer) != shape.width:
-            raise InputError(f"{name}:{number}: targets have {len(answer)} classes, the logits {shape.width}")
+            raise InputError(f"{name}:{number}: {kind} have {len(answer)} classes, the logits {shape.width}")
         rows.append(logits)
         answers.append(answer)
         numbers.append(number)
     lines_of = np.array(numbers, dtype=np.int64)
-    kind = "labels" if shape.with_labels else "targets"
-    values = np.array(answers, dtype=np.int64 if shape.with_labels else np.float64)
-    return Parsed(logits=np.array(rows, dtype=np.float64), row_lines=lines_of,
-                  answers=[line_answers(values, bool(shape.with_labels), f"the {kind} of {name}", name, lines_of)])
+    assert shape.kind is not None
+    values = np.array(answers, dtype=np.int64 if shape.kind == "labels" else np.float64)
+    return _parsed(np.array(rows, dtype=np.float64), values, shape.kind, name, lines_of)
 
 
-def strict_json_line(line: str, where: str) -> tuple[list[float], int | list[float]]:
-    """One JSON Lines sample: {"logits": [...], "label": k} (or "labels": k) or {"logits": [...], "targets": [...]}."""
+def strict_json_line(line: str, where: str) -> tuple[list[float], int | list[float], str]:
+    """One JSON Lines sample: {"logits": [...], "label": k} (or "labels": k), {"logits": [...], "targets": [...]}
+    or {"logits": [...], "teacher_logits": [...]}; with the kind of its answer (labels, targets, teacher_logits)."""
     document = load_json(line, where)
     if not isinstance(document, dict):
         raise InputError(f'{where}: expected an object such as {{"logits": [...], "label": 0}}')
-    unknown = sorted(set(document) - {"logits", "label", "labels", "targets"})
+    unknown = sorted(set(document) - {"logits", *_ANSWER_KEYS})
     if unknown:
-        raise InputError(f"{where}: unknown key {unknown[0]!r}; expected logits and label or targets")
+        raise InputError(f"{where}: unknown key {unknown[0]!r}; expected logits and label, targets or teacher_logits")
     if "logits" not in document:
         raise InputError(f'{where}: no "logits" key')
     logits = json_matrix(document["logits"], "logits", where)
     if logits.shape[0] != 1:
         raise InputError(f"{where}: logits: one sample per line, a flat list of numbers")
-    given = [key for key in ("label", "labels", "targets") if key in document]
+    given = [key for key in _ANSWER_KEYS if key in document]
     if len(given) != 1:
-        raise InputError(f'{where}: give exactly one of "label" or "targets"')
-    if given[0] == "targets":
-        targets = json_matrix(document["targets"], "targets", where)
-        return logits[0].tolist(), targets[0].tolist()
+        raise InputError(f'{where}: give exactly one of "label" or "targets" (or "teacher_logits", for kl, '
+                         'reverse-kl and jsd)')
+    if given[0] in ("targets", "teacher_logits"):
+        row = json_matrix(document[given[0]], given[0], where)
+        if row.shape[0] != 1:
+            raise InputError(f"{where}: {given[0]}: one sample per line, a flat list of numbers")
+        return logits[0].tolist(), row[0].tolist(), given[0]
     label = document[given[0]]
     if isinstance(label, list) and len(label) == 1:
         label = label[0]
@@ -162,4 +172,4 @@ def strict_json_line(line: str, where: str) -> tuple[list[float], int | list[flo
         raise InputError(f"{where}: {given[0]}: expected an integer class index, got {shown(label)}")
     if abs(label) >= LARGEST_LABEL:
         raise InputError(f"{where}: {given[0]}: {label} is far too large for a class index")
-    return logits[0].tolist(), int(label)
+    return logits[0].tolist(), int(label), "labels"

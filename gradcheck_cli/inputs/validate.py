@@ -33,6 +33,15 @@ class Answers:
 
 
 @dataclass(eq=False, repr=False)  # holds arrays: == has no truth value, and each method costs start-up
+class Teacher:
+    """Teacher logits (N x C) from one place, for the distillation losses, and how to name the place of row n."""
+
+    values: np.ndarray
+    source: str
+    locate: Callable[[int], str]
+
+
+@dataclass(eq=False, repr=False)  # holds arrays: == has no truth value, and each method costs start-up
 class Parsed:
     """What one source supplied for some rows: logits, and labels, targets or the user's values if it has them."""
 
@@ -40,6 +49,7 @@ class Parsed:
     answers: list[Answers] = field(default_factory=list)
     row_lines: np.ndarray | None = None  # the file line of each row, when they came from a file
     supplied: dict[str, tuple[np.ndarray, str]] = field(default_factory=dict)  # name -> (values, where)
+    teacher: Teacher | None = None  # teacher logits, when the source holds them (the rows travel together)
 
     def locate(self, name: str | None) -> Callable[[int], str]:
         lines = self.row_lines
@@ -63,10 +73,19 @@ def make_batch(
     others: list[Answers],
     supplied: dict[str, tuple[np.ndarray, str]],
     ignore_index: int | None,
+    teacher: Teacher | None = None,
 ) -> Batch:
-    """The Batch of a parsed piece, with the answers and user's values given beside it, or the first error."""
+    """The Batch of a parsed piece, with the answers, teacher logits and user's values given beside it, or the
+    first error. Teacher logits stand instead of labels or targets (no loss takes both)."""
     logits = parsed.logits
     answers = [*parsed.answers, *others]
+    teacher_logits = _teacher_logits(parsed, teacher, answers)
+    if teacher_logits is not None:
+        check_logit_range(logits, parsed.locate(name))
+        # targets: what the logits are compared with, which --impl's function receives as its second argument
+        return Batch(logits=logits, labels=None, targets=teacher_logits, source=name,
+                     row_lines=parsed.row_lines, supplied=_supplied(parsed, supplied, logits.shape),
+                     teacher_logits=teacher_logits)
     if not answers:
         raise InputError(
             "no labels or targets: give --labels, --targets, --labels-file, --targets-file, "
@@ -92,15 +111,41 @@ def make_batch(
     else:
         _validate_targets(given, logits)
         targets = given.values
-    values = {**parsed.supplied, **supplied}
     return Batch(
         logits=logits,
         labels=labels,
         targets=targets,
         source=name,
         row_lines=parsed.row_lines,
-        supplied={key: _supplied_shape(key, array, where, logits.shape) for key, (array, where) in values.items()},
+        supplied=_supplied(parsed, supplied, logits.shape),
     )
+
+
+def _supplied(parsed: Parsed, beside: dict[str, tuple[np.ndarray, str]], shape: tuple[int, ...]
+              ) -> dict[str, np.ndarray]:
+    values = {**parsed.supplied, **beside}
+    return {key: _supplied_shape(key, array, where, shape) for key, (array, where) in values.items()}
+
+
+def _teacher_logits(parsed: Parsed, beside: Teacher | None, answers: list[Answers]) -> np.ndarray | None:
+    """The teacher logits, given once, of the logits' shape and range, and never with labels or targets."""
+    given = [teacher for teacher in (parsed.teacher, beside) if teacher is not None]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise InputError(f"both {given[0].source} and {given[1].source} give the teacher logits; give them once")
+    teacher, logits = given[0], parsed.logits
+    if answers:
+        raise InputError(f"{answers[0].source} and {teacher.source} both give what the logits are compared with: "
+                         "labels or targets for the other losses, teacher logits for kl, reverse-kl and jsd")
+    rows, classes = teacher.values.shape
+    if rows != logits.shape[0]:
+        raise InputError(f"{teacher.source}: {rows} teacher row{'' if rows == 1 else 's'} for "
+                         f"{logits.shape[0]} row{'' if logits.shape[0] == 1 else 's'} of logits")
+    if classes != logits.shape[1]:
+        raise InputError(f"{teacher.source}: teacher logits have {classes} classes, the logits have {logits.shape[1]}")
+    check_logit_range(teacher.values, teacher.locate)
+    return teacher.values
 
 
 def _validate_labels(answers: Answers, classes: int, ignore_index: int | None = None) -> None:

@@ -139,12 +139,14 @@ def default_tolerances(method: str, dtype: str | np.dtype = "float64") -> tuple[
 
 def refuse_meaningless(settings: Settings) -> None:
     """A temperature the dtype cannot hold, or whose 1/T^order overflows it, leaves no derivative to check."""
-    dtype = np.dtype(settings.dtype)
-    info, temperature = np.finfo(dtype), settings.temperature
-    if not float(info.tiny) <= temperature <= float(info.max):
+    from gradcheck_cli.numerics.precision import FORMATS  # knows bfloat16, which numpy's finfo does not
+
+    dtype, temperature = settings.dtype, settings.temperature
+    tiny, largest = 2.0 ** FORMATS[dtype].min_exponent, FORMATS[dtype].max_value
+    if not tiny <= temperature <= largest:
         raise InputError(f"--temperature {temperature:g} is outside the range of {dtype} "
-                         f"({float(info.tiny):.3g} to {float(info.max):.3g})")
-    limit = float(info.max) ** (-1.0 / settings.order)
+                         f"({tiny:.3g} to {largest:.3g})")
+    limit = largest ** (-1.0 / settings.order)
     if temperature < limit:
         kind = "the Hessian" if settings.order == 2 else "the gradient"
         raise InputError(f"--temperature {temperature:g} is too small: {kind} scales with 1/T^{settings.order}, "
