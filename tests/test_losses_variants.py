@@ -353,3 +353,18 @@ def test_explain_writes_the_chain_rule_of_each_variant(gradcheck, args, lines):
     assert run.exit_code == 0, run
     for line in lines:
         assert line in run.stdout, run.stdout
+
+
+def test_bce_reports_the_diagonal_jacobian_of_its_sigmoid(gradcheck):
+    """The JSON Jacobian of --loss bce is diag(s (1 - s)) / T of its sigmoid probabilities, kept whole or in
+    blocks (it was the softmax's diag(s) - s s^T of those probabilities: numbers of another function)."""
+    from gradcheck_cli.checks.kept import jacobian_blocks
+
+    run = gradcheck("check", "-i", str(EXAMPLES / "multilabel.json"), "--loss", "bce", "--temperature",
+                    "2", "-f", "json")
+    report = json.loads(run.stdout)
+    s = np.array(report["probabilities"])
+    expected = np.stack([np.diag(row * (1 - row)) for row in s]) / 2
+    np.testing.assert_allclose(np.array(report["jacobian"]), expected, rtol=1e-15, atol=1e-17)
+    blocks = np.concatenate([block.ravel() for block in jacobian_blocks(s, 1 - s, np.float64(2), 3, coupled=False)])
+    np.testing.assert_allclose(blocks, expected.ravel(), rtol=1e-15, atol=1e-17)

@@ -66,19 +66,20 @@ class Kept:
         if self.bytes > self.spill_bytes:
             self._spill()
 
-    def add_jacobian(self, s: np.ndarray, complement: np.ndarray, temperature: float) -> None:
-        """The batch's Jacobians J = diag(s) - s s^T (over T), kept whole when small, else in blocks."""
+    def add_jacobian(self, s: np.ndarray, complement: np.ndarray, temperature: float, coupled: bool = True) -> None:
+        """The batch's Jacobians J = diag(s) - s s^T (over T), kept whole when small, else in blocks; a sigmoid's
+        (not `coupled`: each s_i depends on z_i alone) is diag(s (1 - s)) / T."""
         rows, classes = s.shape
         divisor = s.dtype.type(temperature)
         if not self.spilled and self.bytes + s.size * classes * s.itemsize <= self.spill_bytes:
-            jacobian = softmax_jacobian(s, complement)
+            jacobian = softmax_jacobian(s, complement) if coupled else _diagonal(s, complement, np.arange(classes))
             jacobian /= divisor
             self.add("jacobian", jacobian)
             return
         self._spill()
         self._count("jacobian", s.dtype, (classes, classes), rows)
         file = self._file("jacobian")
-        for block in jacobian_blocks(s, complement, divisor, self.BLOCK_NUMBERS):
+        for block in jacobian_blocks(s, complement, divisor, self.BLOCK_NUMBERS, coupled):
             file.write(block.data)
 
     def drop(self, key: str) -> None:
@@ -124,14 +125,18 @@ class Kept:
         self.files, self.parts = {}, {}
 
 
-def jacobian_blocks(s: np.ndarray, complement: np.ndarray, divisor: np.floating, numbers: int) -> Iterator[np.ndarray]:
+def jacobian_blocks(s: np.ndarray, complement: np.ndarray, divisor: np.floating, numbers: int,
+                    coupled: bool = True) -> Iterator[np.ndarray]:
     """The Jacobians of these rows in row-major order, about `numbers` entries at a time, each entry computed
-    as softmax_jacobian computes it (-s_i s_j off the diagonal, s_i (1 - s_i) on it, then over T)."""
+    as softmax_jacobian computes it (-s_i s_j off the diagonal, s_i (1 - s_i) on it, then over T); not
+    `coupled` (a sigmoid's), 0 off the diagonal."""
     rows, classes = s.shape
     if classes * classes <= numbers:
         step = numbers // (classes * classes)
         for start in range(0, rows, step):
-            block = softmax_jacobian(s[start:start + step], complement[start:start + step])
+            part = slice(start, start + step)
+            block = (softmax_jacobian(s[part], complement[part]) if coupled
+                     else _diagonal(s[part], complement[part], np.arange(classes)))
             block /= divisor
             yield block
         return
@@ -140,10 +145,17 @@ def jacobian_blocks(s: np.ndarray, complement: np.ndarray, divisor: np.floating,
     for n in range(rows):
         for start in range(0, classes, step):
             index = np.arange(start, min(start + step, classes))
-            block = -s[n, index, None] * s[n, None, :]
+            block = -s[n, index, None] * s[n, None, :] if coupled else np.zeros((index.size, classes), s.dtype)
             block[index - start, index] = diagonal[n, index]
             block /= divisor
             yield block
+
+
+def _diagonal(s: np.ndarray, complement: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """N x C x C zeros with s (1 - s) on each row's diagonal: the Jacobian of an elementwise sigmoid."""
+    jacobian = np.zeros((*s.shape, columns.size), s.dtype)
+    jacobian[:, columns, columns] = s * complement
+    return jacobian
 
 
 class Lines:

@@ -185,7 +185,8 @@ class _Fold:
                 if array.ndim and (jacobian or name != "jacobian"):
                     self.kept.add(f"{source} {name}", array)
         if jacobian:
-            self.kept.add_jacobian(part.softmax.s, part.softmax.complement, self.settings.temperature)
+            self.kept.add_jacobian(part.softmax.s, part.softmax.complement, self.settings.temperature,
+                                   coupled=part.reference_loss.activation == "softmax")
         else:
             self.kept.drop("jacobian")  # the rows grew past the Jacobian's limit: the tables do without it
             self.kept.drop("supplied jacobian")
