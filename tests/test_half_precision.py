@@ -391,3 +391,9 @@ def test_a_supplied_float16_loss_of_one_number(gradcheck, tmp_path, offset: floa
     path.write_text(json.dumps({"logits": logits.tolist(), "labels": labels.tolist(), "loss": value}))
     run = gradcheck("check", "-i", str(path), "--dtype", "float16", "-q")
     assert run.exit_code == exit_code, run
+
+
+def test_a_half_precision_report_carries_the_note(gradcheck) -> None:
+    """The report itself says the differences are float64 at the rounded logits (the runner adds the note)."""
+    run = gradcheck("check", "--logits", "1,2,3", "--labels", "0", "--dtype", "bfloat16", "-f", "json")
+    assert precision_notes(Settings(dtype="bfloat16"))[0] in json.loads(run.stdout)["notes"]

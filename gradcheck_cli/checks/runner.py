@@ -20,6 +20,7 @@ from gradcheck_cli.checks.compare import compare, merge
 from gradcheck_cli.checks.kept import Kept as _Kept
 from gradcheck_cli.checks.kept import Lines as _Lines
 from gradcheck_cli.checks.kept import jacobian_blocks as _jacobian_blocks  # noqa: F401  (where tests look for it)
+from gradcheck_cli.checks.precision import precision_notes
 from gradcheck_cli.checks.rows import check_rows, row_loss_allowance
 from gradcheck_cli.checks.users import UsersValues, impl_values, taylor_check
 from gradcheck_cli.errors import InputError
@@ -102,6 +103,7 @@ def run(
     settings = differences.resolve(settings)
     kind = accepted_kind(settings)
     fold = _Fold(settings, keep, normalizer)
+    fold.notes += precision_notes(settings)
     for batch in batches:
         fold.admit(batch, expected_rows)
         part = check_rows(batch, settings, kind, normalizer)
