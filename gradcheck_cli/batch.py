@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-# Values a user computed with their own implementation, each checked against gradcheck's reference.
-SUPPLIED_KEYS = ("probabilities", "jacobian", "loss", "gradient")
+# Values a user computed with their own implementation, each checked against gradcheck's reference (lse: the
+# per-row log-sum-exp of the logits entering the softmax, over T; the softmax losses only).
+SUPPLIED_KEYS = ("probabilities", "jacobian", "loss", "gradient", "lse")
 
 
 @dataclass(eq=False, repr=False)  # holds arrays: == has no truth value, and each method costs start-up
@@ -25,7 +26,8 @@ class Batch:
     source: str | None = None
     # The line of the input file each row came from, for annotations; None when rows came from arguments.
     row_lines: np.ndarray | None = field(default=None, repr=False)
-    # The user's own values by name (SUPPLIED_KEYS), shaped as in the report: N x C, N x C x C, () or (N,).
+    # The user's own values by name (SUPPLIED_KEYS), shaped as in the report: N x C, N x C x C, () or (N,)
+    # (a loss; an lse is (N,)).
     supplied: dict[str, np.ndarray] = field(default_factory=dict)
     # The dtype the logits were stored in (a tensor file's float32, float16, bfloat16...); `logits` holds the
     # same values exactly, as float64. Text and arguments are read as float64.

@@ -116,6 +116,8 @@ class Report:
     jacobian: np.ndarray | None = None
     analytic_gradient: np.ndarray | None = None
     numeric_gradient: np.ndarray | None = None
+    # Each row's log-sum-exp of the logits entering the softmax, over T (float64; None for bce, or not kept).
+    lse: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
     source: str | None = None
     # The file line each row came from (for annotations and worst-row tables), when the input was a file.
@@ -201,6 +203,8 @@ class Report:
         }
         if self.full:
             document["probabilities"] = finite_or_none(self.probabilities)
+            if self.lse is not None:
+                document["lse"] = finite_or_none(self.lse)
             document["jacobian"] = finite_or_none(self.jacobian)
             document["gradient"] = {
                 "analytic": finite_or_none(self.analytic_gradient),

@@ -186,7 +186,7 @@ def option_keywords(command) -> dict[str, object]:
 
 
 @pytest.mark.parametrize(("name", "function", "api_only"), [
-    ("check", check, {"gradient", "probabilities", "jacobian"}),
+    ("check", check, {"gradient", "probabilities", "jacobian", "lse"}),
     ("sweep", sweep, {"gradient", "probabilities", "jacobian"}),
 ])
 def test_every_option_is_a_keyword_with_its_default(name, function, api_only):

@@ -53,6 +53,7 @@ def check(
     probabilities: Any = None,
     jacobian: Any = None,
     loss_value: Any = None,
+    lse: Any = None,
     input: Path | None = None,
     input_format: str = "auto",
     labels_file: Path | None = None,
@@ -118,7 +119,7 @@ def check(
     keep = Keep(arrays=True, jacobian_classes=None, limit=None if full else FULL_LIMIT)  # what JSON shows
     files = {"labels_file": labels_file, "targets_file": targets_file, "grad_file": grad_file,
              "probabilities_file": probabilities_file, "teacher_file": teacher_file}
-    values = {"gradient": gradient, "probabilities": probabilities, "jacobian": jacobian}
+    values = {"gradient": gradient, "probabilities": probabilities, "jacobian": jacobian, "lse": lse}
     notes: list[str] = []
     if input is None:
         _refuse_beside("logits=", "input=", {"input_format": None if fmt == "auto" else fmt, "key": key, **files})
@@ -254,6 +255,8 @@ def _matrix(values: Any, what: str) -> tuple[np.ndarray, bool]:
 def _supplied(values: Any, key: str, one_row: bool) -> np.ndarray:
     """A value of the user's (NaN allowed: it fails its check); with one row of logits, one row of it too."""
     array = as_float64(values, key)
+    if key == "lse":  # one per row: a bare number is the lse of one row
+        return np.atleast_1d(array)
     if one_row and array.ndim == (2 if key == "jacobian" else 1):
         array = array[None]
     return array

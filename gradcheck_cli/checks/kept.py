@@ -42,7 +42,7 @@ class Kept:
         import shutil
         import tempfile
 
-        needed = rows * (3 * classes + 1 + (classes * classes if jacobian else 0)) * 8
+        needed = rows * (3 * classes + 2 + (classes * classes if jacobian else 0)) * 8  # + row losses and lse
         if needed <= self.spill_bytes:
             return
         directory = tempfile.gettempdir()

@@ -180,6 +180,9 @@ class _Fold:
             return
         kept = {"probabilities": part.probabilities, "analytic_gradient": part.analytic_gradient,
                 "numeric_gradient": part.numeric_gradient, "row_losses": part.row_losses}
+        lse = row_lse(part, self.settings.temperature)
+        if lse is not None:
+            kept["lse"] = lse
         for key, array in kept.items():
             self.kept.add(key, array)
         for source, values in users.items():  # the user's per-row arrays, shown beside the reference
@@ -226,7 +229,7 @@ class _Fold:
         return Report(settings=settings, rows=self.rows, classes=self.classes, loss=loss, checks=checks,
                       probabilities=kept.get("probabilities"), jacobian=kept.get("jacobian"),
                       analytic_gradient=kept.get("analytic_gradient"), numeric_gradient=kept.get("numeric_gradient"),
-                      notes=notes, source=self.source, line_of=self.lines.lookup(self.rows),
+                      lse=kept.get("lse"), notes=notes, source=self.source, line_of=self.lines.lookup(self.rows),
                       supplied=users["supplied"], impl=users["impl"], diagnoses=self.users.diagnoses(checks, notes))
 
     def _reduced(self, losses: ExactSum) -> float:
@@ -234,6 +237,20 @@ class _Fold:
 
     def _reduced_sum(self, total: float) -> float:
         return total / self.normalizer if self.settings.reduction in DIVIDING_REDUCTIONS else total
+
+
+def row_lse(part: RowChecks, temperature: float) -> np.ndarray | None:
+    """Each row's log-sum-exp of the logits entering the softmax, over T, in float64: max(u) + log sum exp(u - max(u))
+    with u = g(z) / T (g the logit scale and soft-cap); what --z-loss squares and a supplied lse is checked against
+    (rows.py's reference). None for a loss without a softmax (bce). From the batch's own softmax when that is the
+    float64 reference (float64 and the half precisions), else (float32) from the float64 reference's, at the same
+    logits: one exp per logit more, and only while the arrays are kept."""
+    loss = part.reference_loss
+    if loss.activation != "softmax":
+        return None
+    given = part.softmax if part.softmax.s.dtype == np.float64 else None
+    entering = loss.entering(part.logits) / temperature
+    return entering.max(axis=-1) + loss.softmax(part.logits, given).log_total[:, 0]
 
 
 def _finite(name: str, values: np.ndarray) -> CheckResult:

@@ -225,4 +225,11 @@ def read_json(text: str, name: str) -> Parsed:
         loss = document["loss"]
         values = json_matrix(loss if isinstance(loss, list) else [loss], "loss", name, nulls=True)[0]
         parsed.supplied["loss"] = (values, f'"loss" in {name}')
+    if "lse" in document:  # N numbers, one per row (a bare number for one row), as the report writes them
+        lse = document["lse"]
+        values = json_matrix([lse] if is_number(lse) or lse is None else lse, "lse", name, nulls=True)
+        if values.shape[0] != 1:
+            raise InputError(f"{name}: lse: expected a flat list of N numbers, one per row, got {values.shape[0]} "
+                             "rows of them")
+        parsed.supplied["lse"] = (values[0], f'"lse" in {name}')
     return parsed

@@ -1,9 +1,11 @@
 """JSON Lines: one sample per line, {"logits": [...], "label": k}, {"logits": [...], "targets": [...]} or
-{"logits": [...], "teacher_logits": [...]}, read in blocks of lines so a file of any size streams.
+{"logits": [...], "teacher_logits": [...]}, read in blocks of lines so a file of any size streams. A line may
+also carry "lse": x, the row's log-sum-exp the user computed (checked as `supplied lse`): in every line or none.
 
 A block is first read the fast way: its lines joined into one JSON array, decoded by one json.loads (no
 decoder built per line), and each column made an array straight from the decoded lists. That way takes only
-a block it can prove is plain (every line one flat object of exactly its two keys, numbers only); anything
+a block it can prove is plain (every line one flat object of exactly its two keys, or three with "lse",
+numbers only); anything
 else (an error, nested rows, label and labels mixed) is read again line by line by the strict reader, which
 accepts exactly what it did before and names the line of an error. Both give the same arrays.
 """
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import itemgetter
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +39,7 @@ class _Shape:
 
     width: int | None = None
     kind: str | None = None  # "labels", "targets" or "teacher_logits"
+    lse: bool | None = None  # whether the lines carry the user's "lse"
 
 
 def sniff(head: str) -> bool:
@@ -68,34 +72,42 @@ def _plain_block(objects: list[str], numbers: np.ndarray, name: str, shape: _Sha
     joined = ",".join(objects)
     one_object_a_line = (all(map(str.startswith, objects, repeat("{"))) and all(map(str.endswith, objects, repeat("}")))
                          and joined.count("{") == rows and joined.count("}") == rows)
-    # Exactly two strings a line, and (below) two keys in each object: the strings are its keys, once each.
-    if not one_object_a_line or joined.count('"') != 4 * rows or any(word in joined for word in _NOT_PLAIN):
+    # Exactly two strings a line (three with "lse"), and (below) as many keys in each object: the strings are
+    # its keys, once each.
+    keys = joined.count('"') // (2 * rows)
+    if not one_object_a_line or joined.count('"') != 2 * keys * rows or keys not in (2, 3) \
+            or any(word in joined for word in _NOT_PLAIN):
         return None
     try:
         documents = json.loads(f"[{joined}]")
-        if len(documents) != rows or set(map(len, documents)) != {2}:
+        if len(documents) != rows or set(map(len, documents)) != {keys}:
             return None
         key = next(key for key in _ANSWER_KEYS if key in documents[0])
         logits = np.array(list(map(itemgetter("logits"), documents)), dtype=np.float64)
         answers = np.array(list(map(itemgetter(key), documents)))
+        lse = np.array(list(map(itemgetter("lse"), documents)), dtype=np.float64) if keys == 3 else None
     except (ValueError, KeyError, TypeError, OverflowError, StopIteration, RecursionError):
         return None
     kind = key if key in ("targets", "teacher_logits") else "labels"
     plain = (logits.ndim == 2 and logits.shape[1] > 0 and np.isfinite(logits).all()
-             and shape.width in (None, logits.shape[1]) and shape.kind in (None, kind))
+             and shape.width in (None, logits.shape[1]) and shape.kind in (None, kind)
+             and shape.lse in (None, lse is not None) and (lse is None or (lse.ndim == 1 and np.isfinite(lse).all())))
     values = _labels(answers) if kind == "labels" else _targets(answers, logits.shape)
     if not plain or values is None:
         return None
-    shape.width, shape.kind = logits.shape[1], kind
-    return _parsed(logits, values, kind, name, numbers)
+    shape.width, shape.kind, shape.lse = logits.shape[1], kind, lse is not None
+    return _parsed(logits, values, kind, name, numbers, lse)
 
 
-def _parsed(logits: np.ndarray, values: np.ndarray, kind: str, name: str, numbers: np.ndarray) -> Parsed:
-    """The rows with their labels or targets, or with their teacher logits (which travel with them)."""
+def _parsed(logits: np.ndarray, values: np.ndarray, kind: str, name: str, numbers: np.ndarray,
+            lse: np.ndarray | None = None) -> Parsed:
+    """The rows with their labels or targets, or with their teacher logits (which travel with them), and the
+    user's lse of each row if the lines carry one."""
+    supplied = {} if lse is None else {"lse": (lse, f"the lse of {name}")}
     if kind == "teacher_logits":
-        return Parsed(logits=logits, row_lines=numbers,
+        return Parsed(logits=logits, row_lines=numbers, supplied=supplied,
                       teacher=Teacher(values, f"the teacher logits of {name}", lambda n: f"{name}:{numbers[n]}"))
-    return Parsed(logits=logits, row_lines=numbers,
+    return Parsed(logits=logits, row_lines=numbers, supplied=supplied,
                   answers=[line_answers(values, kind == "labels", f"the {kind} of {name}", name, numbers)])
 
 
@@ -118,12 +130,14 @@ def _targets(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
 
 def _strict_block(lines: list[str], first: int, name: str, shape: _Shape) -> Parsed:
     """The block line by line, each line decoded and checked on its own: the first error names its line."""
-    rows, answers, numbers = [], [], []
+    rows, answers, numbers, lses = [], [], [], []
     for k, line in enumerate(lines):
         if not line.strip():
             continue
         number = first + k
-        logits, answer, kind = strict_json_line(line, f"{name}:{number}")
+        logits, answer, kind, row_lse = strict_json_line(line, f"{name}:{number}")
+        _same_lse(row_lse is not None, f"{name}:{number}", shape)
+        lses.append(row_lse)
         shape.width = len(logits) if shape.width is None else shape.width
         if len(logits) != shape.width:
             raise InputError(f"{name}:{number}: ragged logits: {len(logits)} values, the first row has {shape.width}")
@@ -139,18 +153,39 @@ def _strict_block(lines: list[str], first: int, name: str, shape: _Shape) -> Par
     lines_of = np.array(numbers, dtype=np.int64)
     assert shape.kind is not None
     values = np.array(answers, dtype=np.int64 if shape.kind == "labels" else np.float64)
-    return _parsed(np.array(rows, dtype=np.float64), values, shape.kind, name, lines_of)
+    lse = np.array(lses, dtype=np.float64) if shape.lse else None
+    return _parsed(np.array(rows, dtype=np.float64), values, shape.kind, name, lines_of, lse)
 
 
-def strict_json_line(line: str, where: str) -> tuple[list[float], int | list[float], str]:
+def _same_lse(given: bool, where: str, shape: _Shape) -> None:
+    """The user's "lse" is in every line or in none: a check of some rows only would hide the others'."""
+    shape.lse = given if shape.lse is None else shape.lse
+    if given != shape.lse:
+        raise InputError(f'{where}: {"has" if given else "has no"} "lse" and the first line '
+                         f'{"has none" if given else "has one"}; give it in every line or in none')
+
+
+def _lse(document: dict[str, Any], where: str) -> float | None:
+    """A line's "lse" as a float (null: NaN, a value that was not finite, which fails its check), None if absent."""
+    if "lse" not in document:
+        return None
+    value = document["lse"]
+    if value is not None and not is_number(value):
+        raise InputError(f"{where}: lse: expected a number (this row's log-sum-exp), got {shown(value)}")
+    return np.nan if value is None else float(value)
+
+
+def strict_json_line(line: str, where: str) -> tuple[list[float], int | list[float], str, float | None]:
     """One JSON Lines sample: {"logits": [...], "label": k} (or "labels": k), {"logits": [...], "targets": [...]}
-    or {"logits": [...], "teacher_logits": [...]}; with the kind of its answer (labels, targets, teacher_logits)."""
+    or {"logits": [...], "teacher_logits": [...]}; with the kind of its answer (labels, targets, teacher_logits)
+    and its "lse" (None when the line has none)."""
     document = load_json(line, where)
     if not isinstance(document, dict):
         raise InputError(f'{where}: expected an object such as {{"logits": [...], "label": 0}}')
-    unknown = sorted(set(document) - {"logits", *_ANSWER_KEYS})
+    unknown = sorted(set(document) - {"logits", "lse", *_ANSWER_KEYS})
     if unknown:
-        raise InputError(f"{where}: unknown key {unknown[0]!r}; expected logits and label, targets or teacher_logits")
+        raise InputError(f"{where}: unknown key {unknown[0]!r}; expected logits and label, targets or teacher_logits "
+                         "(and optionally lse)")
     if "logits" not in document:
         raise InputError(f'{where}: no "logits" key')
     logits = json_matrix(document["logits"], "logits", where)
@@ -164,7 +199,7 @@ def strict_json_line(line: str, where: str) -> tuple[list[float], int | list[flo
         row = json_matrix(document[given[0]], given[0], where)
         if row.shape[0] != 1:
             raise InputError(f"{where}: {given[0]}: one sample per line, a flat list of numbers")
-        return logits[0].tolist(), row[0].tolist(), given[0]
+        return logits[0].tolist(), row[0].tolist(), given[0], _lse(document, where)
     label = document[given[0]]
     if isinstance(label, list) and len(label) == 1:
         label = label[0]
@@ -172,4 +207,4 @@ def strict_json_line(line: str, where: str) -> tuple[list[float], int | list[flo
         raise InputError(f"{where}: {given[0]}: expected an integer class index, got {shown(label)}")
     if abs(label) >= LARGEST_LABEL:
         raise InputError(f"{where}: {given[0]}: {label} is far too large for a class index")
-    return logits[0].tolist(), int(label), "labels"
+    return logits[0].tolist(), int(label), "labels", _lse(document, where)

@@ -31,7 +31,7 @@ FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 # fixed cost of a chunk (a few hundred microseconds) stays small beside its 1,000,000 elements.
 TENSOR_CHUNK_BYTES = 8 << 20
 # The user's values in the order the JSON reader gives them, so that the checks come in the same order.
-_SUPPLIED_ORDER = ("probabilities", "gradient", "jacobian", "loss")
+_SUPPLIED_ORDER = ("probabilities", "gradient", "jacobian", "loss", "lse")
 _INSTALL_TENSORS = "pip install 'gradcheck[tensors]' (the safetensors and ml_dtypes packages)"
 
 
@@ -160,7 +160,8 @@ def _check_tensor(what: str, tensor: Tensor, rows: int, name: str) -> None:
     if not integral and tensor.dtype_name not in FLOAT_DTYPES:
         raise InputError(f"{name}: {tensor.key}: dtype {tensor.dtype_name} is not one gradcheck reads; "
                          f"{what} must be {', '.join(FLOAT_DTYPES)}")
-    expected = {"labels": 1, "targets": 2, "teacher_logits": 2, "probabilities": 2, "gradient": 2, "jacobian": 3}
+    expected = {"labels": 1, "targets": 2, "teacher_logits": 2, "probabilities": 2, "gradient": 2, "jacobian": 3,
+                "lse": 1}
     if what == "loss":
         if len(tensor.shape) > 1 or (tensor.shape and tensor.shape[0] not in (1, rows)):
             raise InputError(f"{name}: {tensor.key}: the loss is {_shape(tensor.shape)}; give one number, "
@@ -168,7 +169,14 @@ def _check_tensor(what: str, tensor: Tensor, rows: int, name: str) -> None:
     elif what != "logits" and (len(tensor.shape) != expected[what] or tensor.shape[0] != rows):
         raise InputError(f"{name}: {tensor.key}: {what} of shape {_shape(tensor.shape)} for {rows} rows of "
                          f"logits; expected {rows} {'labels' if integral else 'rows'} of "
-                         f"{'one class index' if integral else 'C values' if expected[what] == 2 else 'C x C'}")
+                         f"{_row_of(what, integral, expected[what])}")
+
+
+def _row_of(what: str, integral: bool, dimensions: int) -> str:
+    """What one row of an array holds, as an error about its shape says it."""
+    if integral:
+        return "one class index"
+    return "one value (a vector of N)" if dimensions == 1 else "C values" if dimensions == 2 else "C x C"
 
 
 def _is_integer(dtype_name: str) -> bool:

@@ -172,10 +172,12 @@ def _validate_targets(answers: Answers, logits: np.ndarray) -> None:
 
 
 def _supplied_shape(key: str, values: np.ndarray, where: str, shape: tuple[int, ...]) -> np.ndarray:
-    """A supplied value must have the shape the report gives it; a loss is one number or one per row."""
+    """A supplied value must have the shape the report gives it; a loss is one number or one per row, an lse
+    one per row."""
     rows, classes = shape
     expected: dict[str, tuple[int, ...]] = {
-        "probabilities": (rows, classes), "gradient": (rows, classes), "jacobian": (rows, classes, classes)
+        "probabilities": (rows, classes), "gradient": (rows, classes), "jacobian": (rows, classes, classes),
+        "lse": (rows,),
     }
     if key == "loss":
         if values.size not in (1, rows):
@@ -183,5 +185,6 @@ def _supplied_shape(key: str, values: np.ndarray, where: str, shape: tuple[int, 
         return values
     if values.shape != expected[key]:
         wanted, got = (" x ".join(map(str, e)) for e in (expected[key], values.shape))
+        wanted = f"{rows} values, one per row" if key == "lse" else wanted
         raise InputError(f"{where}: the supplied {key} is {got}; for {rows} x {classes} logits it must be {wanted}")
     return values

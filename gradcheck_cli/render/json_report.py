@@ -54,7 +54,7 @@ def json_pieces(report: Report) -> Iterator[str]:
     import json  # here, not at the top: start-up pays for it only when JSON is used
 
     rows_loss = isinstance(report.loss, np.ndarray) and report.loss.ndim > 0
-    head = replace(report, probabilities=None, jacobian=None, analytic_gradient=None, numeric_gradient=None,
+    head = replace(report, probabilities=None, jacobian=None, analytic_gradient=None, numeric_gradient=None, lse=None,
                    loss=None if rows_loss else report.loss, supplied={}, impl={}).to_dict()
     head["arrays"] = report.full
     if rows_loss:
@@ -65,7 +65,7 @@ def json_pieces(report: Report) -> Iterator[str]:
         text = text[:-1]  # reopened for the arrays, which come after every other field
     arrays = [report.probabilities, report.jacobian, report.analytic_gradient, report.numeric_gradient]
     users = [value for _, values in report.users() for value in values.values()]
-    numbers = sum(array.size for array in [report.loss, *arrays, *users] if isinstance(array, np.ndarray))
+    numbers = sum(array.size for array in [report.loss, report.lse, *arrays, *users] if isinstance(array, np.ndarray))
     encode = json_text if numbers <= FAST_ABOVE else fast_json_text()
     before, _, after = text.partition(json.dumps(_LOSS_PLACE)) if rows_loss else (text, "", "")
     yield before
@@ -74,7 +74,10 @@ def json_pieces(report: Report) -> Iterator[str]:
         yield from array_pieces(report.loss, encode)
         yield after
     if report.full:
-        keys = (', "probabilities": ', ', "jacobian": ', ', "gradient": {"analytic": ', ', "numeric": ')
+        keys = [', "probabilities": ', ', "jacobian": ', ', "gradient": {"analytic": ', ', "numeric": ']
+        if report.lse is not None:  # after the probabilities, as to_dict places it
+            keys.insert(1, ', "lse": ')
+            arrays.insert(1, report.lse)
         for key, array in zip(keys, arrays, strict=True):
             yield key
             yield from array_pieces(array, encode) if array is not None else ["null"]

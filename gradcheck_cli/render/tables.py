@@ -142,6 +142,7 @@ def render_tables(report: Report, console: Console, quiet: bool = False) -> None
         _more(console, MAX_JACOBIAN_ROWS, rows, "Jacobian")
 
     _render_loss(report, console)
+    _render_lse(report, console)
     _render_gradient(report, console)
 
     _render_checks(report, console)
@@ -163,6 +164,20 @@ def _render_loss(report: Report, console: Console) -> None:
         for source, values in report.users():
             if "loss" in values and np.ndim(values["loss"]) == 0:
                 _say(console, f"Your loss ({_SOURCES[source]}): {digits(float(values['loss']))}")
+
+
+def _render_lse(report: Report, console: Console) -> None:
+    """Each row's log-sum-exp, and the user's under it: only when it matters to the run (--z-loss squares it, or
+    the user supplied theirs), so the tables of every other run stay as short as they were (JSON always has it)."""
+    yours = [(source, values["lse"]) for source, values in report.users() if "lse" in values]
+    if report.lse is None or not (yours or report.settings.z_loss):
+        return
+    shown = ", ".join(_number(v) for v in report.lse[:MAX_TABLE_ROWS])
+    _say(console, f"Log-sum-exp per row (lse): {shown}")
+    for source, values in yours:
+        theirs = ", ".join(_number(v) for v in values[:MAX_TABLE_ROWS])
+        _say(console, f"Your lse per row ({_SOURCES[source]}): {theirs}")
+    _more(console, MAX_TABLE_ROWS, report.rows, "row lse", "row lses")
 
 
 def _render_gradient(report: Report, console: Console) -> None:
