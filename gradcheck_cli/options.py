@@ -241,12 +241,14 @@ framework_options = _compose(
                  help="Where --framework torch or jax puts the tensors: cpu, cuda:0, ..."),
 )
 
-def impl_calling(impl: str | None, framework: str, device: str) -> Calling:
-    """How --impl's function is called (framework_options), refused when there is no --impl to call."""
-    from gradcheck_cli.checks.returned import Calling
+def impl_calling(impl: str | None, framework: str, device: str) -> Calling | None:
+    """How --impl's function is called (framework_options); None without --impl (refused if they were given)."""
+    if impl is None:
+        if (framework, device) != ("numpy", "cpu"):
+            raise click.UsageError("--framework and --device say how --impl's function is called: give --impl too")
+        return None
+    from gradcheck_cli.checks.returned import Calling  # the worker's modules only when there is a function
 
-    if impl is None and (framework, device) != ("numpy", "cpu"):
-        raise click.UsageError("--framework and --device say how --impl's function is called: give --impl too")
     return Calling(framework, device)
 
 

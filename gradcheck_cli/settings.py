@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 METHOD_NAMES = ("central", "forward", "backward", "five-point", "richardson", "complex-step")
 DTYPES = ("float64", "float32", "bfloat16", "float16")
+LOW_PRECISION = ("bfloat16", "float16")  # rounded to by numerics/precision.py, with their own verdicts
 REDUCTIONS = ("mean", "sum", "none", "batchmean")
 FRAMEWORKS = ("numpy", "torch", "jax")  # whose arrays or tensors --impl's function is called with
 # The reductions that divide the summed row losses by a divisor (the loss says which: rows, weights, N x C).

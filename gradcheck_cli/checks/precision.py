@@ -48,7 +48,6 @@ from gradcheck_cli.checks.compare import compare
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.numerics.precision import (
     DTYPE_TOLERANCES,
-    LOW_PRECISION,
     Baseline,
     baseline_jacobian,
     cross_entropy_baseline,
@@ -56,6 +55,7 @@ from gradcheck_cli.numerics.precision import (
     squared_error_baseline,
 )
 from gradcheck_cli.report import BaselineFigures, CheckResult
+from gradcheck_cli.settings import LOW_PRECISION
 
 if TYPE_CHECKING:
     from gradcheck_cli.numerics.losses.base import Loss

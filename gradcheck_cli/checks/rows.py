@@ -23,10 +23,10 @@ from gradcheck_cli.checks.precision import (
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.numerics import differences
 from gradcheck_cli.numerics.losses.base import Loss, LossKind, Scales, allowance, rounding_factor, upstream_gradient
-from gradcheck_cli.numerics.precision import FORMATS, LOW_PRECISION, Baseline, round_to
+from gradcheck_cli.numerics.precision import FORMATS, Baseline, round_to
 from gradcheck_cli.numerics.softmax import Softmax, softmax_jacobian
 from gradcheck_cli.report import CheckResult, RowChecks
-from gradcheck_cli.settings import Settings
+from gradcheck_cli.settings import LOW_PRECISION, Settings
 
 
 def check_rows(batch: Batch, settings: Settings, kind: LossKind, normalizer: float) -> RowChecks:

@@ -20,7 +20,6 @@ from gradcheck_cli.checks.compare import compare, merge
 from gradcheck_cli.checks.kept import Kept as _Kept
 from gradcheck_cli.checks.kept import Lines as _Lines
 from gradcheck_cli.checks.kept import jacobian_blocks as _jacobian_blocks  # noqa: F401  (where tests look for it)
-from gradcheck_cli.checks.precision import precision_notes
 from gradcheck_cli.checks.rows import check_rows, row_loss_allowance
 from gradcheck_cli.checks.users import UsersValues, impl_values, taylor_check
 from gradcheck_cli.errors import InputError
@@ -29,7 +28,7 @@ from gradcheck_cli.numerics.exact import ExactSum
 from gradcheck_cli.numerics.losses import accepted_kind
 from gradcheck_cli.numerics.losses.base import unit_roundoff
 from gradcheck_cli.report import CheckResult, Report, RowChecks
-from gradcheck_cli.settings import DIVIDING_REDUCTIONS, Settings
+from gradcheck_cli.settings import DIVIDING_REDUCTIONS, LOW_PRECISION, Settings
 
 if TYPE_CHECKING:
     from gradcheck_cli.checks.impl import Implementation
@@ -103,7 +102,10 @@ def run(
     settings = differences.resolve(settings)
     kind = accepted_kind(settings)
     fold = _Fold(settings, keep, normalizer)
-    fold.notes += precision_notes(settings)
+    if settings.dtype in LOW_PRECISION:
+        from gradcheck_cli.checks.precision import precision_notes  # only the half precisions have them
+
+        fold.notes += precision_notes(settings)
     for batch in batches:
         fold.admit(batch, expected_rows)
         part = check_rows(batch, settings, kind, normalizer)

@@ -20,8 +20,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-LOW_PRECISION = ("bfloat16", "float16")
-
 
 class Format(NamedTuple):
     """A binary floating format: p significand bits (the implicit one included), smallest normal 2^emin."""
