@@ -368,3 +368,16 @@ def test_bce_reports_the_diagonal_jacobian_of_its_sigmoid(gradcheck):
     np.testing.assert_allclose(np.array(report["jacobian"]), expected, rtol=1e-15, atol=1e-17)
     blocks = np.concatenate([block.ravel() for block in jacobian_blocks(s, 1 - s, np.float64(2), 3, coupled=False)])
     np.testing.assert_allclose(blocks, expected.ravel(), rtol=1e-15, atol=1e-17)
+
+
+def test_bce_is_shown_as_sigmoids_in_tables_and_explain(gradcheck):
+    """bce's probabilities are sigmoids: the tables name them so, and explain derives σ and its diagonal
+    Jacobian with the numbers check reports (it showed a softmax of the row, another function's numbers)."""
+    path = str(EXAMPLES / "multilabel.json")
+    tables = gradcheck("check", "-i", path, "--loss", "bce").stdout
+    assert "Sigmoid probabilities s" in tables and "Softmax" not in tables
+    report = json.loads(gradcheck("check", "-i", path, "--loss", "bce", "-f", "json").stdout)
+    explained = json.loads(gradcheck("explain", "-i", path, "--loss", "bce", "-f", "json").stdout)
+    np.testing.assert_allclose(explained["probabilities"], report["probabilities"][0], rtol=1e-15)
+    text = gradcheck("explain", "-i", path, "--loss", "bce").stdout
+    assert "1. Sigmoid" in text and "Softmax" not in text

@@ -128,17 +128,20 @@ def explain_batch(batch: Batch, settings: Settings, row: int = 0) -> Explanation
     built = kind.build(batch, at_one, np.dtype(np.float64))
     scaled = batch.logits / settings.temperature
     z = scaled[row]
-    parts = softmax_parts(z[None, :])
+    sigmoid = kind.activation == "sigmoid"  # each s_i = σ(z_i) alone: a diagonal Jacobian
+    parts = built.softmax(z[None, :]) if sigmoid else softmax_parts(z[None, :])
     s, complement = parts.s[0], parts.complement[0]
     listed = z.size if z.size <= FULL_JACOBIAN_CLASSES else min(2, z.size)
-    jacobian_rows = -s[:listed, None] * s[None, :]  # J_ij = -s_i s_j, its diagonal s_i (1 - s_i) set below
+    # J_ij = -s_i s_j (0 for a sigmoid), its diagonal s_i (1 - s_i) set below
+    jacobian_rows = np.zeros((listed, z.size)) if sigmoid else -s[:listed, None] * s[None, :]
     diagonal = s * complement
     jacobian_rows[np.arange(listed), np.arange(listed)] = diagonal[:listed]
     m = float(z.max())
     explanation = Explanation(
         row, settings.loss, settings.temperature, z, m, np.exp(z - m), s, jacobian_rows, diagonal, complement,
         float(built.row_losses(scaled)[row]), built.row_gradients(scaled)[row])
-    explanation.blocks = _softmax_and_jacobian(explanation) + kind.explain(built, z, s, row)
+    steps = _sigmoid_and_jacobian(explanation) if sigmoid else _softmax_and_jacobian(explanation)
+    explanation.blocks = steps + kind.explain(built, z, s, row)
     if settings.temperature != 1.0:
         explanation.blocks.insert(1, f"(--temperature {settings.temperature:g}: z below is your logits / T, and the "
                                     "gradient by your logits is each ∂L/∂z_j below divided by T)")
@@ -185,6 +188,25 @@ def _softmax_and_jacobian(explained: Explanation) -> list[str]:
         blocks += [diagonal(listed, classes), (f"   ... rows {listed} to {classes - 1} show only their diagonal; "
                                                "`gradcheck check -f json` has every entry")]
     return [*blocks, "   (rows and columns of J sum to 0; J is symmetric)", ""]
+
+
+def _sigmoid_and_jacobian(explained: Explanation) -> list[str]:
+    """Steps 1 and 2 of a loss on the elementwise sigmoid (bce): s_i = σ(z_i), and its diagonal Jacobian."""
+    classes = explained.classes
+    k = list(range(classes))
+    z, s = numbers(explained.logits), numbers(explained.probabilities)
+    complement, diagonal = numbers(explained.probabilities_complement), numbers(explained.jacobian_diagonal)
+    return [
+        f"Sample {explained.row} (classes numbered 0 to {classes - 1}, as in check's tables and JSON)",
+        "z = (" + ", ".join(z) + ")",
+        "",
+        "1. Sigmoid, each class on its own: s_i = σ(z_i) = 1 / (1 + e^{−z_i})",
+        block("   s_%d = σ(%s) = %s", k, z, s),
+        "",
+        "2. Jacobian: ∂s_i/∂z_j = 0 for i ≠ j; ∂s_i/∂z_i = s_i(1 − s_i)",
+        block("   ∂s_%d/∂z_%d = s_%d(1 − s_%d) = %s×%s = %s", k, k, k, k, s, complement, diagonal),
+        "",
+    ]
 
 
 def explain_request(request: InputRequest, settings: Settings, row: int = 0) -> Explanation:

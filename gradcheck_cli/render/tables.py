@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gradcheck_cli.checks.runner import FULL_LIMIT
+from gradcheck_cli.numerics.losses import loss_kind
 from gradcheck_cli.render import layout
 from gradcheck_cli.render.verdict import count, diagnosis_line, digits, verdict_line, where, worst_values
 from gradcheck_cli.report import Report
@@ -106,6 +107,11 @@ def _verdict(report: Report, console: Console) -> None:
     _say(console, verdict_line(report), "bold green" if report.passed else "bold red")
 
 
+# LossKind.activation -> how the tables name its probabilities and write its Jacobian.
+_ACTIVATIONS = {"softmax": ("Softmax", "J_ij = ds_i/dz_j = s_i (d_ij - s_j)"),
+                "sigmoid": ("Sigmoid", "J_ij = ds_i/dz_j = d_ij s_i (1 - s_i)")}
+
+
 def render_tables(report: Report, console: Console, quiet: bool = False) -> None:
     if quiet:
         _verdict(report, console)
@@ -123,7 +129,8 @@ def render_tables(report: Report, console: Console, quiet: bool = False) -> None
     assert report.probabilities is not None
     assert report.analytic_gradient is not None and report.numeric_gradient is not None
     shown_rows = min(rows, MAX_TABLE_ROWS)
-    _matrix(console, "Softmax probabilities s", "row", [str(n) for n in range(shown_rows)],
+    activation, jacobian_formula = _ACTIVATIONS[loss_kind(settings.loss).activation]
+    _matrix(console, f"{activation} probabilities s", "row", [str(n) for n in range(shown_rows)],
             [f"s_{c}" for c in range(classes)], _cells(report.probabilities), "classes")
     _more(console, MAX_TABLE_ROWS, rows, "row")
     for source, values in report.users():  # the user's own, cell for cell under the reference's
@@ -133,11 +140,11 @@ def render_tables(report: Report, console: Console, quiet: bool = False) -> None
 
     names = ([f"s_{i}" for i in range(classes)], [f"z_{j}" for j in range(classes)])
     if report.jacobian is None:  # too wide to be worth building only to show a corner of it
-        _say(console, f"Softmax Jacobian: {classes} x {classes} per row, checked without building it "
+        _say(console, f"{activation} Jacobian: {classes} x {classes} per row, checked without building it "
                       "(-f json prints it)")
     else:
         for n in range(min(rows, MAX_JACOBIAN_ROWS)):
-            _matrix(console, f"Softmax Jacobian of row {n}: J_ij = ds_i/dz_j = s_i (d_ij - s_j)", "", *names,
+            _matrix(console, f"{activation} Jacobian of row {n}: {jacobian_formula}", "", *names,
                     _cells(report.jacobian[n]), "columns", max_rows=MAX_JACOBIAN_CLASSES)
         _more(console, MAX_JACOBIAN_ROWS, rows, "Jacobian")
 

@@ -203,6 +203,9 @@ class LossKind:
     # Whether it compares the student's logits with a batch's teacher_logits (which it then requires, and
     # every other loss refuses): checked by build itself, so no caller can skip it.
     needs_teacher: bool = False
+    # What turns logits into its probabilities: "softmax" (over each row) or "sigmoid" (each logit on its own,
+    # a diagonal Jacobian); the tables name them by it.
+    activation: str = "softmax"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "build", _teacher_checked(self.build, self.name, self.needs_teacher))

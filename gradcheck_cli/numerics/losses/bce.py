@@ -152,7 +152,7 @@ def explain(loss: Loss, z: np.ndarray, s: np.ndarray, row: int) -> list[str]:
     sigma, other = parts.s[0], parts.complement[0]
     k = range(len(z))
     value = float((p * np.logaddexp(0, -z) + q * np.logaddexp(0, z)).sum())
-    lines = ["3. Binary cross-entropy with logits (each class on its own sigmoid, not the softmax above):",
+    lines = ["3. Binary cross-entropy with logits (on the sigmoids of step 1):",
              "   ℓ_j = P_j·softplus(−z_j) + Q_j·softplus(z_j), P = w·p·t, Q = w·(1 − t)  (−log σ(z) = softplus(−z))",
              "   σ(z) = (" + ", ".join(shown(v) for v in sigma) + ")",
              "   P = (" + ", ".join(shown(v) for v in p) + "),  Q = (" + ", ".join(shown(v) for v in q) + ")",
@@ -164,4 +164,4 @@ def explain(loss: Loss, z: np.ndarray, s: np.ndarray, row: int) -> list[str]:
     return lines
 
 
-KIND = LossKind("bce", ("weights", "pos_weight"), build, divisor_rows, counts_rows, explain)
+KIND = LossKind("bce", ("weights", "pos_weight"), build, divisor_rows, counts_rows, explain, activation="sigmoid")
