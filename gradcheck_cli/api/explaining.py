@@ -128,7 +128,7 @@ def explain_batch(batch: Batch, settings: Settings, row: int = 0) -> Explanation
     built = kind.build(batch, at_one, np.dtype(np.float64))
     scaled = batch.logits / settings.temperature
     z = scaled[row]
-    sigmoid = kind.activation == "sigmoid"  # each s_i = σ(z_i) alone: a diagonal Jacobian
+    sigmoid = kind.activation == "sigmoid"  # each s_i = sigmoid(z_i) alone: a diagonal Jacobian
     parts = built.softmax(z[None, :]) if sigmoid else softmax_parts(z[None, :])
     s, complement = parts.s[0], parts.complement[0]
     listed = z.size if z.size <= FULL_JACOBIAN_CLASSES else min(2, z.size)
@@ -191,7 +191,7 @@ def _softmax_and_jacobian(explained: Explanation) -> list[str]:
 
 
 def _sigmoid_and_jacobian(explained: Explanation) -> list[str]:
-    """Steps 1 and 2 of a loss on the elementwise sigmoid (bce): s_i = σ(z_i), and its diagonal Jacobian."""
+    """Steps 1 and 2 of a loss on the elementwise sigmoid (bce): s_i = sigmoid(z_i), and its diagonal Jacobian."""
     classes = explained.classes
     k = list(range(classes))
     z, s = numbers(explained.logits), numbers(explained.probabilities)
