@@ -371,7 +371,7 @@ def test_bce_reports_the_diagonal_jacobian_of_its_sigmoid(gradcheck):
 
 
 def test_bce_is_shown_as_sigmoids_in_tables_and_explain(gradcheck):
-    """bce's probabilities are sigmoids: the tables name them so, and explain derives σ and its diagonal
+    """bce's probabilities are sigmoids: the tables name them so, and explain derives the sigmoid and its diagonal
     Jacobian with the numbers check reports (it showed a softmax of the row, another function's numbers)."""
     path = str(EXAMPLES / "multilabel.json")
     tables = gradcheck("check", "-i", path, "--loss", "bce").stdout
