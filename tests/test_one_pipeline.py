@@ -391,3 +391,24 @@ def test_sweep_still_writes_table_json_and_github(gradcheck, output):
         assert report["command"] == "sweep" and report["passed"] is True
     else:
         assert "looks correct" in verdict_line(run.stdout), run
+
+
+def test_a_chunked_input_is_counted_once(tmp_path, monkeypatch):
+    """--full on a chunked file with --reduction mean asks for the row count twice (the mean's divisor, and the
+    rows --full must be able to keep): the file's bytes are read for it once."""
+    from gradcheck_cli import pipeline
+    from gradcheck_cli.checks.runner import Keep
+    from gradcheck_cli.inputs import gather, source
+    from gradcheck_cli.settings import Settings
+
+    path = tmp_path / "rows.csv"
+    path.write_text("z0,z1,z2,label\n" + "".join(f"{n % 7}.5,{n % 3}.25,-1,{n % 3}\n" for n in range(400)))
+    counts = []
+    real = source.count_rows
+    monkeypatch.setattr(gather.source, "count_rows", lambda opened: counts.append(1) or real(opened))
+    request = gather.InputRequest(input_path=str(path), input_format="csv")
+    with pipeline.open_check(request, Settings(), chunk_bytes=2048) as job:
+        assert job.input.whole is None  # read in chunks
+        report = job.run(Keep(arrays=True, limit=None))
+    assert report.rows == 400 and report.passed
+    assert len(counts) == 1

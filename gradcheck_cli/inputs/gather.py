@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -61,6 +61,7 @@ class Input:
     chunk_bytes: int = source.CHUNK_BYTES
     ignore_index: int | None = None
     plan: TensorPlan | None = None  # a tensor file read in chunks: its rows are sliced, not parsed
+    counted: int | None = field(default=None, repr=False)  # count_rows' answer, once it has been asked
 
     @contextmanager
     def reading(self) -> Iterator[Iterator[Batch]]:
@@ -89,7 +90,9 @@ class Input:
         if self.plan is not None:
             return self.plan.rows
         assert self.chunked is not None
-        return source.count_rows(self.chunked)
+        if self.counted is None:  # a pass over the file's bytes: the mean's divisor and --full both ask
+            self.counted = source.count_rows(self.chunked)
+        return self.counted
 
 
 @contextmanager
