@@ -302,3 +302,50 @@ def test_jax_cross_entropy_returning_only_its_loss_passes(gradcheck, tmp_path):
                     "--framework", "jax", "-f", "json")
     assert run.exit_code == 0, run
     assert checks_of(run)["impl gradient"]["max_rel_error"] < 1e-12
+
+
+# --- the half-precision baseline verdict for --impl ----------------------------------------------------------------
+
+HALF_KERNELS = """
+import numpy as np
+
+def _cross_entropy(logits, labels, upcast):
+    # a float16 kernel: numpy rounds each float16 operation to float16; the class sum is float32 (upcast) or a
+    # running float16 sum (the bug)
+    z = logits.astype(np.float32).astype(np.float16)
+    shifted = z - z.max(axis=1, keepdims=True)
+    exps = np.exp(shifted)
+    if upcast:
+        total = exps.astype(np.float32).sum(axis=1, keepdims=True).astype(np.float16)
+    else:
+        total = np.add.accumulate(exps, axis=1, dtype=np.float16)[:, -1:]
+    rows = np.arange(len(labels))
+    losses = np.log(total[:, 0]) - shifted[rows, labels]
+    gradient = (exps / total - np.eye(z.shape[1], dtype=np.float16)[labels]) / np.float16(len(labels))
+    return np.float16(losses.astype(np.float32).mean()), gradient
+
+def upcast(logits, labels):
+    return _cross_entropy(logits, labels, True)
+
+def no_upcast(logits, labels):
+    return _cross_entropy(logits, labels, False)
+"""
+
+
+@pytest.mark.parametrize(("name", "passes"), [("upcast", True), ("no_upcast", False)])
+def test_a_half_precision_impl_gets_the_baseline_verdict(gradcheck, tmp_path, name, passes):
+    """Protects the baseline verdict on --impl's values at --dtype float16 (impl._reference_checks): a kernel
+    whose 2,000-class sum runs in float16 (no upcast) fails 'impl gradient vs float16 baseline', the same kernel
+    with a float32 accumulator passes it and every other check. Before, --impl got only the dtype's tolerance."""
+    rng = np.random.default_rng(7)
+    logits, labels = rng.standard_normal((4, 2000)) * 3, rng.integers(0, 2000, 4)
+    path = tmp_path / "batch.json"
+    path.write_text(json.dumps({"logits": logits.tolist(), "labels": labels.tolist()}))
+    run = gradcheck("check", "-i", str(path), "--dtype", "float16", "--impl", kernel(tmp_path, name, HALF_KERNELS),
+                    "-f", "json")
+    assert run.exit_code == (0 if passes else 1), run
+    checks = checks_of(run)
+    assert {"impl loss vs float16 baseline", "impl gradient vs float16 baseline"} <= set(checks), list(checks)
+    assert checks["impl gradient vs float16 baseline"]["passed"] is passes
+    if passes:
+        assert all(check["passed"] for check in checks.values()), checks

@@ -8,6 +8,8 @@ analysis: a right gradient's fitted slope within 0.05 of 2 (0.021 truncation + 0
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -166,3 +168,39 @@ def test_steps_directions_and_seed() -> None:
     assert first.remainders.shape == (4, 8)
     np.testing.assert_array_equal(first.remainders, again.remainders)
     assert first.passed is True
+
+
+def test_the_float64_inner_product_is_within_its_bound() -> None:
+    """Protects taylor._inner, <g, d> summed in float64 rather than exactly: on ill-conditioned terms (huge
+    values that cancel, 4 rows of 131,072) its error against math.fsum of the exact products stays within
+    sum_error, which the rounding floor includes, and the bound is not vacuous (well under 1e-10 of sum |g d|)."""
+    import math
+
+    from gradcheck_cli.checks.taylor import _inner, sum_error
+
+    rng = np.random.default_rng(4)
+    g = rng.standard_normal((4, 131_072)) * np.exp2(rng.integers(-30, 30, (4, 131_072)))
+    g[:, 1::2] = -g[:, 0::2] * (1 + 2.0**-40)  # neighbours cancel to 12 digits
+    d = np.full_like(g, 2.0**-5)  # a step t0 = 1/32 along signs +1 (exact products, so fsum is exact)
+    exact = math.fsum((g * d).ravel())
+    bound = sum_error(g, 2.0**-5)
+    assert abs(_inner(g, d) - exact) <= bound
+    assert bound <= 1e-10 * float(np.abs(g * d).sum())
+
+
+def test_taylor_is_not_run_where_the_dtype_rounds_its_steps_away(gradcheck, tmp_path) -> None:
+    """Protects users._steps_resolved: at --dtype bfloat16 the smallest step (T / 4096) is below the spacing of
+    logits of size 3 (2^-6), so the 48 calls would only read rounding: a note instead of the check. At float32
+    the same input is still judged."""
+    import json
+
+    path = tmp_path / "batch.json"
+    path.write_text(json.dumps({"logits": [[3.0, 1.0, -2.0, 0.5], [0.25, 2.0, 1.0, -1.0]], "labels": [0, 2]}))
+    impl = f"{Path(__file__).resolve().parent.parent / 'examples' / 'my_softmax.py'}:softmax_cross_entropy"
+    for dtype, judged in (("bfloat16", False), ("float32", True)):
+        run = gradcheck("check", "-i", str(path), "--impl", impl, "--dtype", dtype, "-f", "json")
+        assert run.exit_code in (0, 1), run
+        document = json.loads(run.stdout)
+        assert ("impl taylor" in {check["name"] for check in document["checks"]}) is judged, document["checks"]
+        assert any(note.startswith("impl taylor: not run at --dtype bfloat16") for note in document["notes"]) \
+            is not judged

@@ -114,10 +114,10 @@ def read_signature(function: Any) -> Signature:
     return Signature("label" in second or second in _LABEL_NAMES, "grad_output" in parameters)
 
 
-def call_function(function: Any, signature: Signature, calling: Calling, logits: np.ndarray, targets: np.ndarray,
+def call_function(function: Any, signature: Signature, calling: Calling, logits: np.ndarray, second: np.ndarray,
                   upstream: np.ndarray, loss_only: bool) -> Returned:
-    """One call in the calling convention; what the function returned, read (Refused if it cannot be)."""
-    second = labels_of(targets, calling.ignore_index) if signature.labels else targets
+    """One call in the calling convention, `second` its second argument (the target rows, or the class labels
+    labels_of gives a labels signature); what the function returned, read (Refused if it cannot be)."""
     if calling.framework == "torch":
         return _call_torch(function, signature, calling, logits, second, upstream, loss_only)
     if calling.framework == "jax":

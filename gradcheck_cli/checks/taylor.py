@@ -20,9 +20,10 @@ distance over which the softmax moves by O(1): T, the temperature.
   log-sum-exp, of size 1 times the row's weight even where the row's loss is 1e-60: |L(0)|, the loss at
   uniform logits (log C times the weights for cross-entropy), measures that. 32 is a margin over "a few".
   Without |L(0)| a confident batch, whose loss rounds to exactly 0, would read as slope 1.
-  <g, d> is summed exactly rounded, with d = (z + t v) - z the step the function really saw. So r is off by
-  at most 2F, log r by 2F / r, and a local slope (over ln 2) by (2F / r(t) + 2F / r(t / 2)) / ln 2, which is
-  at most 0.029 where r >= 200 F. Remainders below 200 F are reported but not fitted.
+  <g, d> is summed in float64 (pairwise, _inner: off by at most (log2 C + 21) 2^-53 t0 sum |g|, which F
+  includes), with d = (z + t v) - z the step the function really saw. So r is off by at most 2F, log r by
+  2F / r, and a local slope (over ln 2) by (2F / r(t) + 2F / r(t / 2)) / ln 2, which is at most 0.029 where
+  r >= 200 F. Remainders below 200 F are reported but not fitted.
 - So a right gradient's fitted slope (a positively weighted mean of the local slopes) is within 0.05 of 2,
   and a direction passes at >= 1.9 (2 - 0.1: twice that). A loss flat along v (q = 0) has slope 3, and
   passes. A wrong gradient's remainder t e + t^2 q / 2 (e = <grad L - g, v>) has a slope between 1 and 2
@@ -48,6 +49,7 @@ from gradcheck_cli.numerics.exact import exact_sum
 PASSING_SLOPE = 1.9  # 2 - 0.1, twice the worst deviation of a right gradient (module docstring)
 FLOOR_MARGIN = 200.0  # remainders below this many times the rounding floor are not fitted
 TOP_STEP = 1.0 / 32  # t0 in units of `scale`: the third-order term stays within 0.021 of the slope
+HALVINGS = 7  # t0 / 2^7 = scale / 4096, the smallest step
 
 
 class TaylorResult(NamedTuple):
@@ -87,7 +89,7 @@ def taylor_test(
     *,
     scale: float = 1.0,
     directions: int = 3,
-    halvings: int = 7,
+    halvings: int = HALVINGS,
     seed: int = 0,
     precision: float = 2.0**-52,
 ) -> TaylorResult:
@@ -103,7 +105,7 @@ def taylor_test(
     base = _value(loss(z))
     steps = scale * TOP_STEP / 2.0 ** np.arange(halvings + 1)
     uniform = _value(loss(np.zeros_like(z)))
-    floor = 32 * (precision / 2) * (abs(base) + abs(uniform) + float(np.abs(z * g).sum()))
+    floor = 32 * (precision / 2) * (abs(base) + abs(uniform) + float(np.abs(z * g).sum())) + sum_error(g, steps[0])
     drawn = np.random.default_rng(seed).standard_normal((directions, *z.shape))
     drawn /= np.abs(drawn).reshape(directions, -1).max(axis=1).reshape(directions, *(1,) * z.ndim)
     signed = np.stack([sign * v for v in drawn for sign in (1.0, -1.0)])
@@ -122,7 +124,28 @@ def _remainder(loss: Callable[[np.ndarray], float | np.ndarray], z: np.ndarray, 
                step: np.ndarray) -> float:
     moved = z + step
     change = _value(loss(moved)) - base
-    return abs(change - exact_sum(g * (moved - z)))
+    return abs(change - _inner(g, moved - z))
+
+
+def _inner(g: np.ndarray, d: np.ndarray) -> float:
+    """<g, d> in float64: numpy's pairwise sum along each row, the row sums then summed exactly rounded.
+
+    Error (module docstring, "Rounding"): numpy sums a contiguous row of C terms by halving it down to blocks of
+    at most 128 (log2(C / 128) levels), each block in 8 running accumulators of up to 16 terms, joined 3 levels
+    deep, plus up to 7 left-over terms added one by one: with the product's own rounding a term passes through
+    at most (log2 C - 7) + 16 + 3 + 7 + 1 = log2 C + 20 roundings, so |error| <= (log2 C + 20) 2^-53 sum |g d|
+    (to first order; the terms are a few hundred at most), which sum_error bounds and the floor includes.
+    Exact sums over N C terms cost 10x as much (33 of 73 s of an 8-row 128k-class check)."""
+    rows = (g * d).reshape(-1, g.shape[-1]) if g.ndim else (g * d).reshape(1, 1)
+    return exact_sum(rows.sum(axis=1))
+
+
+def sum_error(g: np.ndarray, largest_step: float) -> float:
+    """The bound of _inner's rounding for any step of at most `largest_step` along a direction with max |v| = 1
+    (|d| <= largest_step (1 + 2^-52): z + t v rounds once). 21: the 20 roundings of _inner, and one for the
+    second-order terms of (1 + 2^-53)^20."""
+    classes = g.shape[-1] if g.ndim else 1
+    return (np.log2(max(classes, 2)) + 21) * 2.0**-53 * largest_step * (1 + 2.0**-52) * float(np.abs(g).sum())
 
 
 def _slope(steps: np.ndarray, remainders: np.ndarray, fitted: np.ndarray) -> float | None:

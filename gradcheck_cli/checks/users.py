@@ -147,19 +147,25 @@ def taylor_check(implementation: Implementation, logits: np.ndarray, targets: np
     """The step-free verdict (taylor.py): the slopes of the Taylor remainder of the user's own loss with their own
     gradient; passes when every direction's slope is at least PASSING_SLOPE. No fitted slope (a loss that is not
     finite, or remainders under the rounding floor) is no evidence either way: a note, and no check."""
-    from gradcheck_cli.checks.taylor import PASSING_SLOPE, taylor_test
+    from gradcheck_cli.checks.taylor import HALVINGS, PASSING_SLOPE, TOP_STEP, taylor_test
 
     if not _taylor_applies(settings):
         notes.append(f"impl taylor: not run for --loss {settings.loss} with these options (its error analysis, "
                      "checks/taylor.py, covers cross-entropy and forward KL without z-loss, soft-capping or "
                      "--grad-output)")
         return []
+    scale = settings.temperature / abs(getattr(settings, "logit_scale", 1.0))  # where the softmax moves by O(1)
+    if not _steps_resolved(logits, settings.dtype, scale):
+        smallest = scale * TOP_STEP / 2**HALVINGS
+        notes.append(f"impl taylor: not run at --dtype {settings.dtype}: its smallest step ({smallest:.2g}) "
+                     f"is below the spacing of {settings.dtype} at your largest logit, so your function would see "
+                     "rounded steps; the directional check of your own loss covers the gradient")
+        return []
     reduction = settings.reduction
 
     def users_loss(point: np.ndarray) -> np.ndarray:
         return implementation.answer(point, targets, reduction, loss_only=True).loss
 
-    scale = settings.temperature / abs(getattr(settings, "logit_scale", 1.0))  # where the softmax moves by O(1)
     result = taylor_test(users_loss, logits, values["gradient"], scale=scale, precision=precision)
     slopes = [slope for slope in result.slopes if slope is not None]
     if not slopes:
@@ -174,6 +180,18 @@ def taylor_check(implementation: Implementation, logits: np.ndarray, targets: np
     return [CheckResult("impl taylor", passed, abs(2.0 - low), abs(2.0 - low) / 2.0, (), low, 2.0, description,
                         worst_share=(2.0 - low) / (2.0 - PASSING_SLOPE), elements=len(slopes),
                         mismatches=sum(slope < PASSING_SLOPE for slope in slopes))]
+
+
+def _steps_resolved(logits: np.ndarray, dtype: str, scale: float) -> bool:
+    """Whether taylor_test's smallest step, scale TOP_STEP / 2^HALVINGS, is at least the spacing of --dtype at the
+    largest logit: below it the moved logits the user's function is given in that dtype round the step away (at bfloat16
+    the spacing at 8 is 2^-4, the step T / 4096), the remainders no longer scale as t^2, and their floor (the
+    rounding of the user's bfloat16 values) is above every remainder anyway: 48 calls for no verdict."""
+    from gradcheck_cli.checks.taylor import HALVINGS, TOP_STEP
+    from gradcheck_cli.numerics.precision import spacing
+
+    largest = float(np.max(np.abs(logits), initial=0.0))
+    return bool(dtype == "float64" or spacing(largest, dtype) <= scale * TOP_STEP / 2**HALVINGS)
 
 
 def _taylor_applies(settings: Settings) -> bool:

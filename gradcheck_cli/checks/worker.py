@@ -37,6 +37,7 @@ from gradcheck_cli.checks.returned import (
     Signature,
     call_function,
     framework_module,
+    labels_of,
     moved,
     read_signature,
 )
@@ -187,6 +188,7 @@ def _bits(array: np.ndarray) -> np.ndarray:
 
 def serve(target: Target, calling: Calling = NUMPY_CALLING) -> Callable[[Any], Any]:
     """In the worker: import the function (the worker's sys.path only), then answer each request with it."""
+    _one_thread_for_torch()
     function = import_function(target, keep_path=True)
     if calling.framework != "numpy":
         framework_module(calling.framework)  # a framework that is not installed is said once, at the import
@@ -198,18 +200,41 @@ def serve(target: Target, calling: Calling = NUMPY_CALLING) -> Callable[[Any], A
         for key, value in (("logits", logits), ("targets", targets), ("upstream", upstream)):
             if value is not None:
                 state[key] = value
-        given = _Given(moved(state["logits"], at), state["targets"].copy(), state.get("upstream"), loss_only)
+        if targets is not None or "second" not in state:  # labels read once per targets, not once per call
+            state["second"] = second_argument(target.spec, signature, calling, state["targets"])
+        given = _Given(moved(state["logits"], at), state["second"].copy(), state.get("upstream"), loss_only)
         returned = _call(target.spec, target.function, function, signature, calling, given)
         return _returned_on_wire(returned)
 
     return answer
 
 
+def _one_thread_for_torch() -> None:
+    """A forked child of a process whose torch already ran parallel work deadlocks in its first parallel op (the
+    OpenMP pool does not survive fork). gradcheck never imports torch itself; a process that embeds it (a test
+    runner, the Python API) may have: then the worker's torch runs on one thread."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        with contextlib.suppress(Exception):
+            torch.set_num_threads(1)
+
+
+def second_argument(spec: str, signature: Signature, calling: Calling, targets: np.ndarray) -> np.ndarray:
+    """The function's second argument: the target rows, or the class labels of a labels signature."""
+    if not signature.labels:
+        return targets
+    try:
+        return labels_of(targets, calling.ignore_index)
+    except Refused as error:
+        raise InputError(f"--impl {spec}: {error}") from None
+
+
 class _Given(NamedTuple):
-    """What one call gives the function: logits, targets, the upstream gradient (None: 1 per loss value)."""
+    """What one call gives the function: logits, its second argument (targets or labels, a copy), the upstream
+    gradient (None: 1 per loss value)."""
 
     logits: np.ndarray
-    targets: np.ndarray
+    second: np.ndarray
     upstream: np.ndarray | None
     loss_only: bool
 
@@ -219,7 +244,7 @@ def _call(spec: str, name: str, function: Callable[..., Any], signature: Signatu
     """One call, its answer read; what goes wrong is an InputError saying what (KeyboardInterrupt aside)."""
     upstream = np.ones(()) if given.upstream is None else given.upstream.copy()
     try:
-        return call_function(function, signature, calling, given.logits, given.targets, upstream, given.loss_only)
+        return call_function(function, signature, calling, given.logits, given.second, upstream, given.loss_only)
     except InputError:
         raise
     except Refused as error:
@@ -296,7 +321,8 @@ class InProcess:
              upstream: np.ndarray | None = None) -> Returned:
         if upstream is not None:
             self.upstream = upstream.copy()
-        given = _Given(moved(logits, at), targets.copy(), self.upstream, loss_only)
+        second = second_argument(self.spec, self.signature, self.calling, targets)
+        given = _Given(moved(logits, at), second.copy(), self.upstream, loss_only)
         with _stdout_to_stderr(self.descriptors):
             return _call(self.spec, self.name, self.function, self.signature, self.calling, given)
 

@@ -7,7 +7,10 @@ group is killed and an InputError says what happened. The worker runs in its own
 timeout also stops what it started), ignores Ctrl-C (this process handles it, and stops the worker), and
 dies with this process (PR_SET_PDEATHSIG, and end of file on its request pipe).
 
-Frames on the pipes are a little-endian 8-byte length and a pickle: ("ready" | "ok" | "error", value).
+Frames on the pipes are a little-endian 8-byte length and a pickle: ("ready" | "ok" | "error", value). Arrays
+of _SHARED_BYTES or more (a 128k-vocabulary gradient: a GB) are written once into a nameless memory file (memfd)
+the receiver maps copy-on-write via /proc/SENDER/fd/N (pickle 5's out-of-band buffers), not copied four times
+through the pipe. The parent closes a request's files at its answer, the worker an answer's _AHEAD + 2 later.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import math
+import mmap
 import os
 import pickle
 import select
@@ -23,6 +27,7 @@ import struct
 import sys
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -36,6 +41,7 @@ _CRASHED = 70  # the worker's own exit status when its loop itself fails (EX_SOF
 # Requests sent ahead of their answers: enough that the worker does not wait between calls, few enough that
 # their answers (a loss each, a few hundred bytes) fit in the smallest pipe (64 KB) several times over.
 _AHEAD = 32
+_SHARED_BYTES = 1 << 20  # arrays from this size cross in a memory file; a pickle through the pipe costs less below
 
 
 class WorkerProcess:
@@ -53,6 +59,7 @@ class WorkerProcess:
         # Requests not yet taken by the pipe: written as it takes them, while answers are read, so that
         # neither process can wait on a full pipe while the other waits on it.
         self.outgoing = bytearray()
+        self.in_flight: deque[list[int]] = deque()  # each request's memory files, until its answer came
         self.closed = False
 
     def request(self, message: Any, activity: str) -> Any:
@@ -83,7 +90,8 @@ class WorkerProcess:
     def _send(self, message: Any, activity: str) -> None:
         if self.closed:
             raise InputError(f"--impl {self.spec}: its process was stopped after an earlier error")
-        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        payload, files = _encode(message)
+        self.in_flight.append(files)
         self.outgoing += _LENGTH.pack(len(payload))
         self.outgoing += payload
         self._write_some(activity)
@@ -99,7 +107,9 @@ class WorkerProcess:
         del self.outgoing[:written]
 
     def answer(self, activity: str) -> Any:
-        kind, value = pickle.loads(self._read_answer(activity))
+        kind, value = _decode(self._read_answer(activity))
+        if self.in_flight and kind != "ready":  # the worker has mapped what it was sent with the request
+            _close_all(self.in_flight.popleft())
         if kind == "error":
             raise InputError(value)
         return value
@@ -116,6 +126,8 @@ class WorkerProcess:
             self._relay_waiting()
         for fd in (self.requests, self.answers, self.output):
             os.close(fd)
+        while self.in_flight:
+            _close_all(self.in_flight.popleft())
 
     def _read_answer(self, activity: str) -> bytes:
         deadline = time.monotonic() + self.timeout
@@ -137,7 +149,7 @@ class WorkerProcess:
                     chunk = os.read(self.answers, _PIPE_BYTES)
                     if not chunk:
                         self._ended(activity)
-                    self.received.add(chunk)
+                    self.received.buffer += chunk
         return frame
 
     def _relay(self, data: bytes) -> None:
@@ -237,16 +249,6 @@ def fork_worker(setup: Callable[[], Handler], timeout: float, activity: str, spe
 # --- in the worker ---------------------------------------------------------------------------------------------
 
 
-def _one_thread_for_torch() -> None:
-    """A forked child of a process whose torch already ran parallel work deadlocks in its first parallel op (the
-    OpenMP pool does not survive fork). gradcheck never imports torch itself; a process that embeds it (a test
-    runner, the Python API) may have: then the worker's torch runs on one thread."""
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        with contextlib.suppress(Exception):
-            torch.set_num_threads(1)
-
-
 def _worker_main(setup: Callable[[], Handler], spec: str, parent: int, ends: tuple[int, int, int],
                  parents_ends: tuple[int, int, int]) -> NoReturn:
     """The worker's whole life; it never returns into the code that forked it (a test runner, say)."""
@@ -256,7 +258,6 @@ def _worker_main(setup: Callable[[], Handler], spec: str, parent: int, ends: tup
         for fd in parents_ends:
             os.close(fd)
         _isolate(parent, output)
-        _one_thread_for_torch()
         me = os.getpid()
         try:
             handler = setup()
@@ -267,13 +268,16 @@ def _worker_main(setup: Callable[[], Handler], spec: str, parent: int, ends: tup
         _leave_if_forked(me)
         _send(answers, ("ready", None))
         received = _Frames()
+        kept: deque[list[int]] = deque()  # the memory files of the last answers, which the parent may yet map
         while (request := _read_request(requests, received)) is not None:
             try:
                 answer: tuple[str, Any] = ("ok", handler(request))
             except BaseException as error:  # noqa: BLE001 - every failure of the user's code is an answer
                 answer = ("error", _message(error, spec))
             _leave_if_forked(me)
-            _send(answers, answer)
+            kept.append(_send(answers, answer))
+            if len(kept) > _AHEAD + 2:
+                _close_all(kept.popleft())
     except BaseException:  # noqa: BLE001 - the worker's own failure: its exit status tells the parent
         status = _CRASHED
     finally:
@@ -318,10 +322,44 @@ def _isolate(parent: int, output: int) -> None:
         setattr(sys, f"__{name}__", stream)
 
 
-def _send(fd: int, answer: tuple[str, Any]) -> None:
+def _send(fd: int, answer: tuple[str, Any]) -> list[int]:
+    """Send one answer; its memory files, to be closed once the parent has mapped them."""
     sys.stdout.flush()  # what the call printed reaches the parent before its answer
     sys.stderr.flush()
-    _write_frame(fd, pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+    payload, files = _encode(answer)
+    _write_all(fd, memoryview(_LENGTH.pack(len(payload)) + payload))
+    return files
+
+
+def _encode(message: Any) -> tuple[bytes, list[int]]:
+    """A frame's payload, and the memory files its large arrays were written to (module docstring)."""
+    shared: list[tuple[int, int]] = []  # (memory file, size)
+
+    def in_band(buffer: pickle.PickleBuffer) -> bool:
+        if buffer.raw().nbytes < _SHARED_BYTES or not hasattr(os, "memfd_create"):
+            return True
+        shared.append((os.memfd_create("gradcheck-array", os.MFD_CLOEXEC), buffer.raw().nbytes))
+        _write_all(shared[-1][0], buffer.raw())
+        return False
+
+    inner = pickle.dumps(message, protocol=5, buffer_callback=in_band)
+    return pickle.dumps((os.getpid(), shared, inner), protocol=5), [fd for fd, _ in shared]
+
+
+def _decode(payload: bytes) -> Any:
+    sender, shared, inner = pickle.loads(payload)
+    return pickle.loads(inner, buffers=[_mapped(sender, fd, size) for fd, size in shared])
+
+
+def _mapped(sender: int, fd: int, size: int) -> Any:
+    """The sender's memory file (never empty), mapped copy-on-write: its array is writable and shares pages."""
+    with open(f"/proc/{sender}/fd/{fd}", "rb") as file:
+        return mmap.mmap(file.fileno(), size, access=mmap.ACCESS_COPY)
+
+
+def _close_all(files: list[int]) -> None:
+    for fd in files:
+        os.close(fd)
 
 
 def _read_request(fd: int, received: _Frames) -> Any:
@@ -330,8 +368,8 @@ def _read_request(fd: int, received: _Frames) -> Any:
         chunk = os.read(fd, _PIPE_BYTES)
         if not chunk:
             return None
-        received.add(chunk)
-    return pickle.loads(frame)
+        received.buffer += chunk
+    return _decode(frame)
 
 
 class _Frames:
@@ -339,9 +377,6 @@ class _Frames:
 
     def __init__(self) -> None:
         self.buffer = bytearray()
-
-    def add(self, data: bytes) -> None:
-        self.buffer += data
 
     def next(self) -> bytes | None:
         """The next whole frame's payload, if it has arrived."""
@@ -355,7 +390,7 @@ class _Frames:
         return frame
 
 
-def _write_frame(fd: int, payload: bytes) -> None:
-    view = memoryview(_LENGTH.pack(len(payload)) + payload)
+def _write_all(fd: int, data: memoryview) -> None:
+    view = data.cast("B")
     while view:
         view = view[os.write(fd, view):]
