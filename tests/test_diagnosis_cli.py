@@ -373,3 +373,32 @@ def test_a_big_input_is_checked_but_not_diagnosed(gradcheck, tmp_path) -> None:
     document = json.loads(run.stdout)
     assert run.exit_code == 1 and document["diagnosis"] == [], run
     assert any(note.startswith("diagnosis: not tried") for note in document["notes"]), document["notes"]
+
+
+def test_a_supplied_lse_at_the_wrong_temperature_is_named(gradcheck, tmp_path):
+    """A failing `supplied lse` is diagnosed like the other supplied values: the lse of z instead of z / T is
+    missing-temperature (it was left undiagnosed)."""
+    z = np.array([[1.0, 2.0, 0.5], [0.3, 0.1, 2.0], [1.5, -1.0, 0.2], [0.0, 0.0, 3.0]])
+    path = tmp_path / "lse.json"
+    path.write_text(json.dumps({"logits": z.tolist(), "labels": [1, 2, 0, 2],
+                                "lse": np.log(np.exp(z).sum(axis=1)).tolist()}))
+    run = gradcheck("check", "-i", str(path), "--temperature", "2", "-f", "json")
+    assert run.exit_code == 1, run
+    (finding, *_) = json.loads(run.stdout)["diagnosis"]
+    assert (finding["id"], finding["check"], finding["matched"]) == ("missing-temperature", "supplied lse", True)
+
+
+def test_the_diagnosed_reference_is_the_transformed_softmax(gradcheck, tmp_path):
+    """With --softcap the diagnosis compares with the capped softmax the check used: correct probabilities
+    scaled by 3 are constant-scale with k = 3 (against the uncapped softmax nothing matched)."""
+    z = np.array([[4.0, 2.0, 0.5, -1.0], [0.3, 5.1, 2.0, 0.0], [1.5, -1.0, 6.2, 0.2], [0.0, 0.0, 3.0, 7.0]])
+    capped = 3.0 * np.tanh(z / 3.0)
+    s = np.exp(capped - capped.max(axis=1, keepdims=True))
+    s /= s.sum(axis=1, keepdims=True)
+    path = tmp_path / "capped.json"
+    path.write_text(json.dumps({"logits": z.tolist(), "labels": [0, 1, 2, 3], "probabilities": (3 * s).tolist()}))
+    run = gradcheck("check", "-i", str(path), "--softcap", "3", "-f", "json")
+    assert run.exit_code == 1, run
+    (finding, *_) = json.loads(run.stdout)["diagnosis"]
+    assert finding["check"] == "supplied probabilities" and finding["matched"]
+    assert finding["id"] == "constant-scale" and "3.000" in finding["description"]

@@ -18,7 +18,6 @@ from gradcheck_cli.batch import Batch
 from gradcheck_cli.checks.rows import row_loss_allowance, supplied_reference
 from gradcheck_cli.numerics.losses import loss_kind
 from gradcheck_cli.numerics.losses.base import rounding_factor, unit_roundoff, upstream_gradient
-from gradcheck_cli.numerics.softmax import softmax_parts
 from gradcheck_cli.report import CheckResult, Diagnosis
 from gradcheck_cli.settings import Settings
 
@@ -29,8 +28,8 @@ if TYPE_CHECKING:
 DIAGNOSIS_LIMIT = 20_000
 JACOBIAN_PER_LOGIT = 50  # as runner's: 1e6 numbers of a supplied Jacobian at most
 # The user's values each failing check compares, by its name: (where they come from, the quantity).
-DIAGNOSED = {f"{source} {quantity}": (source, quantity)
-             for source in ("supplied", "impl") for quantity in ("loss", "gradient", "probabilities", "jacobian")}
+DIAGNOSED = {f"{source} {quantity}": (source, quantity) for source in ("supplied", "impl")
+             for quantity in ("loss", "gradient", "probabilities", "jacobian", "lse")}
 
 
 class _Part(NamedTuple):
@@ -110,12 +109,12 @@ class UsersValues:
         """The user's values, gradcheck's float64 reference, and the tolerance the check held them to."""
         settings = self.settings
         loss = loss_kind(settings.loss).build(whole, settings, np.dtype(np.float64))
-        reference = softmax_parts(whole.logits / settings.temperature)
+        reference = loss.softmax(whole.logits)  # the loss's own: transformed logits, or a sigmoid
         if name in self.scalars:
             return self.scalars[name].reshape(()), np.asarray(loss.loss(whole.logits, reference)), \
                 self._reduced_tolerance(loss, whole.logits)
         actual = np.concatenate([part.values[name] for part in self.parts])
-        rho = rounding_factor(whole.logits, settings.temperature)
+        rho = rounding_factor(loss.entering(whole.logits), settings.temperature)
         expected, tolerance = supplied_reference(quantity, whole.logits, reference, loss, settings, rho)
         return actual.reshape(expected.shape), expected, tolerance
 
