@@ -49,3 +49,21 @@ def gradcheck() -> Callable[..., Run]:
         return Run(result.exit_code, result.stdout, result.stderr)
 
     return run
+
+
+@pytest.fixture
+def passing_json_report(gradcheck: Callable[..., Run], tmp_path) -> Callable[..., dict]:
+    """Check a JSON input document (a golden case with the user's values) with these options: it must pass
+    (exit 0); gives the JSON report. The golden-case tests of every loss read their numbers from it."""
+
+    def run(document: dict, options: list[str]) -> dict:
+        import json
+
+        path = tmp_path / "case.json"
+        path.write_text(json.dumps(document))
+        result = gradcheck("check", "-i", str(path), *options, "-f", "json")
+        assert result.exit_code == 0, result
+        report: dict = json.loads(result.stdout)
+        return report
+
+    return run
