@@ -402,3 +402,26 @@ def test_the_diagnosed_reference_is_the_transformed_softmax(gradcheck, tmp_path)
     (finding, *_) = json.loads(run.stdout)["diagnosis"]
     assert finding["check"] == "supplied probabilities" and finding["matched"]
     assert finding["id"] == "constant-scale" and "3.000" in finding["description"]
+
+
+def test_a_summary_shows_your_values_beside_the_reference_where_your_check_is_worst(gradcheck, tmp_path):
+    """Issue 17 point 2 for a summarised report (over 20,000 logits: no per-row tables): a failing check of your
+    values lists its worst elements with yours beside the reference's; a passing one lists nothing."""
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=(300, 100)), rng.integers(0, 100, 300)
+    s = np.exp(z - z.max(axis=1, keepdims=True))
+    s /= s.sum(axis=1, keepdims=True)
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"logits": z.tolist(), "labels": y.tolist(),
+                                "gradient": (s - np.eye(100)[y]).tolist()}))  # the mean's 1/N forgotten
+    tables = gradcheck("check", "-i", str(path))
+    assert tables.exit_code == 1, tables
+    assert "Your values where supplied gradient is worst" in " ".join(tables.stdout.split())  # the title wraps
+    worst = next(check for check in json.loads(gradcheck("check", "-i", str(path), "-f", "json").stdout)["checks"]
+                 if check["name"] == "supplied gradient")["worst"]
+    row = next(line for line in tables.stdout.splitlines() if line.strip().startswith(f"[{worst['row']}, "
+                                                                                       f"{worst['column']}]"))
+    assert f"{worst['actual']:.6g}" in row and f"{worst['expected']:.6g}" in row
+    (tmp_path / "right.json").write_text(json.dumps({"logits": z.tolist(), "labels": y.tolist(),
+                                                      "gradient": ((s - np.eye(100)[y]) / 300).tolist()}))
+    assert "Your values where" not in gradcheck("check", "-i", str(tmp_path / "right.json")).stdout

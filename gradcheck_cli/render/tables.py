@@ -229,7 +229,22 @@ def _render_summary(report: Report, console: Console) -> None:
         line = "" if entry["line"] is None else str(entry["line"])
         worst.add_row(entry["check"], str(entry["row"]), line, "pass" if entry["passed"] else "FAIL")
     console.print(worst)
+    _render_yours_where_worst(report, console)
     _render_checks(report, console)
+
+
+def _render_yours_where_worst(report: Report, console: Console) -> None:
+    """A summary keeps no per-row arrays: each failing check of your values shows, instead, its worst elements
+    (up to five, worst first) with your value beside the reference's."""
+    for check in report.checks:
+        if check.passed or not check.name.startswith(("supplied ", "impl ")) or not check.worst_elements:
+            continue
+        table = _table(f"Your values where {check.name} is worst", "element", "yours", "reference",
+                       wrapping=("element",))
+        for element in check.worst_elements:
+            place = ", ".join(str(i) for i in element.position) or "its value"
+            table.add_row(f"[{place}]", _number(element.actual), _number(element.expected))
+        console.print(table)
 
 
 def _render_baselines(report: Report, console: Console) -> None:
