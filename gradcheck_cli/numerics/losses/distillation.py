@@ -18,6 +18,7 @@ rounding relative to the change, never to |L|.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from gradcheck_cli.numerics.softmax import Softmax, softmax_jacobian, softmax_pa
 from gradcheck_cli.settings import DIVIDING_REDUCTIONS, Settings
 
 REDUCTIONS = ("batchmean", "sum", "mean", "none")  # torch.nn.functional.kl_div's
+D = TypeVar("D", bound="Distilled")
 
 
 @dataclass(eq=False, repr=False)  # holds arrays: == has no truth value; each generated method costs start-up
@@ -84,6 +86,14 @@ def counts_rows(settings: Settings) -> bool:
 
 def t2_weight(settings: Settings) -> float:
     return settings.temperature**2 if settings.t2_scaling else 1.0
+
+
+def built(loss: type[D], batch: Batch, settings: Settings, dtype: np.dtype, **more: Any) -> D:
+    """The distillation loss `loss` of this batch: its teacher's p and log p at T, the batch's own divisor
+    and the T^2 weight (`more`: the loss's own fields, such as jsd's beta)."""
+    p, log_p = teacher_parts(batch, settings, dtype)
+    return loss(settings.reduction, normalizer(batch, settings), settings.temperature, p=p, log_p=log_p,
+                weight=t2_weight(settings), **more)
 
 
 @dataclass(eq=False, repr=False)  # holds arrays: == has no truth value; each generated method costs start-up

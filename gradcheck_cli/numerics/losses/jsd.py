@@ -76,9 +76,7 @@ def build(batch: Batch, settings: Settings, dtype: np.dtype) -> distillation.Dis
         return kl.build(batch, settings, dtype)
     if beta == 1.0:
         return reverse_kl.build(batch, settings, dtype)
-    p, log_p = distillation.teacher_parts(batch, settings, dtype)
-    return JensenShannon(settings.reduction, distillation.normalizer(batch, settings), settings.temperature, p=p,
-                         log_p=log_p, weight=distillation.t2_weight(settings), beta=beta)
+    return distillation.built(JensenShannon, batch, settings, dtype, beta=beta)
 
 
 def explain(loss: Loss, z: np.ndarray, s: np.ndarray, row: int) -> list[str]:

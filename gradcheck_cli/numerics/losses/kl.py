@@ -63,9 +63,7 @@ class ForwardKL(distillation.Distilled):
 
 
 def build(batch: Batch, settings: Settings, dtype: np.dtype) -> ForwardKL:
-    p, log_p = distillation.teacher_parts(batch, settings, dtype)
-    return ForwardKL(settings.reduction, distillation.normalizer(batch, settings), settings.temperature, p=p,
-                     log_p=log_p, weight=distillation.t2_weight(settings))
+    return distillation.built(ForwardKL, batch, settings, dtype)
 
 
 def explain(loss: Loss, z: np.ndarray, s: np.ndarray, row: int) -> list[str]:

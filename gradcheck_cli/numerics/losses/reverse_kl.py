@@ -48,9 +48,7 @@ class ReverseKL(distillation.Divergence):
 
 
 def build(batch: Batch, settings: Settings, dtype: np.dtype) -> ReverseKL:
-    p, log_p = distillation.teacher_parts(batch, settings, dtype)
-    return ReverseKL(settings.reduction, distillation.normalizer(batch, settings), settings.temperature, p=p,
-                     log_p=log_p, weight=distillation.t2_weight(settings))
+    return distillation.built(ReverseKL, batch, settings, dtype)
 
 
 def explain(loss: Loss, z: np.ndarray, s: np.ndarray, row: int) -> list[str]:
