@@ -241,6 +241,12 @@ framework_options = _compose(
                  help="Where --framework torch or jax puts the tensors: cpu, cuda:0, ..."),
 )
 
+# Everything a check of your values takes: where the data and your values are, how your function is called,
+# how to check and which loss (check and diagnose).
+check_run_options = _compose(input_options, supplied_options, framework_options, check_options, loss_options,
+                             upstream_options)
+
+
 def impl_calling(impl: str | None, framework: str, device: str) -> Calling | None:
     """How --impl's function is called (framework_options); None without --impl (refused if they were given)."""
     if impl is None:

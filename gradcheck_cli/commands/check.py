@@ -8,16 +8,7 @@ import click
 
 from gradcheck_cli import terminal
 from gradcheck_cli.commands.sectioned_help import SectionedCommand
-from gradcheck_cli.options import (
-    check_options,
-    framework_options,
-    impl_calling,
-    input_options,
-    loss_options,
-    output_options,
-    supplied_options,
-    upstream_options,
-)
+from gradcheck_cli.options import check_run_options, impl_calling, output_options
 from gradcheck_cli.settings import Settings
 
 if TYPE_CHECKING:
@@ -26,12 +17,7 @@ if TYPE_CHECKING:
 
 
 @click.command(cls=SectionedCommand)
-@input_options
-@supplied_options
-@framework_options
-@check_options
-@loss_options
-@upstream_options
+@check_run_options
 @click.option("--full", is_flag=True,
               help="Every per-row array in tables and JSON, however big the input (default: up to 20,000 logits).")
 @output_options()

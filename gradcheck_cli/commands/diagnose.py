@@ -9,16 +9,7 @@ import click
 
 from gradcheck_cli import terminal
 from gradcheck_cli.commands.sectioned_help import SectionedCommand
-from gradcheck_cli.options import (
-    check_options,
-    framework_options,
-    impl_calling,
-    input_options,
-    loss_options,
-    output_options,
-    supplied_options,
-    upstream_options,
-)
+from gradcheck_cli.options import check_run_options, impl_calling, output_options
 from gradcheck_cli.settings import Settings
 
 if TYPE_CHECKING:
@@ -30,12 +21,7 @@ _YOURS = ("supplied ", "impl ")  # the checks of the user's values start so
 
 
 @click.command(cls=SectionedCommand)
-@input_options
-@supplied_options
-@framework_options
-@check_options
-@loss_options
-@upstream_options
+@check_run_options
 @output_options(("table", "json"))
 def diagnose(impl: str | None, impl_timeout: float, framework: str, device: str, output_format: str, color: str,
              no_color: bool, **options: Any) -> int:
