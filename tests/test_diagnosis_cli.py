@@ -11,7 +11,6 @@ the supplied check's tolerance, so a slip's transformation explains it exactly a
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import jsonschema
 import numpy as np
 import pytest
+from test_schema import closed  # the schema with every object closed, as test_schema holds reports to it
 
 from gradcheck_cli.render.schema import schema_text
 
@@ -125,24 +125,6 @@ def write_input(tmp_path: Path, fields: dict[str, Any], name: str = "planted.jso
     path = tmp_path / name
     path.write_text(json.dumps({key: _json_ready(value) for key, value in document.items()}))
     return str(path)
-
-
-def closed(schema: dict[str, Any]) -> dict[str, Any]:
-    """additionalProperties false on every object (as tests/test_schema.py does): an undescribed field fails."""
-    schema = copy.deepcopy(schema)
-
-    def close(node: Any) -> None:
-        if isinstance(node, dict):
-            if "properties" in node:
-                node.setdefault("additionalProperties", False)
-            for value in node.values():
-                close(value)
-        elif isinstance(node, list):
-            for value in node:
-                close(value)
-
-    close(schema)
-    return schema
 
 
 # Closed everywhere but `settings`, whose fields come with the options (tests/test_schema.py holds them closed):

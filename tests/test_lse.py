@@ -20,6 +20,7 @@ from decimal import Decimal, localcontext
 import jsonschema
 import numpy as np
 import pytest
+from test_schema import closed  # the schema with every object closed, as test_schema holds reports to it
 
 from gradcheck_cli import pipeline
 from gradcheck_cli.checks import kept as kept_module
@@ -244,20 +245,10 @@ def test_a_streamed_json_lines_file_checks_every_chunk_lse(tmp_path):
     np.testing.assert_array_less(np.abs(report.lse - exact_lse(logits)), 1e-12 * extent(logits, 1.0, None, 1.0))
 
 
-def _closed(node):
-    """The schema with additionalProperties false on every object (as test_schema.py holds reports to it)."""
-    if isinstance(node, dict):
-        closed = {key: _closed(value) for key, value in node.items()}
-        if "properties" in node:
-            closed.setdefault("additionalProperties", False)
-        return closed
-    return [_closed(value) for value in node] if isinstance(node, list) else node
-
-
 def test_reports_with_lse_validate_against_the_closed_schema(gradcheck):
     """Both lse fields (the reference's and the supplied one) are described by schema.json: a report carrying
     them validates against the schema with every object closed."""
-    schema = _closed(json.loads(schema_text()))
+    schema = closed(json.loads(schema_text()))
     run = gradcheck("check", "-i", "-", "-f", "json", input=_supplied_json(exact_lse(LOGITS) + 1.0))
     document = json.loads(run.stdout)
     assert run.exit_code == 1 and "lse" in document and "lse" in document["supplied"], run
