@@ -39,6 +39,7 @@ class Implementation:
             caller = InProcess(spec, function, calling=calling)
         self.spec, self.function, self.caller = spec, function, caller
         self.calls = 0
+        self.first: Returned | None = None  # what the last checks() was answered: the values it judged
 
     @classmethod
     def load(cls, spec: str, timeout: float | None = None, calling: Calling = NUMPY_CALLING) -> Implementation:
@@ -102,7 +103,7 @@ class Implementation:
         assert settings.atol is not None and settings.rtol is not None
         reduction = settings.reduction
         upstream = upstream_gradient(settings, logits.shape[0])
-        first = self.answer(logits, targets, reduction, upstream=upstream)
+        first = self.first = self.answer(logits, targets, reduction, upstream=upstream)
         determinism = _determinism(first, self.answer(logits, targets, reduction, upstream=upstream))
         assert first.gradient is not None  # the second answer is let go: at 128k classes its gradient is a GB
         if not first.weighted and not np.all(upstream == 1.0):

@@ -113,7 +113,7 @@ def run(
         impl: dict[str, np.ndarray] = {}
         if implementation is not None:
             checks += implementation.checks(part.logits, batch.targets, part.reference_loss, settings, fold.notes)
-            impl, precision = impl_values(implementation, part.logits, batch.targets, settings.reduction)
+            impl, precision = impl_values(implementation)
             checks += taylor_check(implementation, part.logits, batch.targets, settings, impl, precision, fold.notes)
         start = fold.rows
         fold.add(batch, part, checks, impl)

@@ -129,14 +129,13 @@ class UsersValues:
         return np.asarray(settings.atol + abs(scale * (float(allowance.sum()) + summed)))
 
 
-def impl_values(implementation: Implementation, logits: np.ndarray, targets: np.ndarray, reduction: str
-                ) -> tuple[dict[str, np.ndarray], float]:
-    """What the user's function returns on these logits (it was checked to give the same twice), and the
-    machine epsilon it computed in (own_loss.detected_precision)."""
+def impl_values(implementation: Implementation) -> tuple[dict[str, np.ndarray], float]:
+    """What the user's function returned to the checks just made (the values they judged, the same twice), and
+    the machine epsilon it computed in (own_loss.detected_precision). Not a call of it again."""
     from gradcheck_cli.checks.own_loss import detected_precision
 
-    answer = implementation.answer(logits, targets, reduction)
-    assert answer.gradient is not None
+    answer = implementation.first
+    assert answer is not None and answer.gradient is not None
     # float32 values cast back to float64 round like float32: the Taylor floor must be float32's
     return {"loss": answer.loss, "gradient": answer.gradient}, detected_precision(answer)
 
