@@ -247,9 +247,6 @@ def test_streamed_in_chunks_gives_the_whole_inputs_verdict_and_numbers(gradcheck
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--labels", "0", "--z-loss", "0.1", "--order", "2"], "--order 2 is not checked with --z-loss"),
-        (["--labels", "0", "--softcap", "3", "--order", "2"], "--order 2 is not checked with --logit-scale or"),
-        (["--labels", "0", "--loss", "focal", "--order", "2"], "--order 2 is not checked for --loss focal"),
         (["--targets", "0.2,0.3,0.5", "--loss", "focal"], "--loss focal takes class labels"),
         (["--targets", "1,0,1.5", "--loss", "bce"], "target 1.5 for class 2 is above 1"),
         (["--targets", "1,0,1", "--loss", "bce", "--pos-weight", "1,2"], "--pos-weight: 2 values for 3 classes"),

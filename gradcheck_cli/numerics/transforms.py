@@ -9,7 +9,8 @@ derivative of g. The analytic side uses g' = A sech^2(A z / C) (slope) and g'' (
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -69,6 +70,15 @@ class LogitTransform(NamedTuple):
         cosh, tb = np.cosh(w), np.tanh(b)
         return self.cap * tb / (cosh * cosh) / (1.0 + np.tanh(w) * tb)
 
+    def slope_shift(self, z: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """g'(z + d) - g'(z) without subtracting: A (sech^2(w + b) - sech^2(w)) = A (tanh^2(w) - tanh^2(w + b))
+        = -A (t' - t) (t' + t) with t' - t = shift / C (exact in form), so -A (shift / C) (2 tanh(w) + shift / C):
+        every factor keeps its relative precision, complex d included. 0 without a cap (g' = A everywhere)."""
+        if self.cap is None:
+            return np.zeros(np.broadcast(z, offsets).shape, dtype=np.result_type(z, offsets))
+        moved = self.shift(z, offsets) / self.cap
+        return -self.scale * moved * (2.0 * np.tanh(z * (self.scale / self.cap)) + moved)
+
     def derivative_bounds(self, temperature: float, count: int) -> tuple[float, ...]:
         """beta_m >= T^(m-1) |d^m (g(z) / T) / dz^m| for m = 1..count: the m-th derivative of u = g(z) / T in units
         of the step in u (h = T eta): A^m (T / C)^(m-1) max |tanh^(m)|; A and 0 beyond without a cap."""
@@ -86,8 +96,9 @@ class LogitTransform(NamedTuple):
         return beta[n - 1], sum(partial_bell(n, k, beta) for k in range(2, n + 1))
 
 
-def partial_bell(n: int, k: int, x: tuple[float, ...]) -> float:
-    """The partial Bell polynomial B_(n,k)(x_1, ..., x_(n-k+1)), by its recurrence over the first block's size."""
+def partial_bell(n: int, k: int, x: Sequence[Any]) -> Any:
+    """The partial Bell polynomial B_(n,k)(x_1, ..., x_(n-k+1)), by its recurrence over the first block's size.
+    The x_i are numbers, or arrays (one bound per row, losses/focal.py): then so is the result."""
     if n == 0 and k == 0:
         return 1.0
     if n == 0 or k == 0:

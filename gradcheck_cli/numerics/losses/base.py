@@ -25,7 +25,7 @@ to 2^-1074 times the coefficient it is multiplied by in each perturbed value.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -238,3 +238,27 @@ def always(settings: Settings) -> bool:
 def shown(value: float) -> str:
     """A number in a derivation: three significant digits, trailing zeros kept (0.150), a real minus sign."""
     return f"{value:#.3g}".rstrip(".").replace("-", "\u2212")
+
+
+def shown_each(values: np.ndarray) -> list[str]:
+    """shown() of every value, in one formatting call: a wide row's explain has C of them (issue 13)."""
+    flat = np.asarray(values, dtype=np.float64).ravel().tolist()
+    text = ("%#.3g\n" * len(flat)) % tuple(flat)
+    return text.replace(".\n", "\n").replace("-", "\u2212").split("\n")[:-1]
+
+
+def signed_each(values: np.ndarray) -> list[str]:
+    """Numbers after a minus sign: shown_each, in parentheses where negative (two minus signs never meet)."""
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    templates = "".join(np.where(flat >= 0, "%s\n", "(%s)\n").tolist())
+    return (templates % tuple(shown_each(flat))).split("\n")[:-1]
+
+
+def formatted_lines(template: str, *columns: Sequence[object]) -> list[str]:
+    """template % (the k-th value of every column) for each k, in one formatting call (no loop over the C
+    classes of a wide row: the columns are interleaved by slices, one per column)."""
+    count, width = len(columns[0]), len(columns)
+    values: list[object] = [None] * (count * width)
+    for position, column in enumerate(columns):  # a handful of columns, each placed by one slice
+        values[position::width] = list(column)
+    return (((template + "\n") * count) % tuple(values)).split("\n")[:-1]

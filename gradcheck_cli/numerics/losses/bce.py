@@ -12,7 +12,7 @@ import numpy as np
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.numerics.differences import Perturbation
-from gradcheck_cli.numerics.losses.base import Loss, LossKind, Scales, shown
+from gradcheck_cli.numerics.losses.base import Loss, LossKind, Scales, formatted_lines, shown, shown_each
 from gradcheck_cli.numerics.sigmoid import sigmoid_parts, sigmoid_perturbation
 from gradcheck_cli.numerics.softmax import Softmax
 from gradcheck_cli.settings import Settings
@@ -154,12 +154,12 @@ def explain(loss: Loss, z: np.ndarray, s: np.ndarray, row: int) -> list[str]:
     value = float((p * np.logaddexp(0, -z) + q * np.logaddexp(0, z)).sum())
     lines = ["3. Binary cross-entropy with logits (on the sigmoids of step 1):",
              "   ℓ_j = P_j·softplus(−z_j) + Q_j·softplus(z_j), P = w·p·t, Q = w·(1 − t)  (−log σ(z) = softplus(−z))",
-             "   σ(z) = (" + ", ".join(shown(v) for v in sigma) + ")",
-             "   P = (" + ", ".join(shown(v) for v in p) + "),  Q = (" + ", ".join(shown(v) for v in q) + ")",
+             "   σ(z) = (" + ", ".join(shown_each(sigma)) + ")",
+             "   P = (" + ", ".join(shown_each(p)) + "),  Q = (" + ", ".join(shown_each(q)) + ")",
              f"   L = Σ_j ℓ_j = {shown(value)}", "",
              "4. Gradient: ∂ℓ_j/∂z_j = Q_j·σ(z_j) − P_j·(1 − σ(z_j)), and 0 for the other classes (σ′ = σ(1 − σ))"]
-    lines += [f"   ∂L/∂z_{j} = {shown(q[j])}×{shown(sigma[j])} − {shown(p[j])}×{shown(other[j])} = "
-              f"{shown(q[j] * sigma[j] - p[j] * other[j])}" for j in k]
+    lines += formatted_lines("   ∂L/∂z_%d = %s×%s − %s×%s = %s", k, shown_each(q), shown_each(sigma), shown_each(p),
+                             shown_each(other), shown_each(q * sigma - p * other))
     lines.append("   (with reduction mean, divided by N·C, as torch's mean over every element)")
     return lines
 

@@ -3,16 +3,23 @@ label smoothing, ignore_index, reductions, temperature."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.errors import InputError
-from gradcheck_cli.numerics.differences import METHODS, Perturbation, softmax_perturbation
+from gradcheck_cli.numerics.differences import Perturbation, softmax_perturbation
 from gradcheck_cli.numerics.exact import exact_sum
-from gradcheck_cli.numerics.losses.base import Loss, LossKind, Scales, shown
+from gradcheck_cli.numerics.losses.base import Loss, LossKind, Scales, formatted_lines, shown, shown_each
+from gradcheck_cli.numerics.losses.z_loss import (
+    log_sum_exp,
+    lse_extent,
+    z_loss_gradient_change,
+    z_loss_hessian,
+    z_loss_hessian_scales,
+    z_loss_scales,
+)
 from gradcheck_cli.numerics.softmax import Softmax, softmax_jacobian, softmax_parts
 from gradcheck_cli.settings import Settings
 
@@ -86,18 +93,35 @@ class CrossEntropy(Loss):
         return perturb
 
     def gradient_perturbation(self, base: np.ndarray, given: Softmax | None = None) -> Perturbation:
-        """g(z + d e_j) - g(z) exactly: the gradient (s A - a) / T moves by A / T times the change of s."""
-        change = softmax_perturbation(base / self.temperature, given)
+        """g(z + d e_j) - g(z) exactly: the gradient (s A - a) / T moves by A / T times the change of s, and the
+        z-loss's 2 S lse s / T by z_loss.z_loss_gradient_change's exact change (column j an int)."""
+        parts = self.softmax(base, given)
+        change = softmax_perturbation(base / self.temperature, parts)
         mass = self.coefficients.sum(axis=-1, keepdims=True) * self.factor
-        return lambda column, offsets: change(column, offsets / self.temperature) * mass
+        if self.z_weights is None:
+            return lambda column, offsets: change(column, offsets / self.temperature) * mass
+        z_change = z_loss_gradient_change(self.z_weights, base, parts, self.temperature)
+
+        def perturb(column: int | slice, offsets: np.ndarray) -> np.ndarray:
+            assert isinstance(column, int)  # numeric_hessian moves one column at a time
+            u = offsets / self.temperature
+            moved = change(column, u)
+            return moved * mass + z_change(column, u, moved) * self.factor
+
+        return perturb
 
     def hessian(self, logits: np.ndarray) -> np.ndarray:
-        """d2L/dz2 per row (N x C x C): the gradient (s A - a) / T differentiates to A J / T^2."""
+        """d2L/dz2 per row (N x C x C): the gradient (s A - a) / T differentiates to A J / T^2, the z-loss's
+        2 S lse s / T to 2 S (lse J + s s^T) / T^2."""
         parts = softmax_parts(logits / self.temperature)
         jacobian = softmax_jacobian(parts.s, parts.complement)
         # Divided by T twice, not by T**2: that underflows to 0 for T below 1e-154 (and 1/0 raises).
         factor = self.coefficients.sum(axis=-1) * (self.factor / self.temperature)
-        return jacobian * factor[:, None, None]
+        hessian = jacobian * factor[:, None, None]
+        if self.z_weights is not None:
+            unit = self.factor / self.temperature
+            hessian += z_loss_hessian(self.z_weights, logits, parts, self.temperature) * unit
+        return hessian
 
     def hessian_multiple(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray | None:
         """m per row with d2L/dz2 = m ds/dz (checks/jacobian.py decides it in O(N C)): the gradient
@@ -126,54 +150,21 @@ class CrossEntropy(Loss):
         mass = (self.coefficients.sum(axis=-1) * (self.factor / self.temperature))[:, None, None]
         size = np.abs(softmax_jacobian(s, parts.complement)) * mass
         gross = s[:, :, None] * s[:, None, :] + np.eye(s.shape[-1]) * s[:, :, None]
-        return Scales(size, gross * mass, mass)
+        scales = Scales(size, gross * mass, mass)
+        if self.z_weights is None:
+            return scales
+        z = z_loss_hessian_scales(self.z_weights, logits, parts, self.temperature, self.method)
+        unit = self.factor / self.temperature
+        return Scales(scales.scale + z.scale * unit, scales.gross + z.gross * unit, scales.row + z.row * unit)
 
     def loss_scales(self, logits: np.ndarray, given: Softmax | None = None) -> Scales:
         """Of each row's loss: N = sum_c a_c (1 + |log s_c|), every log s_c being off by u rho absolute."""
         parts = self.softmax(logits, given)
         gross = (self.coefficients * (1.0 + np.abs(parts.log_s))).sum(axis=-1)
         if self.z_weights is not None:  # S lse^2 with lse off by u (|max u| + log_total + 1) absolute
-            lse, extent = log_sum_exp(logits, parts, self.temperature), _lse_extent(logits, parts, self.temperature)
+            lse, extent = log_sum_exp(logits, parts, self.temperature), lse_extent(logits, parts, self.temperature)
             gross = gross + self.z_weights * np.abs(lse) * (np.abs(lse) + 2 * extent)
         return Scales(np.abs(self.row_losses(logits, parts)), gross, gross)
-
-
-def log_sum_exp(logits: np.ndarray, parts: Softmax, temperature: float) -> np.ndarray:
-    """lse = log sum_j exp(u_j) of u = (the entering logits) / T, one per row: max u + log sum exp(u - max u)."""
-    return (logits / temperature).max(axis=-1) + parts.log_total[:, 0]
-
-
-def _lse_extent(logits: np.ndarray, parts: Softmax, temperature: float) -> np.ndarray:
-    """What lse's absolute rounding is proportional to: |max u| + log sum exp(u - max u) + 1."""
-    return np.abs(logits / temperature).max(axis=-1) + parts.log_total[:, 0] + 1.0
-
-
-# q_m with |sigma^(m)| <= q_m sigma (1 - sigma), m = 1..7 (differences.py, "Truncation").
-_LOGISTIC_BOUNDS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.82, 4.25)
-
-
-def z_loss_scales(z_weights: np.ndarray, logits: np.ndarray, parts: Softmax, temperature: float, method: str
-                  ) -> Scales:
-    """Of the z-loss's gradient elements 2 S lse s_j, before the reduction's scale over T.
-
-    Truncation: along u_j, lse' = s_j = sigma, so (lse^2)^(n) = 2 lse sigma^(n-1) + sum_(i=1..n-1) C(n, i)
-    sigma^(i-1) sigma^(n-1-i) (Leibniz), each sigma^(m) at most q_m sigma (1 - sigma) (sigma itself for m = 0);
-    S is that bound over D (the method's growth, whose D S bounds the differenced derivative), n = p + 1.
-    Rounding: lse is off by u (|max u| + log_total + 1) absolute, s_j by rho u relative: N = 2 S s_j (|lse|
-    + that extent)."""
-    spec = METHODS[method]
-    n, s = spec.order + 1, parts.s
-    spread = s * parts.complement
-
-    def bound(m: int) -> np.ndarray:
-        return s if m == 0 else _LOGISTIC_BOUNDS[m - 1] * spread
-
-    lse = np.abs(log_sum_exp(logits, parts, temperature))[:, None]
-    size = 2 * lse * bound(n - 1) + sum((math.comb(n, i) * bound(i - 1) * bound(n - 1 - i) for i in range(1, n)),
-                                        start=np.zeros_like(s))
-    weight = z_weights[:, None]
-    extent = lse + _lse_extent(logits, parts, temperature)[:, None]
-    return Scales(weight * size / spec.growth, 2 * weight * s * extent, 2 * weight * extent)
 
 
 def cross_entropy(targets: np.ndarray, reduction: str = "mean", temperature: float = 1.0) -> CrossEntropy:
@@ -244,9 +235,6 @@ def build(batch: Batch, settings: Settings, dtype: np.dtype) -> Loss:
     )
     z_weights = None
     if settings.z_loss:
-        if settings.order == 2:
-            raise InputError("--order 2 is not checked with --z-loss yet: its Hessian 2 S (s s^T + lse J) is well "
-                             "defined, but its exact differences are not written; check the gradient (--order 1)")
         kept = divisor_rows(batch, settings._replace(weights=None))  # 1 on rows not ignored, unweighted by class
         z_weights = (settings.z_loss * kept).astype(dtype)
     exact = replace(loss, coefficients=loss.coefficients.astype(dtype), z_weights=z_weights, method=settings.method)
@@ -283,9 +271,7 @@ def explain(loss: Loss, z: np.ndarray, s: np.ndarray, row: int) -> list[str]:
     """
     assert isinstance(loss, CrossEntropy)
 
-    def each(values: np.ndarray) -> list[str]:  # shown() of every value, in one formatting call
-        text = ("%#.3g\n" * values.size) % tuple(values.tolist())
-        return text.replace(".\n", "\n").replace("-", "\u2212").split("\n")[:-1]
+    each = shown_each
 
     y = loss.coefficients[row]
     y_text = each(y)
@@ -319,8 +305,9 @@ def explain_with_z_loss(loss: Loss, z: np.ndarray, s: np.ndarray, row: int) -> l
     lines += ["", (f"5. z-loss: + S·lse², S = {shown(weight)} (0 on an ignored row), lse = log Σ_j e^(z_j) = "
                    f"{shown(lse)}: + {shown(weight * lse * lse)}"),
               "   ∂(S·lse²)/∂z_j = 2·S·lse·s_j (∂lse/∂z_j = s_j), added to each ∂L/∂z_j above:"]
-    lines += [f"   ∂L/∂z_{j} = {shown(float(s[j] * a.sum() - a[j]))} + 2×{shown(weight)}×{shown(lse)}×{shown(s[j])} = "
-              f"{shown(float(total[j]))}" for j in range(len(z))]
+    constant = f"2×{shown(weight)}×{shown(lse)}"
+    lines += formatted_lines("   ∂L/∂z_%d = %s + %s×%s = %s", range(len(z)), shown_each(s * a.sum() - a),
+                             [constant] * len(z), shown_each(s), shown_each(total))
     return lines
 
 

@@ -26,7 +26,7 @@ from gradcheck_cli.batch import Batch
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.numerics.differences import Perturbation
 from gradcheck_cli.numerics.exact import exact_sum
-from gradcheck_cli.numerics.losses.base import Loss, Scales, shown
+from gradcheck_cli.numerics.losses.base import Loss, Scales, formatted_lines, shown, shown_each
 from gradcheck_cli.numerics.softmax import Softmax, softmax_jacobian, softmax_parts
 from gradcheck_cli.settings import DIVIDING_REDUCTIONS, Settings
 
@@ -236,8 +236,8 @@ def centred_lines(loss: Divergence, z: np.ndarray, g_text: str) -> list[str]:
     inner = float((q * g).sum())
     lines = [f"4. Gradient: with g = ∂L/∂q = {g_text}, ∂L/∂z_k = q_k (g_k − Σ_j q_j g_j)",
              f"   Σ_j q_j g_j = {shown(inner)}"]
-    lines += [f"   ∂L/∂z_{k} = {shown(q[k])}×({shown(g[k])} − {signed(inner)}) = {shown(q[k] * (g[k] - inner))}"
-              for k in range(len(z))]
+    lines += formatted_lines("   ∂L/∂z_%d = %s×(%s − %s) = %s", range(len(z)), shown_each(q), shown_each(g),
+                             [signed(inner)] * len(z), shown_each(q * (g - inner)))
     return [*lines, TEMPERATURE_LINE]
 
 
@@ -251,5 +251,6 @@ def signed(value: float) -> str:
     return shown(value) if value >= 0 else f"({shown(value)})"
 
 
-def teacher_line(p: np.ndarray) -> str:
-    return "   p = softmax(teacher / T) = (" + ", ".join(shown(v) for v in p) + ")"
+def teacher_line(p: np.ndarray, p_text: list[str] | None = None) -> str:
+    """The teacher's probabilities (p_text: shown_each(p), when the caller has it already)."""
+    return "   p = softmax(teacher / T) = (" + ", ".join(shown_each(p) if p_text is None else p_text) + ")"

@@ -17,7 +17,7 @@ import numpy as np
 
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.numerics.losses import distillation, kl, reverse_kl
-from gradcheck_cli.numerics.losses.base import Loss, LossKind, Scales, shown
+from gradcheck_cli.numerics.losses.base import Loss, LossKind, Scales, shown, shown_each
 from gradcheck_cli.numerics.softmax import Softmax, softmax_parts
 from gradcheck_cli.settings import Settings
 
@@ -88,7 +88,7 @@ def explain(loss: Loss, z: np.ndarray, s: np.ndarray, row: int) -> list[str]:
     value = float(one.row_losses(z[None, :], parts)[0] / loss.weight)
     lines = [f"3. Generalised JSD (β = {shown(loss.beta)}): L = β KL(p‖M) + (1 − β) KL(q‖M), M = β p + (1 − β) q",
              distillation.teacher_line(one.p[0]),
-             "   M = (" + ", ".join(shown(v) for v in np.exp(one._log_m(parts)[0])) + ")", f"   L = {shown(value)}", ""]
+             "   M = (" + ", ".join(shown_each(np.exp(one._log_m(parts)[0]))) + ")", f"   L = {shown(value)}", ""]
     return lines + distillation.centred_lines(one, z, "(1 − β)(log q − log M)")
 
 

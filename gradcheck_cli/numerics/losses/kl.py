@@ -14,7 +14,7 @@ import numpy as np
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.numerics.differences import Perturbation
 from gradcheck_cli.numerics.losses import distillation
-from gradcheck_cli.numerics.losses.base import Loss, LossKind, Scales, shown
+from gradcheck_cli.numerics.losses.base import Loss, LossKind, Scales, formatted_lines, shown, shown_each, signed_each
 from gradcheck_cli.numerics.losses.cross_entropy import CrossEntropy
 from gradcheck_cli.numerics.softmax import Softmax, softmax_parts
 from gradcheck_cli.settings import DIVIDING_REDUCTIONS, Settings
@@ -70,12 +70,13 @@ def explain(loss: Loss, z: np.ndarray, s: np.ndarray, row: int) -> list[str]:
     """KL(p || q) and its gradient q - p with the row's numbers (in u = z / T)."""
     assert isinstance(loss, ForwardKL)
     p, log_p, log_q = loss.p[row], loss.log_p[row], softmax_parts(z[None, :]).log_s[0]
-    terms = " + ".join(f"{shown(p[k])}·({shown(log_p[k])} − {distillation.signed(log_q[k])})" for k in range(len(z)))
+    p_text = shown_each(p)  # formatted once for its three uses
+    terms = " + ".join(formatted_lines("%s·(%s − %s)", p_text, shown_each(log_p), signed_each(log_q)))
     lines = ["3. Forward KL: L = Σ_k p_k (log p_k − log q_k), q = s the student’s softmax",
-             distillation.teacher_line(p),
+             distillation.teacher_line(p, p_text),
              f"   L = {terms} = {shown(float((p * (log_p - log_q)).sum()))}", "",
              "4. Gradient: ∂L/∂z_k = q_k·Σ_i p_i − p_k = q_k − p_k (the p_i sum to 1)"]
-    lines += [f"   ∂L/∂z_{k} = {shown(s[k])} − {shown(p[k])} = {shown(s[k] - p[k])}" for k in range(len(z))]
+    lines += formatted_lines("   ∂L/∂z_%d = %s − %s = %s", range(len(z)), shown_each(s), p_text, shown_each(s - p))
     return [*lines, distillation.TEMPERATURE_LINE]
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.numerics.losses import distillation
-from gradcheck_cli.numerics.losses.base import Loss, LossKind, Scales, shown
+from gradcheck_cli.numerics.losses.base import Loss, LossKind, Scales, formatted_lines, shown, shown_each, signed_each
 from gradcheck_cli.numerics.softmax import Softmax, softmax_parts
 from gradcheck_cli.settings import Settings
 
@@ -55,7 +55,7 @@ def explain(loss: Loss, z: np.ndarray, s: np.ndarray, row: int) -> list[str]:
     """KL(q || p) and its gradient with the row's numbers (in u = z / T)."""
     assert isinstance(loss, ReverseKL)
     log_p, log_q = loss.log_p[row], softmax_parts(z[None, :]).log_s[0]
-    terms = " + ".join(f"{shown(s[k])}·({shown(log_q[k])} − {distillation.signed(log_p[k])})" for k in range(len(z)))
+    terms = " + ".join(formatted_lines("%s·(%s − %s)", shown_each(s), shown_each(log_q), signed_each(log_p)))
     lines = ["3. Reverse KL: L = Σ_k q_k (log q_k − log p_k), q = s the student's softmax",
              distillation.teacher_line(loss.p[row]),
              f"   L = {terms} = {shown(float((s * (log_q - log_p)).sum()))}", ""]

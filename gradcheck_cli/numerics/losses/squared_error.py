@@ -8,7 +8,7 @@ import numpy as np
 
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.numerics.differences import Perturbation, softmax_perturbation
-from gradcheck_cli.numerics.losses.base import Loss, LossKind, Scales, always, one_per_row, shown
+from gradcheck_cli.numerics.losses.base import Loss, LossKind, Scales, always, one_per_row, shown, shown_each
 from gradcheck_cli.numerics.softmax import Softmax, softmax_jacobian, softmax_parts
 from gradcheck_cli.settings import Settings
 
@@ -167,9 +167,7 @@ def explain(loss: Loss, z: np.ndarray, s: np.ndarray, row: int) -> list[str]:
     from 0 as check numbers them; each kind of line formatted by one call for every class (base.shown's format)."""
     assert isinstance(loss, SquaredError)
 
-    def each(values: np.ndarray) -> list[str]:  # shown() of every value, in one formatting call
-        text = ("%#.3g\n" * values.size) % tuple(values.tolist())
-        return text.replace(".\n", "\n").replace("-", "\u2212").split("\n")[:-1]
+    each = shown_each
 
     t = loss.targets[row]
     g = s - t
