@@ -15,13 +15,9 @@ import pytest
 
 from gradcheck_cli.api import check
 from gradcheck_cli.checks.precision import FLOOR, SLACK, baseline_check, precision_notes
-from gradcheck_cli.numerics.precision import (
-    FORMATS,
-    cross_entropy_baseline,
-    round_to,
-    rounded_sum,
-    spacing,
-)
+from gradcheck_cli.numerics.baselines import plain_baseline
+from gradcheck_cli.numerics.losses.cross_entropy import CrossEntropy
+from gradcheck_cli.numerics.precision import FORMATS, round_to, rounded_sum, spacing
 from gradcheck_cli.settings import DTYPES, Settings
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "gradcheck_cli" / "schema.json").read_text(encoding="utf-8"))
@@ -87,7 +83,7 @@ def test_rounded_sum_is_pairwise_with_each_partial_sum_rounded() -> None:
 
 
 def test_cross_entropy_baseline_equals_torch_ops_rounded_in_bfloat16() -> None:
-    """Protects cross_entropy_baseline: torch's bfloat16 ops round after each operation too; the same formula
+    """Protects the cross-entropy baseline: torch's bfloat16 ops round after each operation too; the same formula
     written with them (pairwise sums, the gradient from exp of the kept log-probabilities) gives the same
     probabilities, row losses and gradient to within 1 ulp of each value (torch's float32 exp and log may differ
     from a correctly rounded one in the last float32 bit, which can move a bfloat16 rounding at a near-tie)."""
@@ -96,7 +92,7 @@ def test_cross_entropy_baseline_equals_torch_ops_rounded_in_bfloat16() -> None:
     logits = round_to(rng.standard_normal((6, 37)) * 4, "bfloat16")
     labels = rng.integers(0, 37, 6)
     targets = np.eye(37)[labels]
-    mine = cross_entropy_baseline(logits, targets, 1.0, "sum", 1.0, "bfloat16")
+    mine = plain_baseline(logits, CrossEntropy("sum", 1.0, 1.0, coefficients=targets), "bfloat16")
 
     def pairwise(x):  # every partial sum a bfloat16 add
         while x.shape[-1] > 1:
@@ -296,17 +292,6 @@ def test_half_precision_input_errors(gradcheck, args: list[str], message: str) -
     temperature outside it."""
     run = gradcheck("check", *args)
     assert (run.exit_code, run.stdout, run.stderr) == (2, "", message), run
-
-
-def test_a_loss_without_a_plain_implementation_is_refused_with_supplied_values(gradcheck, tmp_path) -> None:
-    """Protects against a baseline verdict with no baseline: a --z-loss cross-entropy at bfloat16 with your
-    values is exit 2 with one line saying which losses have one."""
-    path = tmp_path / "z.json"
-    path.write_text(json.dumps({"logits": [[1.0, 2.0]], "labels": [0], "gradient": [[-0.7, 0.7]]}))
-    run = gradcheck("check", "-i", str(path), "--dtype", "bfloat16", "--z-loss", "1e-4")
-    assert run.exit_code == 2 and run.stdout == "", run
-    assert run.stderr.startswith("gradcheck: error: --dtype bfloat16: the baseline verdict") and \
-        run.stderr.count("\n") == 1, run
 
 
 def test_precision_notes_say_where_the_reference_comes_from() -> None:

@@ -1,21 +1,16 @@
-"""Half precision: the floating formats gradcheck knows, rounding to them, and the plain same-dtype
-implementation whose error against the float64 reference the baseline verdict holds a user's error to.
+"""Half precision: the floating formats gradcheck knows, rounding to them, the per-dtype tolerances, and what
+the plain same-dtype implementation (numerics/baselines.py) hands the baseline verdict.
 
-Rounding is done here in numpy, on float64 arrays whose values lie on the format's grid: no numpy bfloat16
-type is needed (the optional ml_dtypes package is not imported), and every value stays exact in float64. A
-float64 value is rounded as torch and ml_dtypes cast it, through float32 (round to nearest even, twice):
-the logits a user's framework sees after its cast are the ones gradcheck checks at.
-
-The plain implementation ("baseline") rounds to the format after every operation, as a kernel that keeps
-each intermediate in that format does: z / T, z - max z, exp, each partial sum, the division, the log, each
-product. Sums are pairwise (a tree, as numpy and GPU reductions add), every partial sum rounded: a sum of C
-terms so errs by about u log2 C, not the u C of a running sum. Its gradient is autograd's: log_softmax's
-backward takes exp of the log-probabilities the forward kept in the dtype. It computes in float64 and
-rounds, so each operation is correctly rounded from float64 (then float32, as a float32 unit rounds it).
+Rounding is done in numpy on float64 arrays whose values lie on the format's grid: no numpy bfloat16 type is
+needed (the optional ml_dtypes package is used when installed, for speed only), and every value stays exact
+in float64. A float64 value is rounded as torch and ml_dtypes cast it, through float32 (round to nearest
+even, twice): the logits a user's framework sees after its cast are the ones gradcheck checks at. The work
+is done on a float32 copy (its bit patterns, rounded in place), never with float64 frexp/ldexp temporaries.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -65,28 +60,71 @@ DTYPE_TOLERANCES = {
 }
 
 
-def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
-    """float64 values rounded to the format `dtype`, as float64 (through float32, as torch casts float64)."""
+def round_to(values: np.ndarray, dtype: str, out: np.ndarray | None = None) -> np.ndarray:
+    """float64 values rounded to the format `dtype`, as float64 (through float32, as torch casts float64).
+
+    Two roundings, to nearest even each: float64 -> float32, then float32 -> the format. torch's and ml_dtypes'
+    casts of a float64 value go the same way, so a value just above a tie in float64 that float32 rounds onto
+    the tie goes to the even neighbour, as in the frameworks, not up (1 + 2^-8 + 2^-40 is 1 in bfloat16 here).
+    Its temporaries are the float32 copy and one of 2 or 4 bytes a value: bfloat16 is rounded by ml_dtypes'
+    cast when it is installed, else on its bits in place (_round_bfloat16_bits, the same results), float16 by
+    numpy's float32 -> float16 cast. `out` (float64, the shape of `values`; it may be `values` itself)
+    receives the result instead of a new array.
+    """
     values = np.asarray(values, dtype=np.float64)
     if dtype == "float64":
-        return values
-    with np.errstate(over="ignore"):  # beyond the format's range is infinity, as the cast in a framework gives
-        single = values.astype(np.float32)
-        if dtype == "float32":
-            return single.astype(np.float64)
-        if dtype == "float16":
-            return single.astype(np.float16).astype(np.float64)  # numpy's float32 -> float16 rounds to nearest even
-    return _round_bits(single.astype(np.float64), FORMATS[dtype])
+        return values if out is None else _into(out, values)
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond the format's range is infinity, as a cast gives
+        single = values.astype(np.float32, order="C")  # C order: rounded in place through a flat view
+        if dtype == "bfloat16":
+            bfloat16 = _ml_dtypes_bfloat16()
+            if bfloat16 is not None:  # the same bits, faster (measured in the README's Half precision section)
+                packed: np.ndarray = single.astype(bfloat16)
+                return packed.astype(np.float64) if out is None else _into(out, packed)
+            _round_bfloat16_bits(single)
+        elif dtype == "float16":
+            half = single.astype(np.float16)  # numpy's float32 -> float16 rounds to nearest even
+            return half.astype(np.float64) if out is None else _into(out, half)
+    return single.astype(np.float64) if out is None else _into(out, single)
 
 
-def _round_bits(values: np.ndarray, spec: Format) -> np.ndarray:
-    """Round to nearest even at the format's spacing: 2^(e - p) for |x| in [2^(e-1), 2^e), never below the
-    subnormal spacing; past the largest finite value, infinity. Exact: every step is a power-of-two scaling."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        _, exponent = np.frexp(values)
-        quantum = np.maximum(exponent - spec.bits, spec.min_exponent - spec.bits + 1)
-        rounded = np.ldexp(np.rint(np.ldexp(values, -quantum)), quantum)
-        return np.where(np.abs(rounded) > spec.max_value, np.copysign(np.inf, values), rounded)
+def _into(out: np.ndarray, values: np.ndarray) -> np.ndarray:
+    np.copyto(out, values, casting="unsafe")  # float32/float16 -> float64 is exact
+    return out
+
+
+def _round_bfloat16_bits(single: np.ndarray) -> None:
+    """Round float32 values to bfloat16 in place, on their bit patterns: bfloat16 is float32's top 16 bits.
+
+    For finite values of one sign the bit patterns are ordered as the values, the grid of bfloat16 being the
+    patterns whose low 16 bits are 0: adding 0x7FFF plus the lowest kept bit and clearing the low 16 bits
+    rounds to nearest, ties to the even pattern, through subnormals and up to infinity (the largest float32
+    carries into 0x7F80 0000, which is infinity, as the cast overflows). A NaN's payload could carry into its
+    sign bit, so NaNs are put back afterwards. ml_dtypes' float32 -> bfloat16 cast gives the same bits
+    (tests/test_baselines.py); this needs no package and no copy.
+    """
+    flat = single.reshape(-1)  # a view: `single` is the caller's own contiguous float32 array
+    bits = flat.view(np.uint32)
+    nan = np.isnan(flat)
+    payloads = bits[nan]  # few or none: a NaN keeps its sign and stays quiet, as in ml_dtypes
+    carry = np.right_shift(bits, 16)
+    np.bitwise_and(carry, 1, out=carry)
+    carry += 0x7FFF
+    bits += carry
+    np.bitwise_and(bits, np.uint32(0xFFFF0000), out=bits)
+    if payloads.size:
+        bits[nan] = (payloads & np.uint32(0xFFFF0000)) | np.uint32(0x00400000)
+
+
+@functools.lru_cache(maxsize=1)
+def _ml_dtypes_bfloat16() -> type | None:
+    """ml_dtypes' numpy bfloat16 when that optional package is installed (its cast rounds to nearest even from
+    float32, bit for bit as _round_bfloat16_bits), else None; looked up once, at the first bfloat16 rounding."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return type(ml_dtypes.bfloat16(0))
 
 
 def spacing(values: np.ndarray | float, dtype: str) -> np.ndarray:
@@ -100,90 +138,34 @@ def spacing(values: np.ndarray | float, dtype: str) -> np.ndarray:
 
 def rounded_sum(values: np.ndarray, dtype: str) -> np.ndarray:
     """Pairwise sum over the last axis with every partial sum rounded to `dtype` (log2 C vectorised levels)."""
+    values = np.asarray(values, dtype=np.float64)
     while values.shape[-1] > 1:
         if values.shape[-1] % 2:
             values = np.concatenate([values, np.zeros((*values.shape[:-1], 1))], axis=-1)  # + 0 is exact
-        values = round_to(values[..., 0::2] + values[..., 1::2], dtype)
+        values = np.add(values[..., 0::2], values[..., 1::2])
+        round_to(values, dtype, out=values)
     return values[..., 0] if values.shape[-1] else np.zeros(values.shape[:-1])
 
 
 class Baseline(NamedTuple):
-    """What the plain implementation computes, each value on the format's grid (float64 arrays)."""
+    """What the plain implementation computes (numerics/baselines.py), each value on the format's grid: N x C
+    arrays as float32 (exact for every bfloat16 and float16 value, half the memory), the rest float64."""
 
-    probabilities: np.ndarray  # N x C
+    probabilities: np.ndarray  # N x C: the softmax, or the sigmoid of bce
     row_losses: np.ndarray  # N
     loss: np.ndarray  # the reduced loss (a 0-d array), or the N row losses for reduction none
     gradient: np.ndarray  # N x C, the reduction's scale included
-    jacobian_diagonal: np.ndarray  # N x C: s_i (1 - s_i), the off-diagonal being -s_i s_j rounded
-
-
-class _Softmax(NamedTuple):
-    s: np.ndarray
-    log_s: np.ndarray
-
-
-def _softmax(logits: np.ndarray, temperature: float, dtype: str) -> _Softmax:
-    """Plain softmax and log-softmax of z / T, rounded after each operation."""
-    u = logits if temperature == 1.0 else round_to(logits / round_to(np.asarray(temperature), dtype), dtype)
-    shifted = round_to(u - u.max(axis=-1, keepdims=True), dtype)
-    exps = round_to(np.exp(shifted), dtype)
-    total = rounded_sum(exps, dtype)[:, None]
-    return _Softmax(round_to(exps / total, dtype), round_to(shifted - round_to(np.log(total), dtype), dtype))
-
-
-def cross_entropy_baseline(
-    logits: np.ndarray, coefficients: np.ndarray, temperature: float, reduction: str, normalizer: float, dtype: str
-) -> Baseline:
-    """Cross-entropy l_n = -sum_c a_c log s_c and its gradient (s A - a) / T, A = sum_c a_c, plainly in `dtype`.
-
-    `logits` are on the format's grid already; the coefficients (labels, weights, smoothing, ignored rows
-    folded in) are rounded to it, as a kernel holding them in that format has them.
-    """
-    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
-        parts = _softmax(logits, temperature, dtype)
-        a = round_to(coefficients, dtype)
-        rows = -rounded_sum(round_to(a * parts.log_s, dtype), dtype)
-        mass = rounded_sum(a, dtype)[:, None]
-        # The backward of log_softmax, as autograd runs it: exp of the log-probabilities it kept in the dtype.
-        held = round_to(np.exp(parts.log_s), dtype)
-        gradient = round_to(round_to(held * mass, dtype) - a, dtype)
-        return _finish(parts.s, rows, gradient, temperature, reduction, normalizer, dtype)
-
-
-def squared_error_baseline(
-    logits: np.ndarray, targets: np.ndarray, temperature: float, reduction: str, normalizer: float, dtype: str
-) -> Baseline:
-    """l_n = 1/2 sum_k (s_k - t_k)^2 and its gradient s_k (g_k - <g, s>) / T, g = s - t, plainly in `dtype`."""
-    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
-        s = _softmax(logits, temperature, dtype).s
-        g = round_to(s - round_to(targets, dtype), dtype)
-        rows = round_to(0.5 * rounded_sum(round_to(g * g, dtype), dtype), dtype)
-        inner = rounded_sum(round_to(g * s, dtype), dtype)[:, None]
-        gradient = round_to(s * round_to(g - inner, dtype), dtype)
-        return _finish(s, rows, gradient, temperature, reduction, normalizer, dtype)
-
-
-def _finish(s: np.ndarray, rows: np.ndarray, gradient: np.ndarray, temperature: float, reduction: str,
-            normalizer: float, dtype: str) -> Baseline:
-    """The temperature's 1/T and the reduction, each one rounded operation; the Jacobian's diagonal."""
-    if temperature != 1.0:
-        gradient = round_to(gradient / round_to(np.asarray(temperature), dtype), dtype)
-    loss = rows
-    if reduction != "none":
-        loss = rounded_sum(rows, dtype)
-        if reduction == "mean":
-            loss = round_to(loss / normalizer, dtype)
-            gradient = round_to(gradient / normalizer, dtype)
-    diagonal = round_to(s * round_to(1.0 - s, dtype), dtype)
-    return Baseline(s, rows, np.asarray(loss), gradient, diagonal)
+    activation: str = "softmax"  # "sigmoid": each class its own, a diagonal Jacobian
 
 
 def baseline_jacobian(baseline: Baseline, temperature: float, dtype: str) -> np.ndarray:
-    """N x C x C: -s_i s_j off the diagonal and s_i (1 - s_i) on it, each rounded, then over T (rounded)."""
-    s = baseline.probabilities
-    jacobian = round_to(-s[:, :, None] * s[:, None, :], dtype)
+    """N x C x C: -s_i s_j off the diagonal and s_i (1 - s_i) on it, each rounded, then over T (rounded); for
+    a sigmoid, the diagonal alone."""
+    s = baseline.probabilities.astype(np.float64)
     index = np.arange(s.shape[-1])
-    jacobian[:, index, index] = baseline.jacobian_diagonal
+    jacobian = np.zeros(s.shape + s.shape[-1:]) if baseline.activation == "sigmoid" else round_to(
+        -s[:, :, None] * s[:, None, :], dtype)
+    jacobian[:, index, index] = round_to(s * round_to(1.0 - s, dtype), dtype)
     if temperature != 1.0:
         jacobian = round_to(jacobian / round_to(np.asarray(temperature), dtype), dtype)
     return jacobian
