@@ -229,10 +229,13 @@ def record_by_record(start: int, batch: Batch, part) -> str:
     columns = zip(range(start, start + batch.rows), lines,
                   *(finite_or_none(v) for v in (part.row_losses, part.probabilities, part.analytic_gradient,
                                                 part.numeric_gradient, error)), strict=True)
+    lse = runner.row_lse(part, part.reference_loss.temperature)  # None for bce
+    lses = [None] * batch.rows if lse is None else finite_or_none(lse)
     encode = json.JSONEncoder(allow_nan=False).encode
     return "".join(encode({"row": row, "line": line, "loss": loss, "probabilities": p,
+                           **({} if lse is None else {"lse": k}),
                            "gradient": {"analytic": a, "numeric": n}, "max_abs_error": e}) + "\n"
-                   for row, line, loss, p, a, n, e in columns)
+                   for (row, line, loss, p, a, n, e), k in zip(columns, lses, strict=True))
 
 
 @pytest.mark.parametrize("settings", [Settings(), Settings(dtype="float32"), Settings(loss="mse"),

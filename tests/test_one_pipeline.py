@@ -291,7 +291,7 @@ def test_ndjson_of_a_json_file_is_one_line_per_row_then_the_report(gradcheck):
     rows, report = lines[:-1], lines[-1]
     assert [row["row"] for row in rows] == [0, 1, 2]
     for row in rows:
-        assert set(row) == {"row", "line", "loss", "probabilities", "gradient", "max_abs_error"}, row
+        assert set(row) == {"row", "line", "loss", "probabilities", "lse", "gradient", "max_abs_error"}, row
         assert set(row["gradient"]) == {"analytic", "numeric"}
     assert report["command"] == "check" and report["passed"] is True
     whole = json.loads(gradcheck("check", "-i", str(EXAMPLES / "batch.json"), "-f", "json").stdout)

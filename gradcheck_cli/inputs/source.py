@@ -24,6 +24,7 @@ from typing import IO, NamedTuple
 
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs import FORMATS, reader
+from gradcheck_cli.inputs.line_counts import count_newlines, data_lines
 
 # About this many bytes of text per chunk: a few MB of arrays, whatever the number of rows.
 CHUNK_BYTES = 1 << 20
@@ -45,8 +46,6 @@ _HEAD_BYTES = 1 << 20
 # A long line is looked through for its end in pieces of this size.
 _LINE_PIECE_BYTES = 64 << 10
 _LINE_END = re.compile(rb"[\r\n]")
-# A blank (or whitespace-only) line, found in one pass in C; most files have none.
-_BLANK_LINE = re.compile(rb"\n[ \t\f\v]*\n")
 
 
 class _Stamp(NamedTuple):
@@ -294,7 +293,7 @@ def _byte_blocks(source: Source, chunk_bytes: int | None) -> Iterator[_Block]:
         start += len(data)
         block = _newlines(data)
         yield _Block(number, block, start)
-        number += block.count(b"\n")
+        number += count_newlines(block)
     unchanged(source)  # and it has not grown since the last block
 
 
@@ -376,10 +375,7 @@ def count_rows(source: Source) -> int:
     rows = 0
     first_data: bytes | None = None
     for _, block, _ in _byte_blocks(source, CHUNK_BYTES):
-        lines = block.count(b"\n") + (not block.endswith(b"\n"))
-        if b"#" in block or _BLANK_LINE.search(b"\n" + block):
-            lines -= _skipped(block.splitlines())
-        rows += lines
+        rows += data_lines(block)
         if first_data is None:
             first_data = next((line for line in block.splitlines() if line.strip() and
                                not line.lstrip().startswith(b"#")), None)
@@ -389,8 +385,3 @@ def count_rows(source: Source) -> int:
         text = first_data.decode("utf-8-sig", errors="replace")
         rows -= csv_layout((1, text), source.name).header is not None
     return rows
-
-
-def _skipped(lines: list[bytes]) -> int:
-    """How many of these lines are blank or '#' comments."""
-    return sum(1 for line in lines if not line.strip() or line.lstrip().startswith(b"#"))

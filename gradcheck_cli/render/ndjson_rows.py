@@ -15,10 +15,13 @@ if TYPE_CHECKING:
     from gradcheck_cli.checks.runner import OnRows
     from gradcheck_cli.terminal import Output
 
-# The text between a record's values, as json.dumps writes a record; with orjson, as orjson writes it.
+# The text between a record's values, as json.dumps writes a record; with orjson, as orjson writes it. A
+# softmax loss's records carry the row's log-sum-exp after its probabilities, where the JSON report has it.
 _KEYS = ('{"row": ', ', "line": ', ', "loss": ', ', "probabilities": [', '], "gradient": {"analytic": [',
          '], "numeric": [', ']}, "max_abs_error": ', "}\n")
+_LSE_KEYS = (*_KEYS[:4], '], "lse": ', ', "gradient": {"analytic": [', *_KEYS[5:])
 _COMPACT_KEYS = tuple(key.replace(": ", ":").replace(", ", ",").encode() for key in _KEYS)
+_COMPACT_LSE_KEYS = tuple(key.replace(": ", ":").replace(", ", ",").encode() for key in _LSE_KEYS)
 
 
 def write(report: Report, out: Output, color: str, quiet: bool) -> None:
@@ -42,8 +45,13 @@ def write_rows(stream: IO[str], start: int, batch: Batch, part: RowChecks) -> No
     Formatting is the cost of this format (json.dumps takes ~1 us a number); the optional orjson takes
     a tenth of that, and its records go out as the bytes it wrote, compact as it writes them.
     """
+    from gradcheck_cli.checks.runner import row_lse
+
     error = np.abs(part.analytic_gradient - part.numeric_gradient).max(axis=1)
     values = [part.row_losses, part.probabilities, part.analytic_gradient, part.numeric_gradient, error]
+    lse = row_lse(part, part.reference_loss.temperature)
+    if lse is not None:  # not for bce, which has no softmax
+        values.insert(2, lse)
     orjson = orjson_module()
     if orjson is None:
         stream.write(_plain_records(start, batch, values))
@@ -62,7 +70,8 @@ def _plain_records(start: int, batch: Batch, values: list[np.ndarray]) -> str:
     numbers = list(map(str, range(start, start + batch.rows)))
     lines = ["null"] * batch.rows if batch.row_lines is None else list(map(str, np.asarray(batch.row_lines).tolist()))
     texts = [json_text(array) for array in values]
-    return "".join(_records(_KEYS, [numbers, lines, *map(_cut, texts, (1, 2, 2, 2, 1))]))
+    keys = _KEYS if len(values) == 5 else _LSE_KEYS
+    return "".join(_records(keys, [numbers, lines, *map(_cut, texts, _depths(values))]))
 
 
 def _orjson_records(orjson: Any, start: int, batch: Batch, values: list[np.ndarray]) -> bytes:
@@ -78,7 +87,13 @@ def _orjson_records(orjson: Any, start: int, batch: Batch, values: list[np.ndarr
     else:
         lines = _cut(encode(np.asarray(batch.row_lines, dtype=np.int64)), 1)
     texts = [encode(np.asarray(array, dtype=np.float64)) for array in values]
-    return b"".join(_records(_COMPACT_KEYS, [numbers, lines, *map(_cut, texts, (1, 2, 2, 2, 1))]))
+    keys = _COMPACT_KEYS if len(values) == 5 else _COMPACT_LSE_KEYS
+    return b"".join(_records(keys, [numbers, lines, *map(_cut, texts, _depths(values))]))
+
+
+def _depths(values: list[np.ndarray]) -> list[int]:
+    """How deep each array's rows sit in its JSON text: 1 for a number a row, 2 for a vector a row."""
+    return [array.ndim for array in values]
 
 
 def _cut(text: Any, depth: int) -> list[Any]:
