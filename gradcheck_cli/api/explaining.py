@@ -6,20 +6,22 @@ gradient) and the lines of the derivation; the command prints the lines or the J
 
 Classes are numbered from 0, as check's tables, its JSON and numpy number them: check's "class 2" is s_2 here.
 Time and memory are O(C) beyond the batch: only the Jacobian entries shown are computed (a wide row lists two
-rows and the diagonal, never the C x C matrix), and each kind of line is formatted by one call for all its
-classes, never by a Python loop over them.
+rows and the diagonal, never the C x C matrix), each array's numbers are written at once (api/explain_numbers.py:
+numpy and tables, what Python's "%#.3g" writes) and each kind of line is one join for all its classes, never a
+Python loop over them.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gradcheck_cli.api import keywords
 from gradcheck_cli.api.checking import Path, _refuse_beside, batch_from_arrays, file_request
+from gradcheck_cli.api.explain_numbers import numbers
 from gradcheck_cli.api.sweeping import loss_settings
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.errors import InputError
@@ -29,6 +31,9 @@ from gradcheck_cli.numerics.softmax import softmax_parts
 from gradcheck_cli.pipeline import load_whole
 from gradcheck_cli.report import SCHEMA_VERSION, finite_or_none
 from gradcheck_cli.settings import Settings
+
+if TYPE_CHECKING:
+    from gradcheck_cli.numerics.losses.base import Loss
 
 # Up to this many classes the derivation lists every Jacobian entry; beyond, the first rows and the diagonal.
 FULL_JACOBIAN_CLASSES = 6
@@ -93,22 +98,21 @@ class Explanation:
         return f"sample {self.row}: L = {numbers([self.loss])[0]}; ∂L/∂z = ({shown}{more})"
 
 
-def numbers(values: Any) -> list[str]:
-    """Numbers as a derivation writes them, three significant digits with trailing zeros kept (0.150) and a
-    real minus sign, formatted by one call for all ("%#.3g" is the format spec "#.3g" the losses use)."""
-    listed = [float(value) for value in values] if isinstance(values, list) else np.asarray(values).tolist()
-    text = ("%#.3g\n" * len(listed)) % tuple(listed)
-    return text.replace(".\n", "\n").replace("-", "\u2212").split("\n")[:-1]
-
-
-def block(template: str, *columns: list[Any]) -> str:
-    """template % (the k-th value of each column) for every k, as the lines of one text, in one formatting call
+def block(template: str, *columns: list[str]) -> str:
+    """The template with its k-th "%s" filled from each column's k-th string, for every k, as the lines of one
+    text, joined once: the literal pieces and the columns are interleaved by slice assignments, one a column
     (the numbers already written by numbers(): each is formatted once, however many lines show it)."""
-    count, width = len(columns[0]), len(columns)
-    values: list[Any] = [None] * (count * width)
+    count, literals = len(columns[0]), template.split("%s")
+    assert len(literals) == len(columns) + 1, "one column per %s"
+    stride = 2 * len(columns) + 1
+    pieces: list[str] = [""] * (count * stride)
+    pieces[0::stride] = ["\n" + literals[0]] * count
     for place, column in enumerate(columns):  # one slice assignment per column, not a loop over classes
-        values[place::width] = column
-    return "\n".join([template] * count) % tuple(values)
+        pieces[2 * place + 1::stride] = column
+        pieces[2 * place + 2::stride] = [literals[place + 1]] * count
+    if pieces:
+        pieces[0] = literals[0]  # no line break before the first line
+    return "".join(pieces)
 
 
 def explain_batch(batch: Batch, settings: Settings, row: int = 0) -> Explanation:
@@ -139,7 +143,7 @@ def explain_batch(batch: Batch, settings: Settings, row: int = 0) -> Explanation
     m = float(z.max())
     explanation = Explanation(
         row, settings.loss, settings.temperature, z, m, np.exp(z - m), s, jacobian_rows, diagonal, complement,
-        float(built.row_losses(scaled)[row]), built.row_gradients(scaled)[row])
+        *_row_loss_and_gradient(built, scaled, row))
     steps = _sigmoid_and_jacobian(explanation) if sigmoid else _softmax_and_jacobian(explanation)
     explanation.blocks = steps + kind.explain(built, z, s, row)
     if settings.temperature != 1.0:
@@ -148,11 +152,18 @@ def explain_batch(batch: Batch, settings: Settings, row: int = 0) -> Explanation
     return explanation
 
 
+def _row_loss_and_gradient(built: Loss, scaled: np.ndarray, row: int) -> tuple[float, np.ndarray]:
+    """The row's own loss and gradient, from one softmax of the batch (the loss's own: a loss whose
+    probabilities are not softmax(z) computes its own, whatever it is handed)."""
+    parts = built.softmax(scaled)
+    return float(built.row_losses(scaled, parts)[row]), built.row_gradients(scaled, parts)[row]
+
+
 def _softmax_and_jacobian(explained: Explanation) -> list[str]:
     """Steps 1 and 2, the same for every loss, as blocks of lines; the loss writes steps 3 and 4."""
     classes = explained.classes
     total = numbers([float(explained.exponentials.sum())])[0]
-    k = list(range(classes))
+    k = list(map(str, range(classes)))  # the class numbers, written once
     s, exps = numbers(explained.probabilities), numbers(explained.exponentials)
     blocks = [
         f"Sample {explained.row} (classes numbered 0 to {classes - 1}, as in check's tables and JSON)",
@@ -162,7 +173,7 @@ def _softmax_and_jacobian(explained: Explanation) -> list[str]:
         (f"   computed as e^{{z_i − m}} / Σ_l e^{{z_l − m}} with m = max z = {numbers([explained.maximum])[0]} "
          "(the same value, no overflow)"),
         "   Σ_l e^{z_l − m} = " + " + ".join(exps) + f" = {total}",
-        block("   s_%d = %s / %s = %s", k, exps, [total] * classes, s),
+        block("   s_%s = %s / %s = %s", k, exps, [total] * classes, s),
         f"   check: the s_i sum to {numbers([float(explained.probabilities.sum())])[0]}",
         "",
         "2. Jacobian: ∂s_i/∂z_j = s_i(δ_ij − s_j)",
@@ -171,13 +182,12 @@ def _softmax_and_jacobian(explained: Explanation) -> list[str]:
 
     def diagonal(first: int, stop: int) -> str:
         part = slice(first, stop)
-        return block("   ∂s_%d/∂z_%d = s_%d(1 − s_%d) = %s×%s = %s", *[k[part]] * 4, s[part], complement[part],
+        return block("   ∂s_%s/∂z_%s = s_%s(1 − s_%s) = %s×%s = %s", *[k[part]] * 4, s[part], complement[part],
                      diagonal_values[part])
 
     def off_diagonal(i: int, first: int, stop: int, entries: list[str]) -> str:
-        part, count = slice(first, stop), max(stop - first, 0)
-        return block("   ∂s_%d/∂z_%d = −s_%d·s_%d = −%s×%s = %s", [i] * count, k[part], [i] * count, k[part],
-                     [s[i]] * count, s[part], entries[part])
+        part = slice(first, stop)  # row i's own numbers are part of the template: fewer pieces to join
+        return block(f"   ∂s_{i}/∂z_%s = −s_{i}·s_%s = −{s[i]}×%s = %s", k[part], k[part], s[part], entries[part])
 
     listed = len(explained.jacobian_rows)
     for i in range(listed):  # the few rows listed in full: entries before the diagonal, it, and after
@@ -193,7 +203,7 @@ def _softmax_and_jacobian(explained: Explanation) -> list[str]:
 def _sigmoid_and_jacobian(explained: Explanation) -> list[str]:
     """Steps 1 and 2 of a loss on the elementwise sigmoid (bce): s_i = sigmoid(z_i), and its diagonal Jacobian."""
     classes = explained.classes
-    k = list(range(classes))
+    k = list(map(str, range(classes)))  # the class numbers, written once
     z, s = numbers(explained.logits), numbers(explained.probabilities)
     complement, diagonal = numbers(explained.probabilities_complement), numbers(explained.jacobian_diagonal)
     return [
@@ -201,10 +211,10 @@ def _sigmoid_and_jacobian(explained: Explanation) -> list[str]:
         "z = (" + ", ".join(z) + ")",
         "",
         "1. Sigmoid, each class on its own: s_i = σ(z_i) = 1 / (1 + e^{−z_i})",
-        block("   s_%d = σ(%s) = %s", k, z, s),
+        block("   s_%s = σ(%s) = %s", k, z, s),
         "",
         "2. Jacobian: ∂s_i/∂z_j = 0 for i ≠ j; ∂s_i/∂z_i = s_i(1 − s_i)",
-        block("   ∂s_%d/∂z_%d = s_%d(1 − s_%d) = %s×%s = %s", k, k, k, k, s, complement, diagonal),
+        block("   ∂s_%s/∂z_%s = s_%s(1 − s_%s) = %s×%s = %s", k, k, k, k, s, complement, diagonal),
         "",
     ]
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from gradcheck_cli.api import keywords
 from gradcheck_cli.api.arrays import as_float64
+from gradcheck_cli.api.beside import Beside
 
 # check()'s own helpers: the same arrays, files and functions are accepted and refused in the same words.
 from gradcheck_cli.api.checking import (
@@ -47,6 +48,7 @@ from gradcheck_cli.settings import Settings
 if TYPE_CHECKING:
     from gradcheck_cli.checks.impl import Implementation
     from gradcheck_cli.numerics.losses.base import Loss
+    from gradcheck_cli.numerics.softmax import Softmax
 
 # Whose gradient the curve studies, by where it came from.
 STUDIED = ("reference", "supplied", "impl")
@@ -54,6 +56,7 @@ STUDIED = ("reference", "supplied", "impl")
 # along a random v is zero with probability 0), and each costs 8 evaluations of the loss and exact sums of N C
 # products: three would make the Taylor test most of a sweep's time at 8 x 50,257.
 TAYLOR_DIRECTIONS = 1
+CURVE_THREAD = "gradcheck-sweep-curve"  # the thread the curve is drawn on, beside the Taylor test
 
 
 @dataclass(eq=False)
@@ -129,7 +132,7 @@ class _Studied:
     from, and the loss function the Taylor test evaluates with it, with the precision of that loss."""
 
     def __init__(self, batch: Batch, reference: Loss, implementation: Implementation | None,
-                 settings: Settings) -> None:
+                 settings: Settings, parts: Softmax) -> None:
         z = batch.logits
         self.loss: Callable[[np.ndarray], float | np.ndarray] = reference.loss
         self.precision = 2.0**-52
@@ -145,11 +148,12 @@ class _Studied:
             self.loss = users_loss
         elif "gradient" in batch.supplied:
             self.source, gradient = "supplied", batch.supplied["gradient"].reshape(z.shape)
-        else:
-            self.source, gradient = "reference", reference.gradient(z)
+        else:  # Loss.gradient's product, with the row gradients it scales kept
+            self.rows = reference.row_gradients(z, parts)
+            self.source, gradient = "reference", self.rows * reference.scale
         self.gradient = np.asarray(gradient, dtype=np.float64)  # in the reduced loss's units, as the user's
-        # Each row's own units, as the differences of the row losses: a mean's 1/N (or 1/sum of weights) out.
-        self.rows = self.gradient / reference.scale if self.source != "reference" else reference.row_gradients(z)
+        if self.source != "reference":  # each row's own units, as the row losses' differences: the mean's 1/N out
+            self.rows = self.gradient / reference.scale
 
 
 def sweep_batch(
@@ -161,13 +165,18 @@ def sweep_batch(
     differences.refuse_meaningless(settings)  # what check refuses, sweep refuses in the same words
     mean_divisor(whole, settings)  # a mean over nothing (every row ignored), too
     built = accepted_kind(settings).build(batch, settings, np.dtype(np.float64))
-    studied = _Studied(batch, built, implementation, settings)
-    points = curve(built, batch.logits, studied.rows, steps or differences.SWEEP_STEPS)
-    checked = None
-    if studied.source != "reference" or batch.supplied:  # check's verdict on the user's values, the same rules
-        checked = CheckJob(whole, settings, implementation).run(Keep(arrays=False))
-    taylor = taylor_test(studied.loss, batch.logits, studied.gradient, scale=settings.temperature,
-                         directions=TAYLOR_DIRECTIONS, precision=studied.precision)
+    parts = built.softmax(batch.logits)  # once, for the studied gradient and the curve
+    studied = _Studied(batch, built, implementation, settings, parts)
+    # The curve (numpy alone) runs beside the check and the Taylor test, which may call the user's function.
+    drawn = Beside(lambda: curve(built, batch.logits, studied.rows, steps or differences.SWEEP_STEPS, parts),
+                   CURVE_THREAD)
+    with drawn:
+        checked = None
+        if studied.source != "reference" or batch.supplied:  # check's verdict on the user's values, the same rules
+            checked = CheckJob(whole, settings, implementation).run(Keep(arrays=False))
+        taylor = taylor_test(studied.loss, batch.logits, studied.gradient, scale=settings.temperature,
+                             directions=TAYLOR_DIRECTIONS, precision=studied.precision)
+    points = drawn.result()
     default = differences.default_eps("central", temperature=settings.temperature)
     verdict, short = _verdicts(points, studied.source, checked)
     passed = differences.sweep_looks_correct(points) and (checked is None or checked.passed)
@@ -175,25 +184,52 @@ def sweep_batch(
 
 
 def curve(
-    loss: Loss, logits: np.ndarray, studied: np.ndarray, steps: tuple[float, ...]
+    loss: Loss, logits: np.ndarray, studied: np.ndarray, steps: tuple[float, ...], parts: Softmax | None = None,
 ) -> list[differences.SweepPoint]:
     """Central differences of the row losses at each step (rounded down to a power of two, as check rounds its
     step), through the loss's exact perturbation, every element at once; against `studied`, the gradient of
-    each row's own loss. The curve's height is the error over the largest element of gradcheck's gradient."""
-    parts = loss.softmax(logits)
+    each row's own loss. The curve's height is the error over the largest element of gradcheck's gradient.
+    `parts` is the loss's softmax of the logits, if the caller has it."""
+    parts = loss.softmax(logits, parts)
     perturbation = loss.perturbation(logits, parts)
     reference = loss.row_gradients(logits, parts)
     tiny = np.finfo(np.float64).tiny
     largest = max(float(np.max(np.abs(reference))), tiny)
+    # max(|studied|, |numeric|, tiny) as max(|numeric|, max(|studied|, tiny)): the same numbers, the first
+    # part once for every step (NaN aside, which the finite test below sends to the general path)
+    studied_size = np.maximum(np.abs(studied), tiny)
     points = []
     for eps in steps:  # a loop over the steps; each step differences every element at once
         numeric = differences.column_derivative(perturbation, differences.exact_step(eps), slice(None), "central")
-        with np.errstate(invalid="ignore"):  # a non-finite value of the user's: an infinite error
-            error = np.nan_to_num(np.abs(studied - numeric), nan=np.inf)
-            scale = np.maximum(np.maximum(np.abs(studied), np.abs(numeric)), tiny)
-            worst = float(error.max())
-            points.append(differences.SweepPoint(eps, worst, float((error / scale).max()), worst / largest))
+        points.append(_point(eps, studied, studied_size, numeric, largest))
     return points
+
+
+def _point(eps: float, studied: np.ndarray, studied_size: np.ndarray, numeric: np.ndarray,
+           largest: float) -> differences.SweepPoint:
+    """One step's errors, in place on `numeric` (a new array of column_derivative's): the largest absolute error,
+    the largest relative one (each error over the larger of the two values) and the curve's height."""
+    with np.errstate(invalid="ignore"):  # inf - inf of the user's: NaN, sent to the general path below
+        error = np.subtract(studied, numeric)
+    np.abs(error, out=error)
+    worst = float(error.max())
+    if not math.isfinite(worst):  # a non-finite value of the user's (NaN counts as an infinite error)
+        return _point_not_finite(eps, studied, numeric, largest)
+    scale = np.abs(numeric, out=numeric)
+    np.maximum(scale, studied_size, out=scale)
+    np.divide(error, scale, out=error)
+    return differences.SweepPoint(eps, worst, float(error.max()), worst / largest)
+
+
+def _point_not_finite(eps: float, studied: np.ndarray, numeric: np.ndarray, largest: float) -> differences.SweepPoint:
+    """_point where an error is not finite: NaN read as an infinite error, an infinite one as the largest float
+    (nan_to_num's rule), every array op as it was written before _point's in-place shortcut."""
+    tiny = np.finfo(np.float64).tiny
+    with np.errstate(invalid="ignore"):
+        error = np.nan_to_num(np.abs(studied - numeric), nan=np.inf)
+        scale = np.maximum(np.maximum(np.abs(studied), np.abs(numeric)), tiny)
+        worst = float(error.max())
+        return differences.SweepPoint(eps, worst, float((error / scale).max()), worst / largest)
 
 
 def _verdicts(points: list[differences.SweepPoint], source: str, checked: Report | None) -> tuple[str, str]:

@@ -17,6 +17,11 @@ from gradcheck_cli.settings import Settings
 if TYPE_CHECKING:
     from gradcheck_cli.api.explaining import Explanation
 
+# A run of this many blocks of the derivation is joined into one write unless it holds more characters than
+# JOINED_CHARACTERS: few writes (some losses give a block per line, 100,000 at 50,257 classes), and never a
+# copy of the whole text (15 MB there) or of a run of the long blocks a step gives (a few MB each).
+WRITTEN_TOGETHER = 1024
+JOINED_CHARACTERS = 1 << 20
 
 
 @click.command(cls=SectionedCommand)
@@ -60,10 +65,10 @@ def _print(explained: Explanation, color: str) -> None:
     """
     import re
 
-    text = explained.text + "\n"
     if not terminal.wants_color(color):
-        sys.stdout.write(text)
+        _write_plain(explained.blocks)
         return
+    text = explained.text + "\n"
     console = terminal.make_console(color)
     # re.split with a group alternates plain blocks and the headings ("1. Softmax: ...") between them.
     for place, piece in enumerate(re.split(r"(?m)^([0-9]\. [^\n]*)\n", text)):
@@ -71,3 +76,16 @@ def _print(explained: Explanation, color: str) -> None:
             console.print(piece, style="bold", soft_wrap=True)
         else:
             sys.stdout.write(piece)
+
+
+def _write_plain(blocks: list[str]) -> None:
+    """The blocks, one line break after each: short ones joined a run at a time, long ones written as they are."""
+    for start in range(0, len(blocks), WRITTEN_TOGETHER):
+        run = blocks[start:start + WRITTEN_TOGETHER]
+        if sum(map(len, run)) <= JOINED_CHARACTERS:
+            sys.stdout.write("\n".join(run))
+            sys.stdout.write("\n")
+            continue
+        for block in run:  # a run with long blocks: each written whole, no copy joins them
+            sys.stdout.write(block)
+            sys.stdout.write("\n")
