@@ -1,4 +1,4 @@
-"""explain's numbers written for a whole array at once (api/explain_numbers.py) and its lines joined in one go
+"""explain's numbers written for a whole array at once (numerics/shown.py) and its lines joined in one go
 (api/explaining.py's block): the text must be exactly what Python's own "%#.3g" formatting writes."""
 
 from __future__ import annotations
@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradcheck_cli.api import explain_numbers, explaining
-from gradcheck_cli.api.explain_numbers import numbers, python_numbers
+from gradcheck_cli.api import explaining
+from gradcheck_cli.numerics import shown
+from gradcheck_cli.numerics.shown import numbers, python_numbers
 
 
 def _hard_values() -> np.ndarray:
@@ -47,7 +48,7 @@ def test_a_value_next_to_a_rounding_boundary_is_handed_to_python(monkeypatch):
     """Protects the tie guard: 0.09995 is just below 0.09995 in binary, so "%#.3g" writes 0.0999; scaled it
     reads 999.5 and a lookup without the guard would write 0.100."""
     assert numbers(np.full(100, 0.09995)) == ["0.0999"] * 100
-    monkeypatch.setattr(explain_numbers, "TIE_MARGIN", -1.0)  # no element sent to Python: the guard is what helps
+    monkeypatch.setattr(shown, "TIE_MARGIN", -1.0)  # no element sent to Python: the guard is what helps
     assert numbers(np.full(100, 0.09995)) != ["0.0999"] * 100
 
 

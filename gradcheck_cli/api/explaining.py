@@ -6,7 +6,7 @@ gradient) and the lines of the derivation; the command prints the lines or the J
 
 Classes are numbered from 0, as check's tables, its JSON and numpy number them: check's "class 2" is s_2 here.
 Time and memory are O(C) beyond the batch: only the Jacobian entries shown are computed (a wide row lists two
-rows and the diagonal, never the C x C matrix), each array's numbers are written at once (api/explain_numbers.py:
+rows and the diagonal, never the C x C matrix), each array's numbers are written at once (numerics/shown.py:
 numpy and tables, what Python's "%#.3g" writes) and each kind of line is one join for all its classes, never a
 Python loop over them.
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 from gradcheck_cli.api import keywords
 from gradcheck_cli.api.checking import Path, _refuse_beside, batch_from_arrays, file_request
-from gradcheck_cli.api.explain_numbers import numbers
+from gradcheck_cli.numerics.shown import numbers
 from gradcheck_cli.api.sweeping import loss_settings
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.errors import InputError

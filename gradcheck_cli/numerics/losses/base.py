@@ -241,10 +241,10 @@ def shown(value: float) -> str:
 
 
 def shown_each(values: np.ndarray) -> list[str]:
-    """shown() of every value, in one formatting call: a wide row's explain has C of them (issue 13)."""
-    flat = np.asarray(values, dtype=np.float64).ravel().tolist()
-    text = ("%#.3g\n" * len(flat)) % tuple(flat)
-    return text.replace(".\n", "\n").replace("-", "\u2212").split("\n")[:-1]
+    """shown() of every value, for a whole array at once: a wide row's explain has C of them (issue 13)."""
+    from gradcheck_cli.numerics.shown import numbers
+
+    return numbers(values)
 
 
 def signed_each(values: np.ndarray) -> list[str]:
