@@ -307,6 +307,45 @@ def test_batchmean_vs_mean_is_named(reduction: str, factor: float) -> None:
     assert (findings[0].id, findings[0].matched) == ("batchmean-vs-mean", True)
 
 
+def _kl_registry(reduction: str, seed: int = 5) -> tuple[Batch, Settings, np.ndarray, np.ndarray]:
+    """A student and teacher batch, the registry's own kl settings, and q - p (the sum-reduced gradient, T = 1)."""
+    rng = np.random.default_rng(seed)
+    student, teacher = rng.normal(size=(N, C)), rng.normal(size=(N, C))
+    data = Batch(student, None, teacher, teacher_logits=teacher)
+    return data, Settings(loss="kl", reduction=reduction, atol=ATOL, rtol=RTOL), student, \
+        naive_softmax(student) - naive_softmax(teacher)
+
+
+@pytest.mark.parametrize(("reduction", "divided", "slip", "said"), [
+    ("batchmean", 1.0, "missing-mean", "(N = 3): the batchmean's 1/N is missing"),
+    ("batchmean", 1.0 / N**2, "extra-mean", "divided by N twice"),
+    ("mean", 1.0, "missing-mean", "(N C = 15): the mean's 1/N C is missing"),
+    ("sum", 1.0 / N, "extra-mean", "a batchmean (1/N) where the reduction is sum"),
+])
+def test_kl_reductions_name_a_missing_or_extra_mean(reduction: str, divided: float, slip: str, said: str) -> None:
+    """Protects missing-mean and extra-mean for the KL losses: batchmean divides by N (torch's kl_div), mean by
+    N C, sum by nothing; a gradient q - p with its batchmean's 1/N (mean's 1/(N C)) forgotten, one divided by N
+    twice, and one divided by N under sum are each named first, with the divisor in words."""
+    data, options, _, q_minus_p = _kl_registry(reduction)
+    context = context_for("gradient", data, options)
+    findings = diagnose("gradient", q_minus_p * divided, context.reference_with(), ATOL, RTOL, context)
+    assert (findings[0].id, findings[0].matched) == (slip, True), findings[0]
+    assert said in findings[0].description, findings[0].description
+
+
+def test_kl_divisor_convention_offers_the_other_kl_divisor() -> None:
+    """Protects divisor-convention under batchmean: a gradient divided by N C where batchmean's N was asked is
+    batchmean-vs-mean first (the specific name) and divisor-convention too; the reference itself gives none."""
+    data, options, _, q_minus_p = _kl_registry("batchmean")
+    context = context_for("gradient", data, options)
+    reference = context.reference_with()
+    np.testing.assert_allclose(reference, q_minus_p / N, rtol=1e-12, atol=0)
+    named = [finding.id for finding in matches(diagnose("gradient", q_minus_p / (N * C), reference, ATOL, RTOL,
+                                                         context))]
+    assert named[0] == "batchmean-vs-mean" and "divisor-convention" in named
+    assert diagnose("gradient", reference, reference, ATOL, RTOL, context) == []
+
+
 def test_every_catalogue_id_is_planted() -> None:
     """Protects the catalogue's coverage: a new id needs a planted case here."""
     planted = {slip for slip, *_ in PLANTED} | {"ignored-rows-not-zeroed", "grad-output-broadcast",

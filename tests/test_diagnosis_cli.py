@@ -340,9 +340,9 @@ def test_the_taylor_check(gradcheck, tmp_path) -> None:
     assert any(note.startswith("impl taylor: not run for --loss mse") for note in document["notes"])
 
 
-def test_a_big_input_is_checked_but_not_diagnosed(gradcheck, tmp_path) -> None:
-    """Protects the bounded memory of the diagnosis: past DIAGNOSIS_LIMIT logits nothing is kept, a note says so,
-    and the check still fails."""
+def test_a_big_input_is_diagnosed_on_a_sample(gradcheck, tmp_path) -> None:
+    """Protects diagnosis past DIAGNOSIS_LIMIT logits: the input is checked in full and its slip named on a sample
+    of its rows (tests/test_diagnosis_scale.py has the sample's own tests); a note says on which rows."""
     from gradcheck_cli.checks.users import DIAGNOSIS_LIMIT
 
     rows = DIAGNOSIS_LIMIT // 4 + 1
@@ -353,8 +353,9 @@ def test_a_big_input_is_checked_but_not_diagnosed(gradcheck, tmp_path) -> None:
                                 "gradient": (softmax(z) - np.eye(4)[labels]).tolist()}))
     run = gradcheck("check", "-i", str(path), "-f", "json")
     document = json.loads(run.stdout)
-    assert run.exit_code == 1 and document["diagnosis"] == [], run
-    assert any(note.startswith("diagnosis: not tried") for note in document["notes"]), document["notes"]
+    assert run.exit_code == 1 and document["diagnosis"][0]["id"] == "missing-mean", run
+    assert f"(N = {rows})" in document["diagnosis"][0]["description"]
+    assert any(note.startswith("diagnosis: decided on") for note in document["notes"]), document["notes"]
 
 
 def test_a_supplied_lse_at_the_wrong_temperature_is_named(gradcheck, tmp_path):

@@ -67,7 +67,7 @@ class Finding(NamedTuple):
     description: str
     residual: float | None  # largest relative error left after the transformation (None: not finite)
     rows_explained: int
-    rows: int
+    rows: int  # of the input, or of its sample (users.py says so in the description)
     matched: bool
     partial: bool  # explains more rows than the reference does, not all (the rest are unexplained_rows)
     unexplained_rows: tuple[int, ...] = ()
@@ -252,7 +252,7 @@ def _finding(identifier: str, check: str, outcome: _Outcome, judge: _Judge, cont
     candidate = outcome.candidate
     matched = outcome.stands and bool(outcome.explained.all())
     partial = outcome.partial(judge)
-    unexplained = tuple(int(row) for row in np.flatnonzero(~outcome.explained)) if judge.actual.ndim else ()
+    unexplained = tuple(context.input_rows(np.flatnonzero(~outcome.explained)).tolist()) if judge.actual.ndim else ()
     subject = f"your {context.quantity}"
     if matched:
         lead = f"every element of {subject} is" if judge.actual.ndim else f"{subject} is"
@@ -276,7 +276,7 @@ def _rows_text(rows: tuple[int, ...], context: SlipContext) -> str:
         text = "rows " + ", ".join(str(row) for row in rows[:-1]) + f" and {rows[-1]}"
     else:
         text = f"{len(rows)} rows (" + ", ".join(str(row) for row in rows[:5]) + ", ...)"
-    ignored = set(np.flatnonzero(~context.kept).tolist())
+    ignored = set(context.input_rows(np.flatnonzero(~context.kept)).tolist())
     return text + (" (the ignored rows)" if ignored and set(rows) == ignored else "")
 
 

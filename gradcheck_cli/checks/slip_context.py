@@ -7,6 +7,11 @@ values the user would have got with that slip. The context carries what they nee
 settings, the mean's divisor and every row's weight, and `reference_with(**changes)`, the reference of
 the same quantity recomputed with some settings or inputs changed (label smoothing, temperature, ignored
 label, labels, logits, ...). Plain data and arrays; nothing here prints or knows about click or rich.
+
+A context may hold a sample of the input's rows (slip_sample.py, an input too big to keep): its arrays are
+the sample's, and `totals` the whole input's numbers (N, the rows not ignored, the summed weights, the
+mean's divisor and the divisors of the conventions a hypothesis recomputes with), so a hypothesis that
+involves the whole input (a divisor, a count) uses the whole input's numbers, never the sample's.
 """
 
 from __future__ import annotations
@@ -26,8 +31,28 @@ from gradcheck_cli.numerics.softmax import softmax_jacobian, softmax_parts
 from gradcheck_cli.settings import Settings
 
 QUANTITIES = ("loss", "gradient", "probabilities", "jacobian", "lse")
+DISTILLATION_LOSSES = ("kl", "reverse-kl", "jsd")  # torch kl_div's reductions: batchmean (/N), mean (/N C)
 TIMES = "\u00d7"  # the multiplication sign of the descriptions, written as an escape (ruff: it looks like an x)
 _BATCH_FIELDS = ("logits", "labels", "targets")
+
+
+class NeedsWholeInput(ArithmeticError):
+    """A hypothesis asked a sampled context for what only the whole input has (a reduced loss of every row, a
+    softmax over the batch axis): it is not tried on a sample (diagnose._best leaves it out)."""
+
+
+class Totals(NamedTuple):
+    """The whole input's numbers, for a context that holds a sample of its rows (slip_sample.RowSample).
+
+    `divisors` are the mean's divisor under the conventions hypotheses recompute with, by variant:
+    "" torch's, "counted" with no row ignored, "shift+1" / "shift-1" with the labels off by one.
+    """
+
+    rows: int
+    kept: int
+    summed_weights: float
+    divisors: dict[str, float]
+    sample_rows: np.ndarray  # the input's index of each row of the sample, ascending (row 0 always among them)
 
 
 @dataclass(frozen=True, eq=False, repr=False)  # holds arrays: == has no truth value
@@ -56,10 +81,21 @@ class SlipContext:
     coefficients: np.ndarray | None = None
     upstream: np.ndarray | None = None
     teacher_logits: np.ndarray | None = None
+    totals: Totals | None = None  # the whole input's numbers when the arrays hold a sample of its rows
 
     @property
     def rows(self) -> int:
+        """The rows of the arrays: the input's, or its sample's (`count` is the input's N either way)."""
         return int(self.logits.shape[0])
+
+    @property
+    def sampled(self) -> bool:
+        return self.totals is not None
+
+    @property
+    def count(self) -> int:
+        """N, the rows of the whole input."""
+        return self.rows if self.totals is None else self.totals.rows
 
     @property
     def classes(self) -> int:
@@ -71,19 +107,33 @@ class SlipContext:
 
     @property
     def kept_count(self) -> int:
-        return int(np.count_nonzero(self.kept))
+        """The rows of the whole input not ignored."""
+        return int(np.count_nonzero(self.kept)) if self.totals is None else self.totals.kept
 
     @property
     def summed_weights(self) -> float:
-        """sum over the rows not ignored of sum_c w_c y[n, c]: w_{y_n} summed, for labels."""
+        """sum over the input's rows not ignored of sum_c w_c y[n, c]: w_{y_n} summed, for labels."""
+        if self.totals is not None:
+            return self.totals.summed_weights
         return exact_sum((self.targets * self.class_weights)[self.kept])
+
+    def input_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The input's indices of rows of the arrays (themselves unless the arrays are a sample)."""
+        return rows if self.totals is None else self.totals.sample_rows[rows]
+
+    def divisor_of(self, variant: str) -> float | None:
+        """The whole input's mean divisor under a convention (Totals.divisors); None when the context holds the
+        whole input, whose recomputed reference then divides by its own."""
+        return None if self.totals is None else self.totals.divisors[variant]
 
     @property
     def divisor_name(self) -> str:
-        """What the mean's D is, in words: torch's convention for these settings."""
+        """What the mean's D is, in words: torch's convention for these settings (kl_div's mean: N C)."""
+        if self.settings.loss in DISTILLATION_LOSSES:
+            return "N C" if self.settings.reduction == "mean" else "N"
         if self.labels is not None and self.settings.weights is not None:
             return "Σ w, the summed weights of the rows not ignored"
-        if self.labels is not None and self.kept_count < self.rows:
+        if self.labels is not None and self.kept_count < self.count:
             return "the rows not ignored"
         return "N"
 
@@ -93,13 +143,16 @@ class SlipContext:
         upstream = 1.0 if self.upstream is None else self.upstream
         return np.broadcast_to(np.asarray(upstream, dtype=np.float64) * self.row_scale, (self.rows,))[:, None]
 
-    def reference_with(self, **changes: Any) -> np.ndarray:
-        return self.recompute(**changes)
+    def reference_with(self, variant: str = "", **changes: Any) -> np.ndarray:
+        """The reference recomputed with `changes`; `variant` names their divisor convention (Totals.divisors)."""
+        return self.recompute(variant=variant, **changes)
 
     def reduce(self, row_losses: np.ndarray) -> np.ndarray:
         """Row losses reduced as the reference's are: the rows for none, else their sum times row_scale."""
         if self.settings.reduction == "none":
             return row_losses
+        if self.sampled:
+            raise NeedsWholeInput("a reduced loss needs every row")
         return np.asarray(exact_sum(row_losses) * self.row_scale)
 
 
@@ -160,20 +213,27 @@ def context_for(
     settings: Settings,
     upstream: np.ndarray | None = None,
     teacher_logits: np.ndarray | None = None,
+    totals: Totals | None = None,
 ) -> SlipContext:
-    """The context of a check of `quantity` on a whole batch, with the reference computed by the loss registry.
+    """The context of a check of `quantity` on a batch, with the reference computed by the loss registry.
 
-    `batch` holds every row of the input (the mean's divisor is the batch's own), `settings` are the check's.
+    `batch` holds every row of the input (the mean's divisor is the batch's own), or a sample of them with the
+    whole input's `totals`; `settings` are the check's.
     """
     loss = loss_kind(settings.loss).build(batch, settings, np.dtype(np.float64))
+    if totals is not None:
+        loss = dataclasses.replace(loss, normalizer=totals.divisors[""])
     kept = np.ones(batch.rows, dtype=bool)
     if batch.labels is not None and settings.ignore_index is not None:
         kept = batch.labels != settings.ignore_index
     weights = np.ones(batch.classes) if settings.weights is None else np.asarray(settings.weights, dtype=np.float64)
     upstream = None if upstream is None else np.asarray(upstream, dtype=np.float64)
 
-    def recompute(**changes: Any) -> np.ndarray:
-        return reference_quantity(quantity, batch, settings, **{"upstream": upstream, **changes})
+    def recompute(variant: str = "", **changes: Any) -> np.ndarray:
+        if totals is not None and quantity == "loss" and settings.reduction != "none":
+            raise NeedsWholeInput("a reduced loss needs every row")
+        divisor = None if totals is None else totals.divisors[variant]
+        return reference_quantity(quantity, batch, settings, **{"upstream": upstream, "divisor": divisor, **changes})
 
     return SlipContext(
         quantity=quantity,
@@ -189,13 +249,16 @@ def context_for(
         coefficients=loss.coefficients if isinstance(loss, CrossEntropy) else None,
         upstream=upstream,
         teacher_logits=teacher_logits,
+        totals=totals,
     )
 
 
 def reference_quantity(
-    quantity: str, batch: Batch, settings: Settings, upstream: np.ndarray | None = None, **changes: Any
+    quantity: str, batch: Batch, settings: Settings, upstream: np.ndarray | None = None,
+    divisor: float | None = None, **changes: Any
 ) -> np.ndarray:
-    """gradcheck's float64 reference of `quantity`, with some batch fields or settings changed."""
+    """gradcheck's float64 reference of `quantity`, with some batch fields or settings changed; `divisor` the
+    mean's (the whole input's, for a sample of its rows), else the batch's own."""
     batch = dataclasses.replace(batch, **{name: changes.pop(name) for name in _BATCH_FIELDS if name in changes})
     settings = settings._replace(**changes)
     logits = np.ascontiguousarray(batch.logits, dtype=np.float64)  # softmax_parts writes through flat views
@@ -208,6 +271,8 @@ def reference_quantity(
     if quantity == "lse":
         return (logits / temperature).max(axis=-1) + parts.log_total[:, 0]
     loss = loss_kind(settings.loss).build(batch, settings, np.dtype(np.float64))
+    if divisor is not None:
+        loss = dataclasses.replace(loss, normalizer=divisor)
     if quantity == "loss":
         return np.asarray(loss.loss(logits, parts), dtype=np.float64)
     gradient = loss.gradient(logits, parts)

@@ -14,6 +14,7 @@ import numpy as np
 from gradcheck_cli.checks import slip_formulas
 from gradcheck_cli.checks.slip_context import Candidate, Evidence, number
 from gradcheck_cli.checks.slip_scales import REDUCED, times
+from gradcheck_cli.settings import DIVIDING_REDUCTIONS
 
 
 def smoothing_convention(evidence: Evidence) -> list[Candidate]:
@@ -81,10 +82,12 @@ def ignored_rows_not_zeroed(evidence: Evidence) -> list[Candidate]:
     ignored = ~context.kept
     meaning = f"the rows labelled {ignore} (ignore_index) are not zeroed"
     if 0 <= ignore < context.classes:
-        counted = context.reference_with(ignore_index=None)
-        every = float(context.class_weights[context.labels].sum())  # the divisor with no row ignored
+        counted = context.reference_with("counted", ignore_index=None)
+        every = context.divisor_of("counted")  # the whole input's divisor with no row ignored
+        if every is None:
+            every = float(context.class_weights[context.labels].sum())
         candidates = [Candidate(counted, f"the reference with class {ignore} not ignored", meaning)]
-        if context.settings.reduction == "mean":
+        if context.settings.reduction in DIVIDING_REDUCTIONS:
             factor = every / context.divisor
             candidates.append(Candidate(counted * factor, f"the reference with class {ignore} not ignored, "
                                         f"still divided by {number(context.divisor)}", meaning, slack=factor))
@@ -92,9 +95,9 @@ def ignored_rows_not_zeroed(evidence: Evidence) -> list[Candidate]:
     if evidence.actual.ndim == 0:
         return []
     candidates = [Candidate(evidence.reference, "the reference on the rows not ignored", meaning, unpredicted=ignored)]
-    if context.settings.reduction == "mean":
-        factor = context.divisor / context.rows
-        candidates.append(Candidate(evidence.reference * factor, times(factor, f"divided by N = {context.rows}") +
+    if context.settings.reduction in DIVIDING_REDUCTIONS:
+        factor = context.divisor / context.count
+        candidates.append(Candidate(evidence.reference * factor, times(factor, f"divided by N = {context.count}") +
                                     " on the rows not ignored", meaning, slack=factor, unpredicted=ignored))
     return candidates
 
@@ -161,6 +164,8 @@ def transposed(evidence: Evidence) -> list[Candidate]:
     Source: perone/euclidesdb #2 and Lackel/DPN #1 (softmax over dim 0 of a batch).
     """
     context, quantity = evidence.context, evidence.quantity
+    if context.sampled:  # a column's softmax sums over every row of the input: a sample cannot say
+        return []
     candidates = []
     columns = slip_formulas.batch_axis_softmax(context, quantity)
     if columns is not None:
@@ -184,7 +189,8 @@ def label_shift(evidence: Evidence) -> list[Candidate]:
         changes: dict[str, np.ndarray] = {"targets": targets}
         if context.labels is not None:
             changes["labels"] = np.where(context.kept, (context.labels + shift) % context.classes, context.labels)
-        candidates.append(Candidate(context.reference_with(**changes), f"the reference with every label {shift:+d}",
+        candidates.append(Candidate(context.reference_with(f"shift{shift:+d}", **changes),
+                                    f"the reference with every label {shift:+d}",
                                     f"the labels are off by {shift:+d}"))
     return candidates
 

@@ -10,10 +10,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradcheck_cli.checks.slip_context import TIMES, Candidate, Evidence, SlipContext, number, scaled
+from gradcheck_cli.checks.slip_context import (
+    DISTILLATION_LOSSES,
+    TIMES,
+    Candidate,
+    Evidence,
+    SlipContext,
+    number,
+    scaled,
+)
+from gradcheck_cli.settings import DIVIDING_REDUCTIONS
 
 REDUCED = ("loss", "gradient")  # the quantities a reduction or a loss-level factor multiplies
-KL_LOSSES = ("kl", "reverse-kl", "jsd")  # torch.nn.functional.kl_div's reductions: batchmean (/N), mean (/N C)
+KL_LOSSES = DISTILLATION_LOSSES  # torch.nn.functional.kl_div's reductions: batchmean (/N), mean (/N C)
 
 
 def times(factor: float, note: str = "") -> str:
@@ -22,43 +31,57 @@ def times(factor: float, note: str = "") -> str:
 
 
 def divisor_note(context: SlipContext) -> str:
+    """'N = 3', 'N C = 30' (kl_div's mean), 'D = 2.5, the summed weights ...'."""
     if context.divisor_name == "N":
-        return f"N = {context.rows}"
+        return f"N = {context.count}"
+    if context.divisor_name == "N C":
+        return f"N C = {mean_divisor(context):.6g}"
     return f"D = {context.divisor:.6g}, {context.divisor_name}"
 
 
 def _symbol(context: SlipContext) -> str:
-    return "N" if context.divisor_name == "N" else "D"
+    return context.divisor_name if context.divisor_name in ("N", "N C") else "D"
+
+
+def mean_divisor(context: SlipContext) -> float:
+    """What the mean divides by: torch's D under mean and batchmean (N for kl_div's batchmean, N C for its
+    mean); under sum and none, what a mean would have (N for the KL losses, whose divisor is then 1)."""
+    if context.settings.loss in KL_LOSSES and context.settings.reduction not in DIVIDING_REDUCTIONS:
+        return float(context.count)
+    return context.divisor
 
 
 def missing_mean(evidence: Evidence) -> list[Candidate]:
-    """missing-mean: L_user = D L and g_user = D g under reduction mean: the mean's 1/D was never applied.
+    """missing-mean: L_user = D L and g_user = D g under reduction mean or batchmean: the mean's 1/D was never
+    applied (batchmean's D is N, the rows, as torch's kl_div; its mean's N C).
 
     Source: examples/my_softmax.py `forgot_one_over_n` (a mean loss whose gradient forgets 1/N), the classic
     hand-written backward that the README's pytest example shows failing.
     """
     context = evidence.context
-    if context.settings.reduction != "mean":
+    if context.settings.reduction not in DIVIDING_REDUCTIONS:
         return []
-    meaning = f"the mean's 1/{_symbol(context)} is missing from the {evidence.quantity}"
+    meaning = f"the {context.settings.reduction}'s 1/{_symbol(context)} is missing from the {evidence.quantity}"
     return [scaled(evidence.reference, context.divisor, times(context.divisor, divisor_note(context)), meaning)]
 
 
 def extra_mean(evidence: Evidence) -> list[Candidate]:
-    """extra-mean: g_user = g / D: divided by D once more than the reduction asks (a mean of a mean, or a mean
-    where the reduction is sum or none).
+    """extra-mean: g_user = g / D: divided by D once more than the reduction asks (a mean of a mean, a batchmean
+    divided by N twice, or a mean where the reduction is sum or none: D then the divisor a mean would have,
+    N for the KL losses).
 
     Source: paiml/aprender PR #2182 (a sum-reduced cross-entropy whose backward still divided by the batch);
     modelscope/easydistill PR #16 (a distillation loss divided by the token count twice).
     """
     context = evidence.context
-    symbol = _symbol(context)
-    if context.settings.reduction == "mean":
+    symbol, divisor, reduction = _symbol(context), mean_divisor(context), context.settings.reduction
+    if reduction in DIVIDING_REDUCTIONS:
         meaning = f"the {evidence.quantity} is divided by {symbol} twice"
     else:
-        meaning = f"a mean (1/{symbol}) where the reduction is {context.settings.reduction}"
-    note = f"1/{_symbol(context)}, {divisor_note(context)}"
-    return [scaled(evidence.reference, 1.0 / context.divisor, times(1.0 / context.divisor, note), meaning)]
+        mean = "a batchmean" if context.settings.loss in KL_LOSSES else "a mean"
+        meaning = f"{mean} (1/{symbol}) where the reduction is {reduction}"
+    note = f"1/{symbol}, {divisor_note(context)}"
+    return [scaled(evidence.reference, 1.0 / divisor, times(1.0 / divisor, note), meaning)]
 
 
 def mean_over_elements(evidence: Evidence) -> list[Candidate]:
@@ -96,17 +119,23 @@ def batchmean_vs_mean(evidence: Evidence) -> list[Candidate]:
 
 
 def divisor_convention(evidence: Evidence) -> list[Candidate]:
-    """divisor-convention: g_user = g D / D' under reduction mean, D' one of N (every row), the rows not ignored,
-    and the summed weights sum_n w_{y_n}, whichever torch's D is not.
+    """divisor-convention: g_user = g D / D' under reduction mean or batchmean, D' one of N (every row), the
+    rows not ignored, and the summed weights sum_n w_{y_n}, whichever torch's D is not; for the KL losses, whose
+    rows all count, N (batchmean) and N C (kl_div's mean), whichever was not asked (batchmean-vs-mean, earlier
+    in the catalogue, names that factor C first).
 
     Source: torchtune PR #1875 and transformers #35203 (a mean over the wrong token count); torch divides by
     the summed weights with class weights and labels, by N with probability targets (README).
     """
     context = evidence.context
-    if context.settings.reduction != "mean":
+    if context.settings.reduction not in DIVIDING_REDUCTIONS:
         return []
-    divisors = {"N": float(context.rows), "the rows not ignored": float(context.kept_count),
-                "Σ w, the summed weights": context.summed_weights}
+    if context.settings.loss in KL_LOSSES:
+        divisors = {"N, the rows (batchmean)": float(context.count),
+                    "N C, every element (kl_div's mean)": float(context.count * context.classes)}
+    else:
+        divisors = {"N": float(context.count), "the rows not ignored": float(context.kept_count),
+                    "Σ w, the summed weights": context.summed_weights}
     candidates = []
     for name, value in divisors.items():
         if value <= 0 or np.isclose(value, context.divisor, rtol=1e-12, atol=0.0):
@@ -201,8 +230,9 @@ def constant_scale(evidence: Evidence) -> list[Candidate]:
 
 def _named_factors(context: SlipContext) -> list[tuple[float, str]]:
     """The numbers a constant factor is named after, and their reciprocals."""
-    names = [(float(context.rows), "N"), (float(context.classes), "C"),
+    names = [(float(context.count), "N"), (float(context.classes), "C"),
              (float(context.kept_count), "the count of rows not ignored"), (context.summed_weights, "Σ w"),
-             (context.temperature, "T"), (context.temperature**2, "T²")]
+             (context.temperature, "T"), (context.temperature**2, "T²"),
+             (float(context.count * context.classes), "N C")]
     named = [(value, name) for value, name in names if value > 0 and value != 1]
     return named + [(1.0 / value, f"1/({name})" if " " in name else f"1/{name}") for value, name in named]

@@ -1,11 +1,14 @@
 """The user's own values (supplied, or returned by --impl): kept to be diagnosed when their check fails, and
 the Taylor check of an implementation's own loss and gradient.
 
-Diagnosis needs the whole input (the mean's divisor, a transposition over the batch, a label shift all
-involve every row), so UsersValues keeps the rows of the input with the user's arrays while the input is
-at most DIAGNOSIS_LIMIT logits (and a supplied Jacobian at most DIAGNOSIS_LIMIT x JACOBIAN_PER_LOGIT
-numbers): a few MB at most. A longer input is still checked in full, but not diagnosed: what was kept is
-dropped as soon as the limit is passed, and a note says so. An --impl input is always one batch.
+Diagnosis involves the whole input (the mean's divisor, a transposition over the batch, a label shift), so
+UsersValues keeps the rows of the input with the user's arrays while the input is at most `limit`
+(DIAGNOSIS_LIMIT) logits (and a supplied Jacobian at most limit x JACOBIAN_PER_LOGIT numbers): a few MB at
+most. Past it the input is still checked in full, and diagnosed on a bounded sample of its rows
+(slip_sample.RowSample: the failing checks' worst rows, ignored and overflowing rows, rows spread across the
+input), with the whole input's numbers (N, the divisors) summed as its rows pass; the diagnosis then says
+on how many of the rows, and which, it was decided. A reduced loss, one number, is diagnosed by the
+hypotheses that scale it, against the reference and tolerance its check used.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.checks.rows import row_loss_allowance, supplied_reference
+from gradcheck_cli.checks.slip_sample import MIN_ROWS, SAMPLE_LOGITS, RowSample
 from gradcheck_cli.numerics.losses import loss_kind
 from gradcheck_cli.numerics.losses.base import rounding_factor, unit_roundoff, upstream_gradient
 from gradcheck_cli.report import CheckResult, Diagnosis
@@ -23,8 +27,9 @@ from gradcheck_cli.settings import Settings
 
 if TYPE_CHECKING:
     from gradcheck_cli.checks.impl import Implementation
+    from gradcheck_cli.checks.slip_context import Totals
 
-# Up to this many logits the user's values are kept for a diagnosis: runner.FULL_LIMIT, what tables show.
+# Up to this many logits the user's values are kept whole for a diagnosis: runner.FULL_LIMIT, what tables show.
 DIAGNOSIS_LIMIT = 20_000
 JACOBIAN_PER_LOGIT = 50  # as runner's: 1e6 numbers of a supplied Jacobian at most
 # The user's values each failing check compares, by its name: (where they come from, the quantity).
@@ -38,65 +43,114 @@ class _Part(NamedTuple):
     targets: np.ndarray
     teacher: np.ndarray | None
     values: dict[str, np.ndarray]  # "supplied gradient", "impl loss", ...: the user's per-row arrays
+    checks: list[CheckResult]  # the batch's own checks (its worst elements), for a sample begun later
 
 
 class UsersValues:
-    """The rows and the user's values kept for diagnosing, within DIAGNOSIS_LIMIT (module docstring)."""
+    """The rows and the user's values kept for diagnosing: whole within `limit` logits, else a sample of at most
+    `sample_logits` logits' rows (module docstring)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, limit: int = DIAGNOSIS_LIMIT, sample_logits: int = SAMPLE_LOGITS) -> None:
+        self.settings, self.limit, self.sample_logits = settings, limit, sample_logits
         self.parts: list[_Part] = []
         self.rows = 0
         self.scalars: dict[str, np.ndarray] = {}  # a reduced loss: one number for the whole input
-        self.too_big = False
+        self.sample: RowSample | None = None
+        self.unsampled: set[str] = set()  # a Jacobian too wide for the sample's rows
 
-    def add(self, batch: Batch, logits: np.ndarray, impl: dict[str, np.ndarray]) -> None:
+    def add(self, batch: Batch, logits: np.ndarray, impl: dict[str, np.ndarray],
+            checks: list[CheckResult] | None = None) -> None:
+        """The batch's rows and the user's values of them; `checks`, the batch's checks, pick its worst rows for
+        a sample (without them a sample holds the other pools' rows only)."""
         values = {f"supplied {name}": value for name, value in batch.supplied.items()}
         values.update({f"impl {name}": value for name, value in impl.items()})
         if self.settings.reduction != "none":  # one number for the input, never per row
             self.scalars.update({key: values.pop(key) for key in ("supplied loss", "impl loss") if key in values})
-        if (not values and not self.scalars) or self.too_big:
+        if not values and not self.scalars:
             return
-        self.rows += batch.rows
-        logits_kept = self.rows * batch.classes
-        jacobian = "supplied jacobian" in values and logits_kept * batch.classes > DIAGNOSIS_LIMIT * JACOBIAN_PER_LOGIT
-        if logits_kept > DIAGNOSIS_LIMIT or jacobian:
-            self.too_big, self.parts = True, []
+        start, self.rows = self.rows, self.rows + batch.rows
+        if self.sample is None and self._fits(batch.classes, "supplied jacobian" in values):
+            self.parts.append(_Part(logits, batch.labels, batch.targets, batch.teacher_logits, values, checks or []))
             return
-        self.parts.append(_Part(logits, batch.labels, batch.targets, batch.teacher_logits, values))
+        if self.sample is None:  # the input has just outgrown the limit: what was kept whole starts the sample
+            self.sample, offset = RowSample(self.settings, self.sample_logits), 0
+            for part in self.parts:
+                kept = Batch(part.logits, part.labels, part.targets, teacher_logits=part.teacher)
+                self.sample.add(kept, part.logits, self._sampled(part.values, kept.classes), offset, part.checks)
+                offset += kept.rows
+            self.parts = []
+        self.sample.add(batch, logits, self._sampled(values, batch.classes), start, checks)
+
+    def _fits(self, classes: int, jacobian: bool) -> bool:
+        logits_kept = self.rows * classes
+        return logits_kept <= self.limit and not (jacobian and logits_kept * classes > self.limit * JACOBIAN_PER_LOGIT)
+
+    def _sampled(self, values: dict[str, np.ndarray], classes: int) -> dict[str, np.ndarray]:
+        """The values a sample keeps: a Jacobian only while the sample's rows of it fit the Jacobian's limit."""
+        rows = max(MIN_ROWS, self.sample_logits // classes)
+        wide = rows * classes * classes > self.limit * JACOBIAN_PER_LOGIT
+        self.unsampled |= {name for name in values if name.endswith(" jacobian") and wide}
+        return {name: value for name, value in values.items() if name not in self.unsampled}
 
     def diagnoses(self, checks: list[CheckResult], notes: list[str]) -> list[Diagnosis]:
         """A Diagnosis of each failing check of the user's values, in the order of the checks."""
-        failing = [check.name for check in checks if not check.passed and check.name in DIAGNOSED]
-        if not failing:
+        failing = [check for check in checks if not check.passed and check.name in DIAGNOSED]
+        if not failing or (self.sample is None and not self.parts):
             return []
-        if self.too_big or not self.parts:
-            notes.append(f"diagnosis: not tried, the input is over the {DIAGNOSIS_LIMIT:,} logits it looks at")
-            return []
+        sample = self.sample
+        whole, totals = (self._whole(), None) if sample is None else (sample.batch(), sample.totals())
+        found = []
+        for check in failing:
+            if check.name in self.unsampled:
+                notes.append(f"diagnosis of {check.name}: not tried, a sample of rows of your Jacobian would be "
+                             f"over the {self.limit * JACOBIAN_PER_LOGIT:,} numbers it looks at")
+                continue
+            try:
+                found.append(self._diagnosis(check, whole, totals))
+            except ArithmeticError as error:  # a hypothesis' recomputed reference divides by 0 (every row ignored)
+                notes.append(f"diagnosis of {check.name}: not finished ({type(error).__name__}: {error})")
+        if sample is not None:
+            notes.append(f"diagnosis: {sample.described()}")
+        return found
+
+    def _diagnosis(self, check: CheckResult, whole: Batch, totals: Totals | None) -> Diagnosis:
         from gradcheck_cli.checks.diagnose import diagnose, verdict
         from gradcheck_cli.checks.slip_context import context_for
 
-        whole = self._whole()
-        found = []
-        for name in failing:
-            quantity = DIAGNOSED[name][1]
-            actual, expected, tolerance = self._compared(name, quantity, whole)
-            context = context_for(quantity, whole, self.settings, upstream=self._upstream(whole.rows),
-                                  teacher_logits=whole.teacher_logits)
-            assert self.settings.rtol is not None
-            try:
-                findings = diagnose(quantity, actual, expected, tolerance, self.settings.rtol, context, check=name)
-            except ArithmeticError as error:  # a hypothesis' recomputed reference divides by 0 (every row ignored)
-                notes.append(f"diagnosis of {name}: not finished ({type(error).__name__}: {error})")
-                continue
-            found.append(Diagnosis(name, verdict(findings, quantity), tuple(findings)))
-        return found
+        quantity = DIAGNOSED[check.name][1]
+        settings = self._settings(totals)
+        actual, expected, tolerance = self._compared(check, quantity, whole, totals, settings)
+        context = context_for(quantity, whole, settings, upstream=self._upstream(whole.rows, totals),
+                              teacher_logits=whole.teacher_logits, totals=totals)
+        assert settings.rtol is not None
+        findings = diagnose(quantity, actual, expected, tolerance, settings.rtol, context, check=check.name)
+        if totals is None:
+            return Diagnosis(check.name, verdict(findings, quantity), tuple(findings))
+        on = (f"on a sample of {whole.rows} of the {totals.rows:,} rows (see the notes)" if whole.rows < totals.rows
+              else f"on all {totals.rows:,} rows")
+        if not findings:  # the sample's values all agree: the failing elements were not among its rows
+            return Diagnosis(check.name, f"not diagnosed: your {quantity} agrees with the reference {on}", ())
+        sentence = verdict(findings, quantity)
+        findings = [finding._replace(description=f"{finding.description} ({on})") for finding in findings]
+        return Diagnosis(check.name, f"{sentence} ({on})", tuple(findings))
 
-    def _upstream(self, rows: int) -> np.ndarray | None:
-        """--grad-output's g (None for ones): the reference gradient is sum_n g_n grad l_n, as rows.py takes it."""
+    def _settings(self, totals: Totals | None) -> Settings:
+        """The check's settings; for a sample, with its rows' own upstream gradients (reduction none)."""
+        settings = self.settings
+        if totals is None or settings.reduction != "none" or settings.grad_output in (None, "ones"):
+            return settings
+        upstream = upstream_gradient(settings, totals.rows)[totals.sample_rows]
+        return settings._replace(grad_output=tuple(upstream.tolist()))
+
+    def _upstream(self, rows: int, totals: Totals | None) -> np.ndarray | None:
+        """--grad-output's g (None for ones): the reference gradient is sum_n g_n grad l_n, as rows.py takes it;
+        for a sample, its rows' g_n of the whole input's."""
         if self.settings.grad_output in (None, "ones"):
             return None
-        return upstream_gradient(self.settings, rows)
+        if totals is None:
+            return upstream_gradient(self.settings, rows)
+        whole = upstream_gradient(self.settings, totals.rows)
+        return whole[totals.sample_rows] if whole.ndim else whole
 
     def _whole(self) -> Batch:
         parts = self.parts
@@ -105,18 +159,36 @@ class UsersValues:
         return Batch(np.concatenate([part.logits for part in parts]), labels,
                      np.concatenate([part.targets for part in parts]).astype(np.float64), teacher_logits=teacher)
 
-    def _compared(self, name: str, quantity: str, whole: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _compared(self, check: CheckResult, quantity: str, whole: Batch, totals: Totals | None, settings: Settings
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The user's values, gradcheck's float64 reference, and the tolerance the check held them to."""
-        settings = self.settings
+        import dataclasses
+
+        name = check.name
+        if name in self.scalars and totals is not None:
+            return self.scalars[name].reshape(()), np.asarray(check.expected), self._check_tolerance(check)
         loss = loss_kind(settings.loss).build(whole, settings, np.dtype(np.float64))
+        if totals is not None:
+            loss = dataclasses.replace(loss, normalizer=totals.divisors[""])
         reference = loss.softmax(whole.logits)  # the loss's own: transformed logits, or a sigmoid
         if name in self.scalars:
             return self.scalars[name].reshape(()), np.asarray(loss.loss(whole.logits, reference)), \
                 self._reduced_tolerance(loss, whole.logits)
-        actual = np.concatenate([part.values[name] for part in self.parts])
+        actual = self.sample.values(name) if self.sample is not None else \
+            np.concatenate([part.values[name] for part in self.parts])
         rho = rounding_factor(loss.entering(whole.logits), settings.temperature)
         expected, tolerance = supplied_reference(quantity, whole.logits, reference, loss, settings, rho)
         return actual.reshape(expected.shape), expected, tolerance
+
+    def _check_tolerance(self, check: CheckResult) -> np.ndarray:
+        """The atol a reduced loss's check held it to, from its numbers: |a - e| = share (atol + rtol |e|). A
+        share that is not finite and positive (a NaN) leaves --atol."""
+        settings = self.settings
+        assert settings.atol is not None and settings.rtol is not None
+        share, error = float(check.worst_share), abs(float(check.actual) - float(check.expected))
+        if not (np.isfinite(share) and share > 0 and np.isfinite(error)):
+            return np.asarray(settings.atol)
+        return np.asarray(max(error / share - settings.rtol * abs(float(check.expected)), 0.0))
 
     def _reduced_tolerance(self, loss: object, logits: np.ndarray) -> np.ndarray:
         """A loss of one number: as the runner holds it, atol + the rows' rounding allowances and their pairwise
