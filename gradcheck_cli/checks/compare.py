@@ -24,19 +24,8 @@ def compare(
     points at the element that fails it most. A non-finite value anywhere fails the check and is the worst.
     """
     scalar = np.ndim(actual) == 0 and np.ndim(expected) == 0
-    actual = np.atleast_1d(np.asarray(actual, dtype=np.float64))
-    expected = np.atleast_1d(np.asarray(expected, dtype=np.float64))
-    # Written with in-place operations: on a streamed file this runs over every Jacobian element.
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        abs_error = np.subtract(actual, expected)
-        np.abs(abs_error, out=abs_error)
-        magnitude = np.abs(expected)
-        tolerance = magnitude * rtol
-        tolerance += atol + _TINY
-        share = abs_error / tolerance
-        np.maximum(magnitude, np.abs(actual), out=magnitude)
-        np.maximum(magnitude, _TINY, out=magnitude)
-        rel_error = np.divide(abs_error, magnitude, out=magnitude)
+    actual, expected, atol = _broadcast(actual, expected, atol)
+    share, max_abs_error, max_rel_error = _shares(actual, expected, atol, rtol)
     # A NaN or infinity in either input makes the share NaN or infinite: argmax picks the first NaN, and
     # the check fails. (Two finite values whose difference overflows count as not finite too.)
     flat = int(np.argmax(share))
@@ -52,8 +41,8 @@ def compare(
     return CheckResult(
         name=name,
         passed=passed,
-        max_abs_error=float(abs_error.max()) if all_finite else None,
-        max_rel_error=float(rel_error.max()) if all_finite else None,
+        max_abs_error=max_abs_error if all_finite else None,
+        max_rel_error=max_rel_error if all_finite else None,
         worst_index=worst_index,
         actual=actual_value,
         expected=expected_value,
@@ -63,6 +52,50 @@ def compare(
         mismatches=mismatches,
         worst_elements=worst,
     )
+
+
+# Elements per block of _shares: its few temporaries of one block stay in the caches.
+_BLOCK = 1 << 16
+
+
+def _broadcast(actual: np.ndarray, expected: np.ndarray, atol: float | np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three at least 1-d and broadcast to their common shape (views: nothing copied)."""
+    actual, expected, atol = (np.atleast_1d(np.asarray(x)) for x in (actual, expected, atol))
+    shape = np.broadcast_shapes(actual.shape, expected.shape, atol.shape)
+    return tuple(np.broadcast_to(x, shape) for x in (actual, expected, atol))  # type: ignore[return-value]
+
+
+def _shares(actual: np.ndarray, expected: np.ndarray, atol: np.ndarray, rtol: float) -> tuple[np.ndarray, float, float]:
+    """Each element's share of its tolerance, |a - e| / (rtol |e| + atol), and the largest absolute error and
+    relative error |a - e| / max(|e|, |a|), all in float64. A block of leading-axis slices at a time: the share
+    is the one array as big as the inputs (the rest is a block's), and every value is the one a whole-array
+    computation gives, operation for operation. The largest errors are meaningful only where every share is
+    finite (a NaN or infinite error makes its share so)."""
+    share = np.empty(actual.shape)
+    leading, width = len(share), int(np.prod(share.shape[1:]))  # leading indices, and elements per one
+    rows = max(1, _BLOCK // max(1, width))
+    # Four buffers of a block, reused by every block (views of their first elements for the last one).
+    buffers = np.empty((4, min(rows, leading) * width))
+    largest_abs = largest_rel = -np.inf
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        for start in range(0, leading, rows):
+            piece = slice(start, start + rows)
+            a, e = actual[piece], expected[piece]
+            abs_error, magnitude, tolerance, other = (b[: a.size].reshape(a.shape) for b in buffers)
+            np.subtract(a, e, out=abs_error, dtype=np.float64)
+            np.abs(abs_error, out=abs_error)
+            np.abs(e, out=magnitude, dtype=np.float64)
+            np.multiply(magnitude, rtol, out=tolerance)
+            tolerance += np.add(atol[piece], _TINY, out=other)  # in the dtype atol has, as atol + tiny is
+            np.divide(abs_error, tolerance, out=share[piece])
+            np.maximum(magnitude, np.abs(a, out=other, dtype=np.float64), out=magnitude)
+            np.maximum(magnitude, _TINY, out=magnitude)
+            rel_error = np.divide(abs_error, magnitude, out=magnitude)
+            if abs_error.size:  # an empty input: argmax says so, as ever
+                largest_abs = max(largest_abs, float(abs_error.max()))
+                largest_rel = max(largest_rel, float(rel_error.max()))
+    return share, largest_abs, largest_rel
 
 
 def _mismatches(

@@ -9,6 +9,8 @@ from typing import NamedTuple
 import numpy as np
 
 from gradcheck_cli.checks.compare import compare, merge
+from gradcheck_cli.checks.hull import BLOCK as _BLOCK
+from gradcheck_cli.checks.hull import hull as _hull
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.numerics import differences
 from gradcheck_cli.numerics.losses.base import Loss, Scales, allowance, rounding_factor
@@ -18,8 +20,6 @@ from gradcheck_cli.settings import Settings
 
 JACOBIAN = ("jacobian", "ds/dz, analytic vs finite differences")
 HESSIAN = ("hessian", "d2L/dz2, analytic vs finite differences of the gradient")
-# Off-diagonal elements compared at once (gathered N x columns x candidates): bounds the memory of a block.
-_BLOCK = 1 << 19
 
 
 class Sides(NamedTuple):
@@ -52,8 +52,10 @@ def jacobian_sides(analytic_s: Softmax, reference: Softmax, settings: Settings,
                                                          settings.temperature)
     low_s = analytic_s.s
     temperature = low_s.dtype.type(settings.temperature)
-    column = np.asarray(low_s / temperature, dtype=np.float64)
-    diagonal = np.asarray(low_s * analytic_s.complement / temperature, dtype=np.float64)
+    unit = settings.temperature == 1.0  # x / 1 is x: no pass over the batch for it
+    column = np.asarray(low_s if unit else low_s / temperature, dtype=np.float64)
+    diagonal = low_s * analytic_s.complement
+    diagonal = np.asarray(diagonal if unit else np.divide(diagonal, temperature, out=diagonal), dtype=np.float64)
     weight = np.ones((low_s.shape[0], 1))
     if multiples is not None:
         analytic, numeric = (np.asarray(m, dtype=np.float64).reshape(-1, 1) for m in multiples)
@@ -95,7 +97,9 @@ def structured_check(sides: Sides, logits: np.ndarray, settings: Settings, rho: 
     if not all(np.isfinite(part).all() for part in (sides.low, sides.column, sides.factor)):
         return by_element(sides, logits, settings, rho, naming)  # nothing to factor: every element counts
     result = _diagonal(sides, settings, rho, naming)
-    if classes > 1:
+    if classes > 1 and sides.low is sides.s:  # float64: one candidate per (row, column), the row's largest other
+        result = merge(result, _largest_others(sides, settings, rho, naming), (0, 0, 0))
+    elif classes > 1:
         for part in _off_diagonal_candidates(sides, settings, rho, naming):
             result = merge(result, part, (0, 0, 0))
     if not result.passed:  # how many of all N C^2 fail, and the worst few: counted element by element
@@ -127,11 +131,19 @@ def _diagonal(sides: Sides, settings: Settings, rho: np.ndarray, naming: tuple[s
     """The diagonal elements (N x C): S = m s_j (1 - s_j) / T, N = m s_j / T (the straightforward s_j - s_j^2)."""
     assert settings.rtol is not None
     scale = sides.weight / settings.temperature
-    size, gross = sides.s * sides.complement * scale, sides.s * scale
+    size, gross = _scaled(sides.s * sides.complement, scale), _scaled(sides.s, scale)
     eta = float(differences.exact_step(settings.eps or 0.0)) / settings.temperature
     atol = allowance(sides.own, Scales(size, gross, scale), settings, rho, eta)
     check = compare(naming[0], sides.diagonal, sides.own, atol, settings.rtol, naming[1])
     return _placed(check, lambda at: (at[0], at[1], at[1]))
+
+
+def _scaled(values: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """values * scale (N x 1); values itself where every scale is 1 (the Jacobian's, at T = 1): x * 1 is x, so
+    that pass over the batch is skipped."""
+    if bool((scale == 1.0).all()):
+        return values
+    return values * scale
 
 
 def _elements(sides: Sides, n: np.ndarray, i: np.ndarray | None, j: np.ndarray | None, settings: Settings,
@@ -157,6 +169,35 @@ def _elements(sides: Sides, n: np.ndarray, i: np.ndarray | None, j: np.ndarray |
     check = compare(naming[0], analytic, numeric, atol, settings.rtol, naming[1])
     shape = analytic.shape
     return _placed(check, lambda at: tuple(int(np.broadcast_to(k, shape)[at]) for k in (n, i, j)))
+
+
+def _largest_others(sides: Sides, settings: Settings, rho: np.ndarray, naming: tuple[str, str]) -> CheckResult:
+    """Where low is s (float64), the off-diagonal element of each (row n, column j) that decides the check: i the
+    row's largest s_i other than j (structured_check), the same for every column but the row's largest class.
+    So s_i is one number per row (two at that column): N x C products, with nothing gathered. The values and
+    the allowance are _elements' for the same (n, i, j), product for product."""
+    assert settings.rtol is not None
+    s, rows = sides.s, np.arange(sides.s.shape[0])
+    first = s.argmax(axis=1)
+    rest = s.copy()
+    rest[rows, first] = -np.inf
+    second = rest.argmax(axis=1)
+    del rest
+    s_first, s_second = s[rows, first][:, None], s[rows, second]
+    scale = sides.weight / settings.temperature  # N x 1
+    analytic = np.multiply(s_first, sides.column)
+    np.negative(analytic, out=analytic)
+    numeric = np.multiply(s_first, sides.factor)
+    size = np.multiply(_scaled(s, scale), s_first)
+    # The row's largest class: its largest other is the second largest.
+    analytic[rows, first] = -(s_second * sides.column[rows, first])
+    numeric[rows, first] = s_second * sides.factor[rows, first]
+    size[rows, first] = s_second * (s[rows, first] * scale[:, 0])
+    eta = float(differences.exact_step(settings.eps or 0.0)) / settings.temperature
+    atol = allowance(numeric, Scales(size, size, scale), settings, rho, eta)
+    del size
+    check = compare(naming[0], analytic, numeric, atol, settings.rtol, naming[1])
+    return _placed(check, lambda at: (at[0], int(second[at[0]] if at[1] == first[at[0]] else first[at[0]]), at[1]))
 
 
 def _at(values: np.ndarray, n: np.ndarray, k: np.ndarray | None) -> np.ndarray:
@@ -197,21 +238,12 @@ def _off_diagonal_candidates(sides: Sides, settings: Settings, rho: np.ndarray,
 
 
 def _candidates(sides: Sides) -> _Candidates:
-    """The classes whose elements decide the check. Where low is s, the largest s_i other than j (one per
-    (row, column)). Else the vertices of the hull of the points (s_i, d_i) and the extreme r_i = d_i / s_i
-    (`first`), and per (row, column) the two r_i next to r*_j (ratio_neighbours). Without one point j of
+    """The classes whose elements decide the check where low is not s (where it is, _largest_others): the
+    vertices of the hull of the points (s_i, d_i) and the extreme r_i = d_i / s_i (`first`), and per (row,
+    column) the two r_i next to r*_j (ratio_neighbours). Without one point j of
     `first`, a hull vertex is one of the others or a vertex of the hull of the points inside (a vertex of a
     set's hull is one of any subset holding it): `second`, that inner hull and the next extreme r_i."""
     s, low = sides.s, sides.low
-    rows, classes = s.shape
-    if low is s:  # the analytic s is the reference's (float64)
-        first = s.argmax(axis=1)[:, None]
-        rest = s.copy()
-        np.put_along_axis(rest, first, -np.inf, axis=1)
-        second = rest.argmax(axis=1)[:, None]
-        other = np.where(np.arange(classes)[None, :] == first, second, first)
-        nothing = np.zeros((rows, 0), dtype=np.intp)
-        return _Candidates(nothing, nothing, other[:, :, None], np.zeros(s.shape, dtype=bool))
     d = low - s
     outer = _hull(s, d)
     inner = _inner_hull(s, d, outer)
@@ -277,55 +309,6 @@ def _counts_at_most(ranked: np.ndarray, queries: np.ndarray) -> np.ndarray:
     counts = np.empty(queries.shape, dtype=np.intp)
     counts[np.repeat(np.arange(rows), queries.shape[1]), order[taken] - classes] = before[taken]
     return counts
-
-
-def _hull(s: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """A mask of the vertices of the convex hull of each row's points (s_i, d_i) (N x C).
-
-    A vertex maximises some a s + b d: with b > 0 it is a line of the upper envelope of the lines
-    lam s_i + d_i, with b < 0 of lam s_i - d_i, with b = 0 an end of both."""
-    return _envelope(s, d) | _envelope(s, -d)
-
-
-def _envelope(slopes: np.ndarray, intercepts: np.ndarray) -> np.ndarray:
-    """The lines of max_i (lam slopes_i + intercepts_i) over all lam, per row (N x C mask), by quickhull:
-    between two lines of the envelope, the line highest where they cross is on it if it is above them there;
-    if none is, nothing between them is (a line below both at their two ends and at the crossing stays below).
-    Every round takes all open pairs of all rows at once; each costs one pass over its row."""
-    rows, classes = slopes.shape
-    found = np.zeros(slopes.shape, dtype=bool)
-    every = np.arange(rows)
-    least, most = slopes.min(axis=1, keepdims=True), slopes.max(axis=1, keepdims=True)
-    first = np.where(slopes == least, intercepts, -np.inf).argmax(axis=1)  # least slope, highest of those
-    last = np.where(slopes == most, intercepts, -np.inf).argmax(axis=1)
-    found[every, first] = found[every, last] = True
-    n, a, b = every, first, last
-    for _ in range(classes):  # at most one round per vertex; ends far sooner
-        keep = slopes[n, a] < slopes[n, b]
-        n, a, b = n[keep], a[keep], b[keep]
-        if not n.size:
-            break
-        c = np.concatenate([_highest(slopes, intercepts, n[k:k + _rows(classes)], a[k:k + _rows(classes)],
-                                     b[k:k + _rows(classes)]) for k in range(0, n.size, _rows(classes))])
-        split = c >= 0
-        n, a, b, c = n[split], a[split], b[split], c[split]
-        found[n, c] = True
-        n, a, b = np.concatenate([n, n]), np.concatenate([a, c]), np.concatenate([c, b])
-    return found
-
-
-def _rows(classes: int) -> int:
-    return max(1, _BLOCK // classes)
-
-
-def _highest(slopes: np.ndarray, intercepts: np.ndarray, n: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """For each pair of lines (a, b) of row n: the line highest where they cross if above both there, else -1."""
-    lam = (intercepts[n, a] - intercepts[n, b]) / (slopes[n, b] - slopes[n, a])
-    values = lam[:, None] * slopes[n] + intercepts[n]
-    c = values.argmax(axis=1)
-    pairs = np.arange(n.size)
-    above = values[pairs, c] > np.maximum(values[pairs, a], values[pairs, b])
-    return np.where(above, c, -1)
 
 
 def _placed(check: CheckResult, place: Callable[[tuple[int, ...]], tuple[int, ...]]) -> CheckResult:

@@ -8,11 +8,12 @@ scales carry the temperature, weights, smoothing and reduction, the rounding all
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 
 from gradcheck_cli.batch import Batch
-from gradcheck_cli.checks.compare import compare
+from gradcheck_cli.checks.compare import compare, merge
 from gradcheck_cli.checks.jacobian import hessian_check, jacobian_check, jacobian_scales
 from gradcheck_cli.checks.precision import (
     baseline_value,
@@ -41,16 +42,49 @@ def check_rows(batch: Batch, settings: Settings, kind: LossKind, normalizer: flo
         return _check_rows(batch, settings, kind, normalizer)
 
 
+# Rows checked at a time (about this many elements): a block's temporaries stay in the caches, and every check
+# is per row, so the blocks' results merge into the batch's exactly (compare.merge).
+BLOCK_ELEMENTS = 1 << 17
+
+
+class _Piece(NamedTuple):
+    """The checks of some rows, and what the batch's RowChecks and supplied checks need of them."""
+
+    checks: list[CheckResult]
+    row_losses: np.ndarray
+    analytic_s: Softmax
+    analytic: np.ndarray
+    numeric: np.ndarray
+    reference: Softmax
+    rho: np.ndarray
+
+
 def _check_rows(batch: Batch, settings: Settings, kind: LossKind, normalizer: float) -> RowChecks:
     held = settings  # what the user's values are held to; in half precision gradcheck's own are float64
     if settings.dtype in LOW_PRECISION:  # at the logits rounded to it: see checks/precision.py
         settings = settings._replace(dtype="float64")
-    assert settings.eps is not None and settings.atol is not None and settings.rtol is not None
     dtype = np.dtype(settings.dtype)
     low = round_to(batch.logits, held.dtype) if held is not settings else batch.logits.astype(dtype, copy=False)
     logits = low.astype(np.float64, copy=False)
     _refuse_overflow(batch.logits, logits, settings.temperature, held.dtype)
     reference_loss = replace(kind.build(batch, settings, np.dtype(np.float64)), normalizer=normalizer)
+    step = max(1, BLOCK_ELEMENTS // max(1, batch.classes))
+    if settings.order == 2 or batch.rows <= step:  # the Hessian's refusal counts the whole batch's elements
+        piece = _check_piece(batch, low, logits, settings, kind, normalizer, reference_loss)
+    else:
+        piece = _by_blocks(batch, low, logits, settings, kind, normalizer, step)
+    checks = piece.checks + supplied_checks(batch, held, logits, piece.reference, reference_loss, piece.rho)
+    return RowChecks(checks, piece.row_losses, piece.analytic_s, piece.analytic, piece.numeric, logits,
+                     reference_loss)
+
+
+def _check_piece(batch: Batch, low: np.ndarray, logits: np.ndarray, settings: Settings, kind: LossKind,
+                 normalizer: float, reference_loss: Loss | None = None) -> _Piece:
+    """Every check of these rows against finite differences (the supplied values are the batch's to check)."""
+    assert settings.eps is not None and settings.atol is not None and settings.rtol is not None
+    dtype = np.dtype(settings.dtype)
+    if reference_loss is None:
+        reference_loss = replace(kind.build(batch, settings, np.dtype(np.float64)), normalizer=normalizer)
     # softmax(z / T) once for every check of these rows (twice in float32: the analytic one and the reference)
     reference = reference_loss.softmax(logits)  # its own probabilities: a sigmoid for bce
     analytic_loss, analytic_s = reference_loss, reference
@@ -64,16 +98,57 @@ def _check_rows(batch: Batch, settings: Settings, kind: LossKind, normalizer: fl
     eta = float(differences.exact_step(settings.eps)) / settings.temperature  # the step in u = z / T
     scales = reference_loss.gradient_scales(logits, reference)
     tolerance = allowance(numeric, scales, settings, rho, eta, unit=reference_loss.scale)
+    del scales
     checks = [
         compare("gradient", analytic, numeric, tolerance, settings.rtol,
                 description="dL/dz, analytic vs finite differences"),
         _JACOBIAN_CHECKS[reference_loss.activation](analytic_s, reference, logits, settings, rho),
     ]
+    del tolerance
     if settings.order == 2:
         checks.append(hessian_check(analytic_loss, reference_loss, low, logits, analytic_s, reference, settings, rho))
-    checks += supplied_checks(batch, held, logits, reference, reference_loss, rho)
-    return RowChecks(checks, analytic_loss.row_losses(low, analytic_s), analytic_s, analytic, numeric,
-                     logits, reference_loss)
+    return _Piece(checks, analytic_loss.row_losses(low, analytic_s), analytic_s, analytic, numeric, reference, rho)
+
+
+def _rows_of(batch: Batch, start: int, stop: int) -> Batch:
+    """Rows start to stop of a batch (views), without the user's values: those are checked on the whole batch."""
+    def rows(values: np.ndarray | None) -> np.ndarray | None:
+        return None if values is None else values[start:stop]
+
+    return replace(batch, logits=batch.logits[start:stop], labels=rows(batch.labels), targets=batch.targets[start:stop],
+                   row_lines=rows(batch.row_lines), supplied={}, teacher_logits=rows(batch.teacher_logits))
+
+
+def _by_blocks(batch: Batch, low: np.ndarray, logits: np.ndarray, settings: Settings, kind: LossKind,
+              normalizer: float, step: int) -> _Piece:
+    """The checks of the batch's rows `step` at a time, merged; each block's arrays are copied into the batch's as
+    it is done (its temporaries go, so memory is the results' and one block's)."""
+    checks: list[CheckResult | None] = []
+    arrays: list[np.ndarray] = []
+    same = True
+    for start in range(0, batch.rows, step):
+        stop = min(start + step, batch.rows)
+        piece = _check_piece(_rows_of(batch, start, stop), low[start:stop], logits[start:stop], settings, kind,
+                             normalizer)
+        if not arrays:
+            checks = [None] * len(piece.checks)
+            same = piece.reference is piece.analytic_s  # float64: the analytic softmax is the reference
+            arrays = [np.empty((batch.rows, *a.shape[1:]), dtype=a.dtype) for a in _arrays(piece, same)]
+        for whole, part in zip(arrays, _arrays(piece, same), strict=True):
+            whole[start:stop] = part
+        checks = [merge(earlier, check, (start,) + (0,) * (len(check.worst_index) - 1))
+                  for earlier, check in zip(checks, piece.checks, strict=True)]
+    row_losses, *rest = arrays
+    fields = len(Softmax._fields)
+    analytic_s, (analytic, numeric), rest = Softmax(*rest[:fields]), rest[fields:fields + 2], rest[fields + 2:]
+    reference = analytic_s if same else Softmax(*rest[:fields])
+    return _Piece([c for c in checks if c is not None], row_losses, analytic_s, analytic, numeric, reference, rest[-1])
+
+
+def _arrays(piece: _Piece, same: bool) -> list[np.ndarray]:
+    """A piece's arrays, one row per row of the piece: row losses, analytic softmax, gradients, [reference], rho."""
+    return [piece.row_losses, *piece.analytic_s, piece.analytic, piece.numeric, *(() if same else piece.reference),
+            piece.rho]
 
 
 def sigmoid_jacobian_check(analytic_s: Softmax, reference: Softmax, logits: np.ndarray, settings: Settings,
@@ -104,12 +179,13 @@ _JACOBIAN_CHECKS = {"softmax": jacobian_check, "sigmoid": sigmoid_jacobian_check
 
 def _refuse_overflow(given: np.ndarray, logits: np.ndarray, temperature: float, dtype: str) -> None:
     """The logits rounded to the dtype, and z / T, must be finite in it, or no derivative is left to check."""
-    beyond = np.isinf(logits) & np.isfinite(given)  # float16 ends at 65504
-    if beyond.any():
+    # |z| at most: two reductions, no N x C temporary (NaN if any logit is NaN, as abs().max() gives)
+    largest = max(float(logits.max()), -float(logits.min())) if logits.size else 0.0
+    beyond = np.isinf(logits) & np.isfinite(given) if not np.isfinite(largest) else None  # float16 ends at 65504
+    if beyond is not None and beyond.any():
         row, column = (int(i) for i in np.argwhere(beyond)[0])
         raise InputError(f"logits[{row}][{column}]: {given[row, column]:g} overflows {dtype} (largest "
                          f"{FORMATS[dtype].max_value:g}); give logits within its range, or a wider --dtype")
-    largest = float(np.abs(logits).max()) if logits.size else 0.0
     if largest / temperature > FORMATS[dtype].max_value:
         raise InputError(f"--temperature {temperature:g}: a logit of size {largest:g} divided by it overflows "
                          f"{dtype}; use a larger temperature")

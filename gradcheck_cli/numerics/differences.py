@@ -229,6 +229,30 @@ def column_derivative(perturb: Perturbation, step: np.ndarray, column: int | sli
     return value / step.reshape(step.shape + (1,) * (np.ndim(value) - np.ndim(step)))
 
 
+def _stencil(perturb: Perturbation, step: np.ndarray, method: str) -> np.ndarray:
+    """column_derivative over every column at once with one step for all (N x C), its sums made in place."""
+    spec = METHODS[method]
+    if spec.complex_step:
+        return column_derivative(perturb, step, slice(None), method)
+    value: np.ndarray | None = None
+    for offset, weight in zip(spec.offsets, spec.weights, strict=True):
+        term = np.multiply(perturb(slice(None), offset * step), weight)
+        if value is None:
+            value = term
+            value += 0.0  # as 0 + w f: a -0.0 becomes 0.0, bit for bit column_derivative's sum
+        else:
+            value += term
+    assert value is not None
+    return _in_place(np.divide, value, step)
+
+
+def _in_place(operation: np.ufunc, value: np.ndarray, by: float | np.ndarray) -> np.ndarray:
+    """operation(value, by), into value when that is its result's type and shape (numpy's promotion rules)."""
+    if np.result_type(value, by) == value.dtype and np.broadcast_shapes(value.shape, np.shape(by)) == value.shape:
+        return operation(value, by, out=value)
+    return operation(value, by)
+
+
 def differentiate(perturb: Perturbation, h: np.ndarray, method: str) -> np.ndarray:
     """Apply a method's stencil to every column: N x ... x C, the last axis the logit differentiated."""
     return np.stack([column_derivative(perturb, h[:, j], j, method) for j in range(h.shape[1])], axis=-1)
@@ -282,7 +306,7 @@ def numeric_gradient(
     """
     make = getattr(loss, "perturbation", None)
     if make is not None:
-        return column_derivative(make(logits, given), exact_step(eps), slice(None), method) * loss.scale
+        return _in_place(np.multiply, _stencil(make(logits, given), exact_step(eps), method), loss.scale)
     return differentiate(column_perturbation(loss.row_losses, logits), steps(logits, eps), method) * loss.scale
 
 
@@ -311,21 +335,27 @@ def softmax_derivative_factors(
     `s` and `complement` (1 - s) are at the reference logits; h holds the steps, one per logit or one for all.
     """
     spec = METHODS[method]
-
-    def change(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        q = np.expm1(offsets / temperature)
+    if spec.complex_step:
+        q = np.expm1(1j * h / temperature)
         moved = s * q
         others = moved / (1.0 + moved)
-        return -others, others * complement
-
-    if spec.complex_step:
-        factor, own = (part.imag for part in change(1j * h))
-    else:
-        factor = own = np.zeros(())
-        for offset, weight in zip(spec.offsets, spec.weights, strict=True):
-            others, mine = change(offset * h)
-            factor, own = factor + weight * others, own + weight * mine
-    return factor / h, own / h
+        return -others.imag / h, (others * complement).imag / h
+    factor, own = np.zeros(s.shape), np.zeros(s.shape)
+    others, mine = np.empty(s.shape), np.empty(s.shape)
+    for offset, weight in zip(spec.offsets, spec.weights, strict=True):
+        # In place, operation for operation: others = s q / (1 + s q), q = e^(o h / T) - 1; the row factor
+        # gains w (-others), the own change w others (1 - s).
+        np.multiply(s, np.expm1(offset * h / temperature), out=others)
+        np.add(others, 1.0, out=mine)
+        np.divide(others, mine, out=others)
+        np.multiply(others, complement, out=mine)
+        np.multiply(others, -weight, out=others)
+        factor += others
+        np.multiply(mine, weight, out=mine)
+        own += mine
+    factor /= h
+    own /= h
+    return factor, own
 
 
 # --- step-size sweep ----------------------------------------------------------------------------------------

@@ -51,9 +51,10 @@ def softmax_parts(logits: np.ndarray) -> Softmax:
     total = rest + 1.0
     others = total - exps
     others.reshape(-1)[at_largest] = rest[:, 0]
+    # In place: exps and others become s and 1 - s (no more temporaries than the results).
     return Softmax(
-        s=(exps / total).reshape(shape),
-        complement=(others / total).reshape(shape),
+        s=np.divide(exps, total, out=exps).reshape(shape),
+        complement=np.divide(others, total, out=others).reshape(shape),
         shifted=shifted.reshape(shape),
         log_total=np.log(total).reshape((*shape[:-1], 1)),
         largest=largest.reshape(shape[:-1]),
