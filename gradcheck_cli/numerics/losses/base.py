@@ -129,7 +129,9 @@ class Loss:
 
     def softmax(self, logits: np.ndarray, given: Softmax | None = None) -> Softmax:
         """softmax(z / T) (the loss's probabilities: a sigmoid loss gives its own), unless the caller has it."""
-        return given if given is not None else softmax_parts(logits / self.temperature)
+        if given is not None:
+            return given
+        return softmax_parts(logits if self.temperature == 1 else logits / self.temperature)  # z / 1 is z: no copy
 
     def row_losses(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
         raise NotImplementedError

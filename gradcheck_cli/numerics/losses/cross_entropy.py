@@ -80,10 +80,18 @@ class CrossEntropy(Loss):
         z_weights = self.z_weights
         lse = None if z_weights is None else log_sum_exp(base, parts, self.temperature)
 
+        # With class labels a row has one non-zero a_j: the a-term of every other element is 0, so for one step
+        # over every column it is computed only where a_j is not (a quarter of the numeric gradient's time).
+        labelled = np.nonzero(a) if 4 * np.count_nonzero(a) < a.size else None
+
         def perturb(column: int | slice, offsets: np.ndarray) -> np.ndarray:
             u = offsets / self.temperature
             lift = np.log1p(s[:, column] * np.expm1(u))  # the change of lse
-            change = others[:, column] * lift + a[:, column] * np.log1p(complement[:, column] * np.expm1(-u))
+            if labelled is not None and np.ndim(u) == 0 and column == slice(None):
+                change = others * lift
+                change[labelled] += a[labelled] * np.log1p(complement[labelled] * np.expm1(-u))
+            else:
+                change = others[:, column] * lift + a[:, column] * np.log1p(complement[:, column] * np.expm1(-u))
             if z_weights is None or lse is None:
                 return change
             # S (lse + d)^2 - S lse^2 = S d (2 lse + d): proportional to the change, as the rest
