@@ -86,20 +86,25 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def run_gradcheck(logits_path: Path, labels_path: Path) -> tuple[float, float, int, str]:
-    """Wall time, peak PSS of the command and its worker (GB), exit status and the verdict line."""
+def run_gradcheck(logits_path: Path, labels_path: Path) -> tuple[float, tuple[float, float, float], int, str]:
+    """Wall time, peak PSS (GB) of the command and its worker together, of the command alone and of the worker
+    alone (each its own peak), exit status and the verdict line."""
     command = [sys.executable, "-m", "gradcheck_cli", "check", "-i", str(logits_path), "--labels-file",
                str(labels_path), "--impl", KERNEL, "--framework", "torch", "--dtype", "bfloat16", "-q"]
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
     process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
+    peak = command = worker = 0
     while process.poll() is None:
-        peak = max(peak, sum(_pss_kb(pid) for pid in _tree(process.pid)))
+        sizes = {pid: _pss_kb(pid) for pid in _tree(process.pid)}
+        peak = max(peak, sum(sizes.values()))
+        command = max(command, sizes.get(process.pid, 0))
+        worker = max(worker, sum(size for pid, size in sizes.items() if pid != process.pid))
         time.sleep(0.1)
     elapsed = time.perf_counter() - start
     out, err = process.communicate()
-    return elapsed, peak / 2**20, process.returncode, (out.strip().splitlines() or err.strip().splitlines() or [""])[-1]
+    peaks = (peak / 2**20, command / 2**20, worker / 2**20)
+    return elapsed, peaks, process.returncode, (out.strip().splitlines() or err.strip().splitlines() or [""])[-1]
 
 
 def main() -> None:
@@ -113,8 +118,9 @@ def main() -> None:
             logits_path, labels_path = write_input(Path(directory), rows, arguments.classes)
             torch_time = torch_forward_backward(logits_path, labels_path)
             elapsed, peak, status, verdict = run_gradcheck(logits_path, labels_path)
-        print(f"{rows} x {arguments.classes:,} bf16: gradcheck {elapsed:.1f} s, peak {peak:.2f} GB, exit {status} "
-              f"({verdict}); torch forward + backward {torch_time:.2f} s ({elapsed / torch_time:.0f}x)", flush=True)
+        print(f"{rows} x {arguments.classes:,} bf16: gradcheck {elapsed:.1f} s, peak {peak[0]:.2f} GB (command "
+              f"{peak[1]:.2f}, worker {peak[2]:.2f}), exit {status} ({verdict}); torch forward + backward "
+              f"{torch_time:.2f} s ({elapsed / torch_time:.0f}x)", flush=True)
     print(f"load after: {os.getloadavg()[0]:.2f}")
 
 

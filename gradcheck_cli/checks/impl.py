@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gradcheck_cli.checks.compare import compare
-from gradcheck_cli.checks.own_loss import UsersLoss, own_loss_check
+from gradcheck_cli.checks.impl_rows import RowsCompared
+from gradcheck_cli.checks.own_loss import RowLosses, UsersLoss, own_loss_check
 from gradcheck_cli.checks.returned import NUMPY_CALLING, Calling, Returned
 from gradcheck_cli.checks.worker import DEFAULT_TIMEOUT, Caller, Edit, InProcess, start
 from gradcheck_cli.errors import InputError
@@ -67,14 +67,18 @@ class Implementation:
 
     def answer(
         self, logits: np.ndarray, targets: np.ndarray, reduction: str, at: Edit | None = None, loss_only: bool = False,
-        upstream: np.ndarray | None = None,
+        upstream: np.ndarray | None = None, narrow: bool = False,
     ) -> Returned:
         """One call (on `logits` with `at` set in a copy), its values as float64, their shapes checked. `upstream`
-        is g for the gradient (None: 1 per loss value); calls for the loss only keep the last one."""
+        is g for the gradient (None: 1 per loss value); calls for the loss only keep the last one. `narrow`: a
+        large gradient computed in float32 or coarser stays float32 (returned.NARROW_FROM; the same values)."""
         self.calls += 1
         if upstream is None and not loss_only:
             upstream = np.ones(logits.shape[0]) if reduction == "none" else np.ones(())
-        return self._checked(self.caller.call(logits, targets, at, loss_only, upstream), logits, reduction)
+        answer = self._checked(self.caller.call(logits, targets, at, loss_only, upstream), logits, reduction)
+        if narrow or answer.gradient is None or answer.gradient.dtype == np.float64:
+            return answer
+        return answer._replace(gradient=answer.gradient.astype(np.float64))
 
     def losses(self, logits: np.ndarray, targets: np.ndarray, reduction: str, edits: list[Edit]) -> list[np.ndarray]:
         """The loss of one call per edit (each set in a copy of `logits`), shapes checked."""
@@ -98,66 +102,78 @@ class Implementation:
     def checks(
         self, logits: np.ndarray, targets: np.ndarray, reference: Loss, settings: Settings, notes: list[str]
     ) -> list[CheckResult]:
+        """Every check of one call on these logits, all rows at once (runner.py does the same a chunk at a time)."""
+        session = Session(self, logits, targets, settings, notes)
+        gradient = session.chunk(slice(0, logits.shape[0]), logits, reference)
+        return session.finish(gradient, notes)
+
+
+class Session:
+    """One answer of the function on a whole input, checked: called twice there (the second call only for the
+    determinism check), compared with the reference a chunk of rows at a time (chunk(), as runner.py's chunks
+    come; impl_rows.py), then differenced along its own loss (finish()).
+
+    The reference checks hold the user's loss and gradient to --dtype as supplied values are
+    (rows.supplied_reference: the rounding allowance of losses/base.py), the gradient being sum_n g_n grad l_n.
+    At bfloat16 and float16 both verdicts supplied values get: the dtype's tolerance, and the error no worse
+    than gradcheck's plain same-dtype implementation's (checks/precision.py). Nothing is differenced there. A
+    reduced loss is scale * sum_n l_n: each row within its tolerance, and the sum of N rows rounded as numpy
+    and torch sum (pairwise), u (2 + log2 N) scale sum_n |l_n| more.
+    """
+
+    def __init__(self, implementation: Implementation, logits: np.ndarray, targets: np.ndarray, settings: Settings,
+                 notes: list[str]) -> None:
         from gradcheck_cli.numerics.losses.base import upstream_gradient
 
         assert settings.atol is not None and settings.rtol is not None
+        self.implementation, self.logits, self.targets, self.settings = implementation, logits, targets, settings
         reduction = settings.reduction
-        upstream = upstream_gradient(settings, logits.shape[0])
-        first = self.first = self.answer(logits, targets, reduction, upstream=upstream)
-        determinism = _determinism(first, self.answer(logits, targets, reduction, upstream=upstream))
-        assert first.gradient is not None  # the second answer is let go: at 128k classes its gradient is a GB
+        self.upstream = upstream = upstream_gradient(settings, logits.shape[0])
+        first = implementation.first = implementation.answer(logits, targets, reduction, upstream=upstream, narrow=True)
+        # The second answer is let go at once: at 128k classes its gradient is half a GB or more.
+        self.determinism = _determinism(first, implementation.answer(logits, targets, reduction, upstream=upstream,
+                                                                     narrow=True))
+        assert first.gradient is not None
         if not first.weighted and not np.all(upstream == 1.0):
-            notes.append(f"--impl: {self.spec} makes its gradient itself and takes no grad_output parameter, so it is "
-                         f"checked as the gradient of the plain sum of its losses (--grad-output ones)")
-        g = upstream if first.weighted else np.ones_like(upstream)
+            notes.append(f"--impl: {implementation.spec} makes its gradient itself and takes no grad_output "
+                         f"parameter, so it is checked as the gradient of the plain sum of its losses "
+                         f"(--grad-output ones)")
+        self.g = upstream if first.weighted else np.ones_like(upstream)
+        self.compared = RowsCompared(first, settings, self.g, logits.shape[0])
+        self.rows = RowLosses(np.zeros(logits.shape[0]), np.zeros(logits.shape[0]), 1.0)
+
+    @property
+    def first(self) -> Returned:
+        return self.compared.first
+
+    def values(self, rows: slice) -> dict[str, np.ndarray]:
+        """What the function returned for these rows (the loss whole when it is one number), for the report."""
+        first = self.first
+        assert first.gradient is not None
+        loss = first.loss[rows] if self.settings.reduction == "none" else first.loss
+        return {"loss": loss, "gradient": np.asarray(first.gradient[rows], dtype=np.float64)}
+
+    def chunk(self, rows: slice, logits: np.ndarray, reference: Loss) -> CheckResult:
+        """The gradient against the reference on these rows (the check's indices within them); `logits` are the
+        rows' as the function was given them, `reference` gradcheck's loss of these rows."""
+        self.rows.uniform[rows] = np.abs(reference.row_losses(np.zeros_like(logits)))
+        self.rows.losses[rows] = np.abs(reference.row_losses(logits))
+        self.rows = self.rows._replace(scale=reference.scale)
+        return self.compared.chunk(rows, logits, reference)
+
+    def finish(self, gradient: CheckResult, notes: list[str]) -> list[CheckResult]:
+        """The loss's checks, `gradient` (the chunks' checks merged), the gradient's baseline verdict in half
+        precision, the check against the function's own loss, and determinism: the order of the report."""
+        implementation, targets, reduction = self.implementation, self.targets, self.settings.reduction
+        upstream = self.upstream
         users_loss = UsersLoss(
-            losses_at=lambda point, edits: self.losses(point, targets, reduction, edits),
-            answer_at=lambda point: self.answer(point, targets, reduction, upstream=upstream),
+            losses_at=lambda point, edits: implementation.losses(point, targets, reduction, edits),
+            answer_at=lambda point: implementation.answer(point, targets, reduction, upstream=upstream, narrow=True),
         )
-        return [
-            *_reference_checks(first, logits, reference, settings, g),
-            own_loss_check(users_loss, logits, first, reference, settings, notes, g, settings.directions,
-                           settings.seed or 0),  # None: the command line's default seed, 0
-            determinism,
-        ]
-
-
-def _reference_checks(first: Returned, logits: np.ndarray, reference: Loss, settings: Settings,
-                      upstream: np.ndarray) -> list[CheckResult]:
-    """The user's loss and gradient against gradcheck's reference, held to --dtype as supplied values are
-    (rows.supplied_reference: the rounding allowance of losses/base.py), the gradient being sum_n g_n grad l_n.
-    At bfloat16 and float16 both verdicts supplied values get (rows.half_precision_verdicts): the dtype's
-    tolerance, and the error no worse than gradcheck's plain same-dtype implementation's (checks/precision.py).
-
-    Nothing is differenced. A reduced loss is scale * sum_n l_n: each row within its tolerance, and the sum of
-    N rows rounded as numpy and torch sum (pairwise), u (2 + log2 N) scale sum_n |l_n| more.
-    """
-    from gradcheck_cli.checks.rows import half_precision_verdicts, supplied_reference
-    from gradcheck_cli.numerics.losses.base import rounding_factor
-    from gradcheck_cli.numerics.precision import FORMATS
-    from gradcheck_cli.numerics.softmax import softmax_parts
-    from gradcheck_cli.settings import LOW_PRECISION
-
-    assert first.gradient is not None and settings.rtol is not None
-    parts = softmax_parts(logits / settings.temperature)
-    weighted = settings._replace(grad_output=tuple(np.ravel(upstream).tolist()))
-    if settings.dtype in LOW_PRECISION:  # the dtype's tolerance and the baseline verdict, as supplied values get
-        return half_precision_verdicts("impl", {"loss": first.loss, "gradient": first.gradient}, logits, parts,
-                                       reference, weighted)
-    rho = rounding_factor(logits, settings.temperature)
-    gradient, gradient_tolerance = supplied_reference("gradient", logits, parts, reference, weighted, rho)
-    expected, loss_tolerance = supplied_reference("loss", logits, parts, reference, settings, rho)
-    if settings.reduction != "none":
-        rows = expected
-        expected = np.asarray(reference.reduce(rows))
-        summed = FORMATS[settings.dtype].unit_roundoff * (2.0 + np.log2(rows.size)) * np.abs(rows).sum()
-        loss_tolerance = reference.scale * (loss_tolerance.sum() + summed)
-    return [
-        compare("impl loss", first.loss, expected, loss_tolerance, settings.rtol,
-                description="your loss vs gradcheck's reference"),
-        compare("impl gradient", first.gradient, gradient, gradient_tolerance, settings.rtol,
-                description="your gradient vs gradcheck's reference"),
-    ]
+        settings = self.settings
+        own = own_loss_check(users_loss, self.logits, self.first, self.rows, settings, notes, self.g,
+                             settings.directions, settings.seed or 0)  # None: the command line's default seed, 0
+        return [*self.compared.finish(gradient), own, self.determinism]
 
 
 _SAME_TWICE = "two calls on the same input give identical loss and gradient"
@@ -174,7 +190,7 @@ def _determinism(first: Returned, again: Returned) -> CheckResult:
         value = float(first.gradient[corner]) if first.gradient.size else float("nan")
         return CheckResult("impl determinism", True, 0.0, 0.0, corner, value, value, _SAME_TWICE)
     with np.errstate(invalid="ignore"):  # inf - inf: a changed infinity counts as an infinite change
-        changed = np.abs(np.nan_to_num(first.gradient - again.gradient, nan=np.inf))
+        changed = np.abs(np.nan_to_num(first.gradient.astype(np.float64) - again.gradient, nan=np.inf))
     # The same value twice (the same NaN or infinity included) is no change.
     changed[(first.gradient == again.gradient) | (np.isnan(first.gradient) & np.isnan(again.gradient))] = 0.0
     worst = np.unravel_index(int(np.argmax(changed)), changed.shape)

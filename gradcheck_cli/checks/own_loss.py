@@ -68,6 +68,7 @@ _PRECISION_NAMES = {2.0**-52: "float64", FLOAT32_EPSILON: "float32", 2.0**-10: "
 _TRUNCATION = {"forward": 1 / 2, "backward": 1 / 2, "central": 1 / 6, "five-point": 1 / 30,
                "richardson": 1 / (5040 * 64)}  # its two extrapolations leave 1/64 of central's h^6 f^(7) / 5040
 _DERIVATIVE_BOUND = {2: 0.5, 3: 0.4, 5: 1.1, 7: 5.6}  # B by derivative order: twice the largest found
+BLOCK = 1 << 20  # elements worked on at once where whole-array expressions would make N x C temporaries
 
 
 class UsersLoss(NamedTuple):
@@ -78,24 +79,39 @@ class UsersLoss(NamedTuple):
 
 
 def detected_precision(answer: Returned) -> float:
-    """The machine epsilon the function computed in: its types', or float32's for float32 values cast to float64."""
+    """The machine epsilon the function computed in: its types', or float32's for float32 values cast to float64
+    (every finite non-zero value exact in float32, not all in float16), read a BLOCK at a time (no copies)."""
     if answer.precision > FLOAT64_EPSILON or answer.gradient is None:
         return answer.precision
-    values = np.concatenate([answer.loss.ravel(), answer.gradient.ravel()])
-    values = values[np.isfinite(values) & (values != 0)]
-    with np.errstate(over="ignore"):
-        in_float32 = values.size > 0 and np.array_equal(values.astype(np.float32), values)
-        in_float16 = np.array_equal(values.astype(np.float16), values)
-    return FLOAT32_EPSILON if in_float32 and not in_float16 else answer.precision
+    gradient = answer.gradient.reshape(-1)
+    blocks = [answer.loss.ravel(), *(gradient[at:at + BLOCK] for at in range(0, gradient.size, BLOCK))]
+    seen, in_float16 = False, True
+    for block in blocks:
+        values = block[np.isfinite(block) & (block != 0)]
+        with np.errstate(over="ignore"):
+            if not np.array_equal(values.astype(np.float32), values):
+                return answer.precision
+            in_float16 = in_float16 and np.array_equal(values.astype(np.float16), values)
+        seen = seen or values.size > 0
+    return FLOAT32_EPSILON if seen and not in_float16 else answer.precision
 
 
 def precision_name(precision: float) -> str:
     return _PRECISION_NAMES.get(precision, f"epsilon {precision:.3g}")
 
 
+class RowLosses(NamedTuple):
+    """What the error bounds take from gradcheck's reference loss, per row (N each): |l_n| at uniform
+    probabilities (zero logits) and at the logits, and the reduction's scale. Filled a chunk of rows at a time."""
+
+    uniform: np.ndarray
+    losses: np.ndarray
+    scale: float
+
+
 def own_loss_check(
-    user: UsersLoss, logits: np.ndarray, first: Returned, reference: Loss, settings: Settings, notes: list[str],
-    upstream: np.ndarray | None = None, directions: int = 16, seed: int = 0,
+    user: UsersLoss, logits: np.ndarray, first: Returned, reference: RowLosses, settings: Settings,
+    notes: list[str], upstream: np.ndarray | None = None, directions: int = 16, seed: int = 0,
 ) -> CheckResult:
     """The user's gradient against finite differences of their own loss, on every element.
 
@@ -160,17 +176,23 @@ def _differences(user: UsersLoss, point: np.ndarray, h: np.ndarray, method: str,
 class _Model:
     """The error bounds of the module docstring, for one batch, precision and method."""
 
-    def __init__(self, logits: np.ndarray, reference: Loss, settings: Settings, method: str, precision: float):
+    def __init__(self, logits: np.ndarray, reference: RowLosses | Loss, settings: Settings, method: str,
+                 precision: float):
+        if not isinstance(reference, RowLosses):  # the loss itself, for these rows at once
+            reference = RowLosses(np.abs(reference.row_losses(np.zeros_like(logits))),
+                                  np.abs(reference.row_losses(logits)), reference.scale)
         self.logits, self.precision, self.spec = logits, precision, differences.METHODS[method]
         self.coarse = precision > FLOAT64_EPSILON
         self.per_row = settings.reduction == "none"
         self.temperature = min(settings.temperature, 1.0)
         rows, classes = logits.shape
         self.log_classes = float(np.log(max(classes, 2)))
-        uniform = np.abs(reference.row_losses(np.zeros_like(logits)))
-        self.weights = (reference.scale * np.maximum(1.0, uniform / self.log_classes))[:, None]  # r_n
-        terms = np.abs(reference.row_losses(logits)) * reference.scale
+        self.weights = (reference.scale * np.maximum(1.0, reference.uniform / self.log_classes))[:, None]  # r_n
+        terms = reference.losses * reference.scale
         self.terms = terms[:, None] if self.per_row else float(terms.sum())
+        # max |z| per row (N x 1), without an N x C temporary: the rounding bounds ask for it again and again
+        self.largest = np.maximum(logits.max(axis=1, initial=-np.inf), -logits.min(axis=1, initial=np.inf))[:, None] \
+            if logits.size else np.zeros((rows, 1))
         self.count = 2 * classes if self.per_row else 2 * rows * classes
         self.stencil_weight = sum(abs(w) for w in self.spec.weights)
         self.reach = max(abs(o) for o in self.spec.offsets)
@@ -178,7 +200,7 @@ class _Model:
 
     def _spread(self, h: np.ndarray | float) -> np.ndarray:
         """2 + log C + 2 |u_n|max, the stencil's reach included (N x 1)."""
-        largest = np.abs(self.logits).max(axis=1, keepdims=True) + self.reach * np.max(h, axis=1, keepdims=True)
+        largest = self.largest + self.reach * np.max(h, axis=1, keepdims=True)
         return 2.0 + self.log_classes + 2.0 * largest / self.temperature
 
     def rounding(self, loss: np.ndarray, h: np.ndarray | float) -> np.ndarray:
@@ -194,12 +216,25 @@ class _Model:
         ideal = balance ** (1 / (q + 1))
         return np.broadcast_to(np.exp2(np.floor(np.log2(self.temperature * ideal))), self.logits.shape)
 
-    def exact_stencil(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The logits on a grid, and steps of at least 4 spacings, so that every stencil point is exact in ε."""
+    def exact_stencil(self, h: np.ndarray, logits: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The logits (or these rows of them) on a grid, and steps of at least 4 spacings, so that every stencil
+        point is exact in ε."""
+        logits = self.logits if logits is None else logits
         for _ in range(2):  # a longer step can widen the reach: the second pass settles it
-            grid = self._ulp(4.0 * np.maximum(np.abs(self.logits), self.reach * h))
+            grid = self._ulp(4.0 * np.maximum(np.abs(logits), self.reach * h))
             h = np.maximum(h, 4.0 * grid)
-        return np.round(self.logits / grid) * grid, h
+        return np.round(logits / grid) * grid, h
+
+    def exact_point(self, h: float) -> tuple[np.ndarray, float]:
+        """exact_stencil with the step h everywhere, a block of rows at a time (only the point is N x C): the
+        point, and the largest step settled on (h if there are no logits)."""
+        point, largest = np.empty_like(self.logits), h
+        step = max(1, BLOCK // max(self.logits.shape[1], 1))
+        for start in range(0, self.logits.shape[0], step):
+            rows = self.logits[start:start + step]
+            point[start:start + step], steps = self.exact_stencil(np.full(rows.shape, h), rows)
+            largest = max(largest, float(steps.max(initial=h)))
+        return point, largest
 
     def _ulp(self, x: np.ndarray) -> np.ndarray:
         """The spacing of the user's precision at x (a power of two)."""
@@ -261,27 +296,34 @@ class _Directional:
             ideal = (self._rounding(np.abs(first.loss), 0.0) / (2 * self.curvature)) ** (1 / 3)
             finite = bool(np.isfinite(ideal) and ideal > 0)
             h = float(np.exp2(np.floor(np.log2(ideal)))) if finite else 1.0
-            point, steps = model.exact_stencil(np.full(model.logits.shape, h))
-        self.h, self.point = float(steps.max()), point
+            self.point, self.h = model.exact_point(h)
+        point = self.point
         answer = first if np.array_equal(point, model.logits) else self.user.answer_at(point)
         assert answer.gradient is not None
         self.gradient, self.loss = answer.gradient, np.abs(answer.loss)
         self.spread = model._spread(np.full((point.shape[0], 1), self.h))
         seeds = [self.seed * 1_000_003 + k for k in range(directions)]
         with _quiet():
-            measured = np.array([self._measure(seed, 0, point.size) for seed in seeds])
+            measured = np.array(self._measure(seeds, 0, point.size))
         notes.append(f"--impl: your own loss was differenced along {directions} random directions, each moving all "
                      f"{point.size:,} logits (2 calls each; --directions), step {self.h:.3g}, seed {self.seed}")
         result = compare("impl gradient vs its own loss", measured[:, 0], np.zeros(directions), measured[:, 1], 0.0,
                          description="your gradient vs directional differences of your own loss")
         return self._located(result, seeds, measured[:, 0])
 
-    def _measure(self, seed: int, start: int, stop: int) -> tuple[float, float]:
-        """<G, v> - D over the support start..stop-1 of direction `seed`, and its tolerance."""
-        above, below = self.user.losses_at(self.point, [Direction(seed, self.h, start, stop),
-                                                        Direction(seed, -self.h, start, stop)])
+    def _measure(self, seeds: list[int], start: int, stop: int) -> list[tuple[float, float]]:
+        """<G, v> - D over the support start..stop-1 of each direction, and its tolerance; all the calls sent
+        at once (the worker goes from one to the next without waiting for this process)."""
+        moves: list[Edit] = [Direction(seed, sign * self.h, start, stop) for seed in seeds for sign in (1.0, -1.0)]
+        losses = self.user.losses_at(self.point, moves)
+        return [self._gap(seed, start, stop, losses[2 * k], losses[2 * k + 1]) for k, seed in enumerate(seeds)]
+
+    def _gap(self, seed: int, start: int, stop: int, above: np.ndarray, below: np.ndarray) -> tuple[float, float]:
         signs = rademacher(seed, self.point.size)[start:stop]
-        predicted = float(self.gradient.reshape(-1)[start:stop] @ signs)
+        gradient = self.gradient.reshape(-1)[start:stop]
+        # <G, v> a block at a time, both sides float64 (BLAS; float64 @ int8 takes a loop 30 times slower)
+        predicted = sum(float(np.asarray(gradient[at:at + BLOCK], dtype=np.float64)
+                              @ signs[at:at + BLOCK].astype(np.float64)) for at in range(0, signs.size, BLOCK))
         difference = float(np.sum(self.signed.reshape(-1) * (above - below))) / (2 * self.h)
         return predicted - difference, self._tolerance(start, stop, np.maximum(np.abs(above), np.abs(below)))
 
@@ -295,12 +337,15 @@ class _Directional:
         """The rounding of G over the support, and atol |S| + rtol sum_S |G|."""
         model, settings = self.model, self.settings
         assert settings.atol is not None and settings.rtol is not None
-        rows = np.arange(start, stop) // model.logits.shape[1]
-        flat = np.abs(self.gradient.reshape(-1)[start:stop])
-        weight = self.weight.reshape(-1)[rows] if model.per_row else self.weight
-        own = 2 * model.precision * float(np.sum(weight * model.weights.reshape(-1)[rows] / model.temperature
-                                                 + flat * self.spread.reshape(-1)[rows]))
-        return own + settings.atol * (stop - start) + settings.rtol * float(flat.sum())
+        own = size = 0.0
+        for at in range(start, stop, BLOCK):  # a block of the support at a time: no N x C temporaries
+            rows = np.arange(at, min(at + BLOCK, stop)) // model.logits.shape[1]
+            flat = np.abs(self.gradient.reshape(-1)[at:at + rows.size], dtype=np.float64)
+            weight = self.weight.reshape(-1)[rows] if model.per_row else self.weight
+            own += float(np.sum(weight * model.weights.reshape(-1)[rows] / model.temperature
+                                + flat * self.spread.reshape(-1)[rows]))
+            size += float(flat.sum())
+        return 2 * model.precision * own + settings.atol * (stop - start) + settings.rtol * size
 
     def _rounding(self, loss: np.ndarray, h: float) -> float:
         """δ_F: the rounding of one evaluation of F, the float64 sum of g_n l_n here included."""
@@ -320,7 +365,7 @@ class _Directional:
         largest element of the gradient (no direction disagreed)."""
         gradient = self.gradient
         if result.passed or not np.isfinite(gaps).all():
-            flat = int(np.argmax(np.abs(np.nan_to_num(gradient, nan=np.inf))))
+            flat = _largest(gradient.reshape(-1))
             largest = tuple(int(i) for i in np.unravel_index(flat, gradient.shape))
             value = float(gradient[largest])
             return result._replace(worst_index=largest, actual=value,
@@ -331,7 +376,7 @@ class _Directional:
         with _quiet():
             while stop - start > 1:  # by linearity the other half's gap is the rest: one measurement a halving
                 middle = (start + stop) // 2
-                left, _ = self._measure(seeds[k], start, middle)
+                ((left, _),) = self._measure([seeds[k]], start, middle)
                 if abs(left) >= abs(gap - left):
                     stop, gap = middle, left
                 else:
@@ -343,3 +388,13 @@ class _Directional:
         return result._replace(worst_index=where, actual=value, expected=expected, max_abs_error=abs(gap),
                                max_rel_error=abs(gap) / max(abs(expected), abs(value), 2.0**-1074),
                                elements=gradient.size, mismatches=None, worst_elements=(worst,))
+
+
+def _largest(values: np.ndarray) -> int:  # argmax |values|, NaN the largest, the first of equals: blockwise
+    best, where = -1.0, 0
+    for at in range(0, values.size, BLOCK):
+        sizes = np.abs(np.nan_to_num(values[at:at + BLOCK], nan=np.inf))
+        k = int(np.argmax(sizes))
+        if sizes[k] > best:
+            best, where = float(sizes[k]), at + k
+    return where

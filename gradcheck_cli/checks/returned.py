@@ -33,6 +33,12 @@ _EPSILON_BY_NAME = {
     "float8_e5m2": 2.0**-2,
 }
 FLOAT64_EPSILON = 2.0**-52
+_MOVE_BLOCK = 1 << 20  # elements of a direction's move made at once (8 MB of float64)
+# From this many elements a value computed in float32 or coarser is handed over as float32 (the same numbers
+# exactly, every float32, bfloat16 or float16 being a float32): half the bytes of float64 in the worker, across
+# the pipe and in this process (a 1,024 x 128,256 gradient: 525 MB, not 1 GB). Implementation.answer widens it
+# to float64 unless its caller takes it narrow.
+NARROW_FROM = 1 << 20
 
 
 class Refused(Exception):
@@ -43,7 +49,7 @@ class Returned(NamedTuple):
     """One call's answer: the loss and the gradient as float64, and the machine epsilon they were computed in."""
 
     loss: np.ndarray
-    gradient: np.ndarray | None  # None when only the loss was asked for
+    gradient: np.ndarray | None  # None when only the loss was asked for; float32 when narrow (NARROW_FROM)
     precision: float  # the coarser of the loss's and the gradient's types (float64 for Python numbers)
     # Whether the gradient is sum_n g_n grad l_n with the upstream g sent (autograd, or a grad_output parameter);
     # False: the function made it without g, so it is the gradient of the plain sum (g = 1).
@@ -97,7 +103,9 @@ def moved(logits: np.ndarray, at: Any) -> np.ndarray:
     point = logits.copy()
     if isinstance(at, Direction):
         part = point.reshape(-1)[at.start:at.stop]
-        part += at.step * rademacher(at.seed, logits.size)[at.start:at.stop]
+        signs = rademacher(at.seed, logits.size)[at.start:at.stop]  # int8: an eighth of the logits' size
+        for begin in range(0, part.size, _MOVE_BLOCK):  # step * signs as float64 a block at a time, not N x C
+            part[begin:begin + _MOVE_BLOCK] += at.step * signs[begin:begin + _MOVE_BLOCK]
     elif at is not None:
         point.flat[at[0]] = at[1]
     return point
@@ -241,7 +249,12 @@ def _numbers(value: Any, what: str) -> tuple[np.ndarray, float]:
     except Exception as error:  # noqa: BLE001 - anything numpy cannot read is the user's value, not our bug
         raise Refused(f"the {what} must be numbers, got {_describe(value)} ({type(error).__name__}: {error})") from None
     precision = _precision(array.dtype, value, what)
-    return array.astype(np.float64), precision
+    return array.astype(np.float32 if _narrow(array.size, precision) else np.float64), precision
+
+
+def _narrow(size: int, precision: float) -> bool:
+    """Whether values computed at this machine epsilon are handed over as float32 (NARROW_FROM)."""
+    return size >= NARROW_FROM and precision >= _EPSILON_BY_NAME["float32"]
 
 
 def _precision(dtype: np.dtype, value: Any, what: str) -> float:
@@ -274,7 +287,8 @@ def _from_torch(tensor: Any, what: str) -> tuple[np.ndarray, float]:
         raise Refused(f"the {what} must be numbers, got {_describe(tensor)}")
     else:
         precision = FLOAT64_EPSILON
-    return np.asarray(tensor.cpu().double().numpy()), precision
+    wide = tensor.float() if _narrow(tensor.numel(), precision) else tensor.double()
+    return np.asarray(wide.cpu().numpy()), precision
 
 
 def _describe(value: Any) -> str:

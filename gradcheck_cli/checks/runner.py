@@ -26,7 +26,7 @@ from gradcheck_cli.errors import InputError
 from gradcheck_cli.numerics import differences
 from gradcheck_cli.numerics.exact import ExactSum
 from gradcheck_cli.numerics.losses import accepted_kind
-from gradcheck_cli.numerics.losses.base import unit_roundoff
+from gradcheck_cli.numerics.losses.base import LossKind, unit_roundoff
 from gradcheck_cli.report import CheckResult, Report, RowChecks
 from gradcheck_cli.settings import DIVIDING_REDUCTIONS, LOW_PRECISION, Settings
 
@@ -95,7 +95,9 @@ def run(
     """Check every batch and fold the results. `normalizer` is the whole input's mean divisor.
 
     `on_rows` sees each batch as it is done (its first row's index, the batch, its checks): per-row output
-    and progress. An implementation is called on each batch, so its input is read whole (one batch).
+    and progress. An implementation is called on each batch whole (its input is read as one batch), and its
+    answer checked with the reference's checks a chunk of rows at a time (_check_implementation), each chunk
+    seen by `on_rows` as a batch of its own.
     `expected_rows`, the input's row count when known, lets --full refuse an input too big to keep before
     its first batch is checked (otherwise before the batch that would not fit).
     """
@@ -108,18 +110,80 @@ def run(
         fold.notes += precision_notes(settings)
     for batch in batches:
         fold.admit(batch, expected_rows)
-        part = check_rows(batch, settings, kind, normalizer)
-        checks = list(part.checks)
-        impl: dict[str, np.ndarray] = {}
         if implementation is not None:
-            checks += implementation.checks(part.logits, batch.targets, part.reference_loss, settings, fold.notes)
-            impl, precision = impl_values(implementation)
-            checks += taylor_check(implementation, part.logits, batch.targets, settings, impl, precision, fold.notes)
+            _check_implementation(implementation, batch, kind, fold, on_rows)
+            continue
+        part = check_rows(batch, settings, kind, normalizer)
         start = fold.rows
-        fold.add(batch, part, checks, impl)
+        fold.add(batch, part, list(part.checks), {})
         if on_rows is not None:
             on_rows(start, batch, part)
     return fold.report()
+
+
+# The rows of an --impl input checked at once hold about this many logits (at least one row): each float64
+# temporary of the reference's checks and of the comparisons of the function's answer is then 8 MB, a few
+# dozen of them at most beside the input and the answer, whatever N x C (128k classes: 8 rows a chunk).
+CHUNK_LOGITS = 1 << 20
+
+
+def _check_implementation(implementation: Implementation, batch: Batch, kind: LossKind, fold: _Fold,
+                          on_rows: OnRows | None) -> None:
+    """The function called on the whole batch (its loss is the batch's) and its answer checked a chunk of rows at
+    a time beside the reference's checks of those rows (impl.Session); then the checks of its own loss."""
+    from gradcheck_cli.checks.impl import Session
+
+    settings = fold.settings
+    if not batch.rows:
+        return  # nothing to call the function on: the report says there are no data rows
+    logits = rounded_logits(batch.logits, settings.dtype)
+    session = Session(implementation, logits, batch.targets, settings, fold.notes)
+    for rows in row_chunks(batch.rows, batch.classes):
+        chunk = rows_of(batch, rows)
+        part = check_rows(chunk, settings, kind, fold.normalizer)
+        start = fold.rows
+        fold.add(chunk, part, [*part.checks, session.chunk(rows, part.logits, part.reference_loss)],
+                 session.values(rows))
+        if on_rows is not None:
+            on_rows(start, chunk, part)
+    checks = session.finish(fold.merged.pop("impl gradient"), fold.notes)  # in the report's order
+    impl, precision = impl_values(implementation)
+    checks += taylor_check(implementation, logits, batch.targets, settings, impl, precision, fold.notes)
+    for check in checks:
+        fold.merged[check.name] = check
+
+
+def row_chunks(rows: int, classes: int) -> list[slice]:
+    """Consecutive rows of about CHUNK_LOGITS logits each (at least one row), covering all `rows`."""
+    step = max(1, CHUNK_LOGITS // max(classes, 1))
+    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+def rows_of(batch: Batch, rows: slice) -> Batch:
+    """These rows of a batch: its arrays of rows cut (a loss of one number for the whole input kept)."""
+    from dataclasses import replace
+
+    def cut(values: np.ndarray | None) -> np.ndarray | None:
+        return None if values is None else np.asarray(values[rows])
+
+    supplied = {name: value[rows] if value.ndim and value.shape[0] == batch.rows else value
+                for name, value in batch.supplied.items()}
+    return replace(batch, logits=batch.logits[rows], labels=cut(batch.labels), targets=batch.targets[rows],
+                   row_lines=cut(batch.row_lines), supplied=supplied, teacher_logits=cut(batch.teacher_logits))
+
+
+def rounded_logits(logits: np.ndarray, dtype: str) -> np.ndarray:
+    """The logits as checks/rows.py rounds them to --dtype, as float64 (what the function is called with), a
+    chunk of rows at a time: no temporary of the whole input's size but the result."""
+    from gradcheck_cli.numerics.precision import round_to
+
+    if dtype == "float64":
+        return np.asarray(logits, dtype=np.float64)
+    rounded = np.empty(logits.shape)
+    for rows in row_chunks(logits.shape[0], logits.shape[1]):
+        part = logits[rows]
+        rounded[rows] = round_to(part, dtype) if dtype in LOW_PRECISION else part.astype(np.float32)
+    return rounded
 
 
 class _Fold:

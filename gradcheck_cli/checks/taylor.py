@@ -39,8 +39,8 @@ distance over which the softmax moves by O(1): T, the temperature.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple, overload
 
 import numpy as np
 
@@ -59,7 +59,7 @@ class TaylorResult(NamedTuple):
     remainders: np.ndarray  # directions x steps: |L(z + t v) - L(z) - t <g, v>| (NaN where L was not finite)
     floor: float  # F, the rounding floor of one evaluation of L (NaN when L(z) or L(0) is not finite)
     slopes: tuple[float | None, ...]  # least-squares slope of log r on log t, None with < 3 points above 200 F
-    directions: np.ndarray  # the signed directions v, stacked (directions x the logits' shape), max |v| = 1
+    directions: Sequence[np.ndarray]  # the signed directions v (each of the logits' shape), max |v| = 1
 
     @property
     def fitted(self) -> np.ndarray:
@@ -106,13 +106,43 @@ def taylor_test(
     steps = scale * TOP_STEP / 2.0 ** np.arange(halvings + 1)
     uniform = _value(loss(np.zeros_like(z)))
     floor = 32 * (precision / 2) * (abs(base) + abs(uniform) + float(np.abs(z * g).sum())) + sum_error(g, steps[0])
-    drawn = np.random.default_rng(seed).standard_normal((directions, *z.shape))
-    drawn /= np.abs(drawn).reshape(directions, -1).max(axis=1).reshape(directions, *(1,) * z.ndim)
-    signed = np.stack([sign * v for v in drawn for sign in (1.0, -1.0)])
+    signed = SignedDirections(seed, directions, z.shape)
     remainders = np.array([[_remainder(loss, z, g, base, t * v) for t in steps] for v in signed])
     result = TaylorResult(steps, remainders, floor, (), signed)
     return result._replace(slopes=tuple(_slope(steps, row, fitted) for row, fitted in zip(
         remainders, result.fitted, strict=True)))
+
+
+class SignedDirections(Sequence[np.ndarray]):
+    """v1, -v1, v2, -v2, ...: Gaussian directions drawn from `seed` (in that order, as one draw of count x shape
+    would give them), each scaled to max |v| = 1, made one at a time as they are used: stacked they would be
+    2 count arrays the size of the logits (GBs at a 128k vocabulary)."""
+
+    def __init__(self, seed: int, count: int, shape: tuple[int, ...]) -> None:
+        self.seed, self.drawn, self.shape = seed, count, shape
+
+    def __len__(self) -> int:
+        return 2 * self.drawn
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        generator = np.random.default_rng(self.seed)
+        for _ in range(self.drawn):
+            v = np.asarray(generator.standard_normal(self.shape))
+            v /= np.abs(v).max()
+            yield v
+            yield -v
+
+    @overload
+    def __getitem__(self, index: int) -> np.ndarray: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[np.ndarray]: ...
+
+    def __getitem__(self, index: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        wanted = range(len(self))[index]  # IndexError past the end, as a list's
+        return next(v for i, v in enumerate(self) if i == wanted)
 
 
 def _value(loss_value: float | np.ndarray) -> float:
