@@ -491,3 +491,21 @@ def test_baseline_check_sums_in_chunks_as_whole(monkeypatch) -> None:
     actual[5, 0] = np.nan
     nan = checks_precision.baseline_check("g", actual, expected, baseline, gross, "bfloat16", "y")
     assert not nan.passed and nan.worst_index == (5, 0) and nan.baseline is not None and nan.baseline.error is None
+
+
+def test_teacher_logits_are_held_at_the_dtype_as_the_logits_are() -> None:
+    """Protects the reference at the inputs as rounded to the dtype, teacher logits included: a kernel casts
+    the teacher's logits to bfloat16 as it casts the student's, so a correct float32 kl gradient computed from
+    both rounded passes, though the teacher's logits given (scale 20) are off the grid by up to 2^-9 relative,
+    a change of up to ~4 % in p (e^0.04 - 1), over the 1.6e-2 of the bfloat16 tolerance if the reference kept
+    them unrounded."""
+    rng = np.random.default_rng(7)
+    batch = _batch(3, 256, "teacher", "bfloat16", seed=7, scale=1.0)
+    given = rng.standard_normal(batch.logits.shape) * 20.0  # off the grid
+    rounded = Batch(logits=batch.logits, labels=None, targets=round_to(given, "bfloat16"),
+                    teacher_logits=round_to(given, "bfloat16"))
+    gradient = _user_gradient("kl", {"reduction": "batchmean"}, rounded, running=False)
+    report = check(batch.logits, loss="kl", reduction="batchmean", dtype="bfloat16", teacher_logits=given,
+                   gradient=gradient)
+    verdicts = {entry.name: entry.passed for entry in report.checks}
+    assert verdicts["supplied gradient"] and verdicts["supplied gradient vs bfloat16 baseline"], verdicts

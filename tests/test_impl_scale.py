@@ -253,3 +253,28 @@ def test_a_wide_impl_check_holds_a_few_arrays_of_the_input_size(tmp_path: Path) 
     assert run.returncode == 0, run.stderr
     passed, arrays = run.stdout.split()
     assert passed == "True" and float(arrays) <= 14, run.stdout
+
+
+def _kl_batchmean(logits: np.ndarray, teacher: np.ndarray) -> tuple[float, np.ndarray]:
+    """kl_div(log_softmax(z), softmax(t), reduction="batchmean") and its gradient, in float32 (an upcast kernel)."""
+    z, t = logits.astype(np.float32), teacher.astype(np.float32)
+    log_q, log_p = _log_softmax(z), _log_softmax(t)
+    p = np.exp(log_p)
+    rows = z.shape[0]
+    return float((p * (log_p - log_q)).sum() / rows), (np.exp(log_q) - p) / rows
+
+
+def test_a_batchmean_loss_baseline_is_divided_by_the_rows() -> None:
+    """Protects impl_rows._half_precision_loss's divisor for batchmean (settings.DIVIDING_REDUCTIONS): the plain
+    bfloat16 baseline of kl's batchmean loss is the rows' sum over N, so its error is a few bfloat16 ulps of the
+    loss; summed without the 1/N it would be N - 1 times the loss off, and the verdict would pass any loss."""
+    from gradcheck_cli.numerics.precision import spacing
+
+    rng = np.random.default_rng(5)
+    logits, teacher = rng.normal(0.0, 2.0, (16, 64)), rng.normal(0.0, 2.0, (16, 64))
+    batch = Batch(logits, None, teacher, teacher_logits=teacher)
+    report = _report(_kl_batchmean, Settings(loss="kl", reduction="batchmean", dtype="bfloat16", directions=4), batch)
+    verdict = next(check for check in report.checks if check.name == "impl loss vs bfloat16 baseline")
+    assert verdict.passed, report.checks
+    assert verdict.baseline is not None and verdict.baseline.baseline_error is not None
+    assert verdict.baseline.baseline_error <= 4 * float(spacing(np.asarray(report.loss), "bfloat16")), verdict

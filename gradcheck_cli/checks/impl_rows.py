@@ -21,6 +21,7 @@ import numpy as np
 
 from gradcheck_cli.checks.compare import compare
 from gradcheck_cli.report import BaselineFigures, CheckResult
+from gradcheck_cli.settings import DIVIDING_REDUCTIONS
 
 if TYPE_CHECKING:
     from gradcheck_cli.checks.returned import Returned
@@ -133,7 +134,7 @@ class RowsCompared:
     def _half_precision(self, rows: slice, logits: np.ndarray, softmax: Softmax, reference: Loss,
                         weighted: Settings, actual: np.ndarray, g: np.ndarray) -> CheckResult:
         """Verdict (a) on the gradient's elements; the row sums of verdict (b), and the loss's rows, kept."""
-        from gradcheck_cli.checks.precision import baseline_value, half_precision_tolerance, plain_baseline
+        from gradcheck_cli.checks.precision import baseline_value, half_precision_tolerance, held_lse, plain_baseline
 
         baseline = plain_baseline(logits, reference, weighted)
         self.loss[rows] = reference.row_losses(logits, softmax)
@@ -144,7 +145,8 @@ class RowsCompared:
         expected = reference.gradient(logits, softmax) * weight
         gross = np.broadcast_to(reference.gradient_scales(logits, softmax).gross * np.abs(weight), expected.shape)
         dtype = self.settings.dtype
-        tolerance = half_precision_tolerance("gradient", expected, gross, softmax.log_s, dtype)
+        tolerance = half_precision_tolerance("gradient", expected, gross, softmax.log_s, dtype,
+                                             held_lse(reference, logits, softmax))
         assert self.gradient_errors is not None
         self.gradient_errors.add(rows, actual, expected, baseline_value(baseline, "gradient", weighted), gross, dtype)
         return compare("impl gradient", actual, expected, tolerance, 0.0, description=_within(dtype, "gradient"))
@@ -182,7 +184,7 @@ class RowsCompared:
             gross = np.asarray(reference.scale * (2.0 + np.log2(max(self.loss.size, 1))) * float(gross.sum()))
             with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
                 baseline = rounded_sum(baseline, dtype)
-                if settings.reduction == "mean":
+                if settings.reduction in DIVIDING_REDUCTIONS:  # mean, and batchmean (kl_div)
                     baseline = round_to(baseline / reference.normalizer, dtype)
         tolerance = half_precision_tolerance("loss", expected, gross, np.zeros(()), dtype)
         return half_precision_checks("impl loss", np.reshape(self.first.loss, expected.shape), expected, tolerance,

@@ -57,6 +57,7 @@ from gradcheck_cli.settings import LOW_PRECISION
 
 if TYPE_CHECKING:
     from gradcheck_cli.numerics.losses.base import Loss
+    from gradcheck_cli.numerics.softmax import Softmax
     from gradcheck_cli.settings import Settings
 
 SLACK = 2.0
@@ -91,6 +92,16 @@ def _upstream(gradient: np.ndarray, settings: Settings) -> np.ndarray:
         return gradient
     g = round_to(upstream_gradient(settings, gradient.shape[0]), settings.dtype)
     return round_to(gradient * (g.reshape(-1, 1) if g.ndim else g), settings.dtype)
+
+
+def held_lse(loss: Loss, logits: np.ndarray, parts: Softmax) -> np.ndarray | None:
+    """Each row's log-sum-exp where the loss's code holds it in the dtype (a z-loss, through torch.logsumexp),
+    for half_precision_tolerance's `lse`; None for every other loss. `parts`: the loss's softmax of `logits`."""
+    if getattr(getattr(loss, "inner", loss), "z_weights", None) is None:
+        return None
+    from gradcheck_cli.numerics.losses.z_loss import log_sum_exp
+
+    return log_sum_exp(loss.entering(logits), parts, loss.temperature)
 
 
 def half_precision_tolerance(name: str, expected: np.ndarray, gross: np.ndarray, log_s: np.ndarray,

@@ -19,6 +19,7 @@ from gradcheck_cli.checks.precision import (
     baseline_value,
     half_precision_checks,
     half_precision_tolerance,
+    held_lse,
     plain_baseline,
 )
 from gradcheck_cli.errors import InputError
@@ -65,6 +66,8 @@ def _check_rows(batch: Batch, settings: Settings, kind: LossKind, normalizer: fl
         settings = settings._replace(dtype="float64")
     dtype = np.dtype(settings.dtype)
     low = round_to(batch.logits, held.dtype) if held is not settings else batch.logits.astype(dtype, copy=False)
+    if held is not settings and batch.teacher_logits is not None:  # the teacher's are inputs too, seen in the dtype
+        batch = replace(batch, teacher_logits=round_to(batch.teacher_logits, held.dtype).astype(np.float64))
     logits = low.astype(np.float64, copy=False)
     _refuse_overflow(batch.logits, logits, settings.temperature, held.dtype)
     reference_loss = replace(kind.build(batch, settings, np.dtype(np.float64)), normalizer=normalizer)
@@ -273,7 +276,8 @@ def _half_precision_reference(name: str, logits: np.ndarray, reference: Softmax,
     gross scale of each element (the terms a straightforward computation adds up to it)."""
     expected, scales = _upstream(name, *_reference(name, logits, reference, loss, settings.temperature), settings)
     gross = np.broadcast_to(scales.gross, expected.shape)
-    return expected, half_precision_tolerance(name, expected, gross, reference.log_s, settings.dtype), gross
+    lse = held_lse(loss, logits, reference)
+    return expected, half_precision_tolerance(name, expected, gross, reference.log_s, settings.dtype, lse), gross
 
 
 def _upstream(name: str, expected: np.ndarray, scales: Scales, settings: Settings) -> tuple[np.ndarray, Scales]:

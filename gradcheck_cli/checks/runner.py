@@ -5,7 +5,8 @@ worst elements come out the same either way (merge and ExactSum are exact), so h
 changes a verdict. What else a run keeps is bounded whatever its length: arrays up to the Keep limits (or
 in temporary files with --full), and file lines as runs of consecutive lines and each check's worst row.
 The user's values (supplied, or returned by --impl) are kept with the arrays, for the tables and JSON, and
-for a diagnosis of their failed checks up to users.DIAGNOSIS_LIMIT logits (users.py says what happens past it).
+for a diagnosis of their failed checks: whole up to users.DIAGNOSIS_LIMIT logits, past it on a bounded
+sample of rows (users.py).
 """
 
 from __future__ import annotations
@@ -233,7 +234,7 @@ class _Fold:
         self.source = batch.source
         self.rows += batch.rows
         self.classes = batch.classes
-        self.users.add(batch, part.logits, impl)
+        self.users.add(batch, part.logits, impl, checks)  # the checks pick the rows a diagnosis samples
         self._keep_arrays(part, {"supplied": batch.supplied, "impl": impl})
 
     def _keep_arrays(self, part: RowChecks, users: dict[str, dict[str, np.ndarray]]) -> None:
