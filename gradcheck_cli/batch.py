@@ -36,6 +36,9 @@ class Batch:
     # readers then set `targets` to them too: what the logits are compared with, the second argument --impl's
     # function receives.
     teacher_logits: np.ndarray | None = field(default=None, repr=False)
+    # The upstream gradient g a tensor file holds (its grad_output: one number, or one per row of the whole input,
+    # not of this batch) as float64, and where it came from; None: the file has none (--grad-output decides).
+    upstream: tuple[np.ndarray, str] | None = field(default=None, repr=False)
 
     @property
     def rows(self) -> int:

@@ -69,7 +69,6 @@ def open_check(
     """
     kind = accepted_kind(settings)  # refuses options this loss does not take before anything is read
     notes: list[str] = []
-    settings = upstream_default(settings, impl is not None, notes)
     with ExitStack() as stack:
         implementation = None
         if impl is not None:
@@ -83,14 +82,14 @@ def open_check(
         ignore = read_ignore_index(settings, kind)
         # A user's function is called on the whole input at once, so it is read as one batch.
         opened = stack.enter_context(open_input(request, ignore, implementation is not None, chunk_bytes))
+        settings = upstream_default(settings, impl is not None, notes, opened)  # a tensor file may hold g
         if opened.whole is None:
-            opened.ignore_index = settings.ignore_index  # chunks keep the option as given (see the README)
+            opened.ignore_index = settings.ignore_index  # chunks keep the option as given, or take -100 below
             if settings.reduction == "none" and settings.grad_output not in (None, "ones"):
                 raise InputError(f"--grad-output with --reduction none takes one value per row of the whole input, "
                                  f"and {opened.name} is read in chunks: check it with --reduction sum, or in "
                                  f"files of under {STREAM_ABOVE_BYTES // 2**20} MB")
-        else:
-            settings = ignored_rows(opened.whole, settings, ignore, notes)
+        settings = ignored_rows(opened, settings, ignore, notes)
         yield CheckJob(opened, settings, implementation, notes)
 
 
@@ -100,8 +99,16 @@ def read_ignore_index(settings: Settings, kind: LossKind) -> int | None:
     return TORCH_IGNORE_INDEX if takes else settings.ignore_index
 
 
-def upstream_default(settings: Settings, impl: bool, notes: list[str]) -> Settings:
-    """--grad-output's default (random for reduction none with --impl), and a seed when anything is random."""
+def upstream_default(settings: Settings, impl: bool, notes: list[str], opened: Input | None = None) -> Settings:
+    """--grad-output's default (random for reduction none with --impl), or the grad_output a tensor file holds
+    (`opened`: with --grad-output FILE's rules, tensors.upstream_setting), and a seed when anything is random."""
+    whole_or_plan = None if opened is None else opened.whole or opened.plan
+    if whole_or_plan is not None and whole_or_plan.upstream is not None:
+        from gradcheck_cli.inputs.tensors import upstream_setting
+
+        chunked = opened is not None and opened.whole is None
+        return settings._replace(grad_output=upstream_setting(
+            whole_or_plan.upstream, settings.grad_output, settings.reduction, whole_or_plan.rows, chunked))
     if settings.grad_output is None and impl and settings.reduction == "none":
         settings = settings._replace(grad_output="random")
     if settings.seed is None and settings.grad_output == "random":
@@ -111,16 +118,22 @@ def upstream_default(settings: Settings, impl: bool, notes: list[str]) -> Settin
     return settings
 
 
-def ignored_rows(batch: Batch, settings: Settings, ignore: int | None, notes: list[str]) -> Settings:
+def ignored_rows(opened: Input | Batch, settings: Settings, ignore: int | None, notes: list[str]) -> Settings:
     """The settings with torch's default ignore_index taken where a label is -100, and a note of the rows so
-    ignored (an --ignore-index given is the user's own choice, and the report's settings show it)."""
-    if batch.labels is None or ignore is None or settings.ignore_index is not None:
+    ignored (an --ignore-index given is the user's own choice, and the report's settings show it). An input
+    read in chunks is counted whole first (inputs/labelled.py), and its chunks then read with the label."""
+    if ignore is None or settings.ignore_index is not None:
         return settings
-    ignored = int((batch.labels == ignore).sum())
+    from gradcheck_cli.inputs.labelled import count_label
+
+    if isinstance(opened, Batch):
+        opened = Input(opened.source, None, 0, opened)
+    ignored = count_label(opened, ignore)
     if ignored == 0:
         return settings
-    notes.append(f"{ignored} of {batch.rows} rows ignored: their label is {ignore}, torch's default ignore_index "
-                 f"(--ignore-index changes it)")
+    notes.append(f"{ignored} of {opened.count_rows()} rows ignored: their label is {ignore}, torch's default "
+                 f"ignore_index (--ignore-index changes it)")
+    opened.ignore_index = ignore  # a chunked input's rows labelled so are read, and ignored
     return settings._replace(ignore_index=ignore)
 
 
@@ -173,4 +186,7 @@ def load_whole(request: InputRequest, settings: Settings) -> Batch:
     accepted_kind(settings)
     with open_input(request, settings.ignore_index, whole=True) as opened:
         assert opened.whole is not None
+        if opened.whole.upstream is not None:  # ignored, g would make a right g-weighted gradient fail unexplained
+            raise InputError(f"{opened.whole.upstream[1]}: an upstream gradient (grad_output) is read by check only; "
+                             "sweep and explain take the gradient of the plain loss: remove the key")
         return opened.whole

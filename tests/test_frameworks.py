@@ -121,8 +121,12 @@ def test_framework_and_device_need_impl(gradcheck):
 
 def test_a_framework_that_is_not_installed_is_one_line_exit_2(gradcheck, tmp_path, monkeypatch):
     """torch and jax are never dependencies: asked for and missing, the check stops with what to install."""
+    blocked = tmp_path / "blocked"  # on sys.path first: an import raises ImportError in a spawned worker too
+    blocked.mkdir()
+    monkeypatch.syspath_prepend(str(blocked))
     for name in ("torch", "jax"):
-        monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError, here and in the forked worker
+        (blocked / f"{name}.py").write_text("raise ImportError('not installed')\n")
+        monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError, here and in a forked worker
         run = gradcheck("check", *ROWS, "--labels", "2,-100,3,0", "--impl", kernel(tmp_path, "correct"),
                         "--framework", name)
         assert run.exit_code == 2 and run.stdout == "", run
@@ -301,6 +305,17 @@ def test_jax_cross_entropy_returning_only_its_loss_passes(gradcheck, tmp_path):
     run = gradcheck("check", *ROWS, "--labels", "2,-100,3,0", "--impl", kernel(tmp_path, "cross_entropy", JAX_KERNELS),
                     "--framework", "jax", "-f", "json")
     assert run.exit_code == 0, run
+    assert checks_of(run)["impl gradient"]["max_rel_error"] < 1e-12
+
+
+def test_a_numpy_impl_runs_after_jax_has_run_in_this_process(gradcheck, tmp_path):
+    """Protects the worker's start (checks/worker_spawn.py): once JAX has run here, a fork warns that it may
+    deadlock (an error under this suite's -W error) and was what made every --impl test after a JAX one fail;
+    the worker is then a new interpreter, and the check passes with nothing said on stderr."""
+    jnp = pytest.importorskip("jax.numpy", reason=NEEDS_JAX)
+    assert float(jnp.ones(3).sum()) == 3.0  # JAX's runtime (and its at-fork warning) started in this process
+    run = gradcheck("check", *ROWS, "--labels", "2,-100,3,0", "--impl", kernel(tmp_path, "correct"), "-f", "json")
+    assert run.exit_code == 0 and run.stderr == "", run
     assert checks_of(run)["impl gradient"]["max_rel_error"] < 1e-12
 
 

@@ -348,6 +348,22 @@ def test_after_an_error_the_worker_is_called_on_the_right_logits(tmp_path):
         assert float(implementation.call(small, targets, "mean")[0]) == 1.0
 
 
+def test_an_array_changed_in_place_after_a_call_is_sent_again(tmp_path):
+    """Protects the worker's fingerprints of what it holds (worker._Worker.call keeps no copy): a buffer the
+    caller reuses, its values changed in place (a zero's sign included), is sent again, never taken as held."""
+    path = module(tmp_path, """
+        def first(z, t):
+            return float(np.copysign(1.0, z[0, 0]) * (1 + abs(z[0, 0]))), np.zeros_like(z)
+        """)
+    buffer, targets = np.array([[0.0, 2.0]]), np.array([[1.0, 0.0]])
+    with Implementation.load(f"{path}:first") as implementation:
+        assert float(implementation.call(buffer, targets, "mean")[0]) == 1.0
+        buffer[0, 0] = -0.0
+        assert float(implementation.call(buffer, targets, "mean")[0]) == -1.0
+        buffer[0, 0] = 4.0
+        assert float(implementation.call(buffer, targets, "mean")[0]) == 5.0
+
+
 def _open_memory_files() -> int:
     return sum("memfd:" in os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
                if os.path.exists(f"/proc/self/fd/{fd}"))

@@ -318,8 +318,25 @@ ERRORS = [
     ("a text file read as .npy", lambda p: [*_bytes(p / "t.csv", b"1,2,3\n"), "--input-format", "npy", "--labels", "0"],
      "t.csv: not a .npy file (it does not start with numpy's magic string)"),
     ("uint64 labels beyond int64", lambda p: _huge_labels_file(p), "y.npy: labels[1]: 9223372036854775809 is far too large"),
-    ("grad_output in the file", lambda p: _named(p / "b.npz", {"logits": Z, "labels": Y, "grad_output": Y * 1.0}),
-     "b.npz: 'grad_output': upstream gradients are not read from tensor files yet"),
+    ("a grad_output not finite", lambda p: [*_named(p / "b.npz", {"logits": Z, "labels": Y,
+                                                                   "grad_output": np.array([1.0, np.nan, 1, 1])}),
+                                            "--reduction", "none"],
+     "b.npz: grad_output[1]: nan is not finite; the upstream gradient must be finite numbers"),
+    ("a grad_output per row for a mean", lambda p: _named(p / "b.npz", {"logits": Z, "labels": Y,
+                                                                       "grad_output": np.ones(4)}),
+     "b.npz: grad_output: 4 upstream gradient values; --reduction mean takes one number"),
+    ("a grad_output too short", lambda p: [*_named(p / "b.safetensors", {"logits": Z, "labels": Y,
+                                                                          "grad_output": np.ones(3)}),
+                                           "--reduction", "none"],
+     "b.safetensors: grad_output: 3 upstream gradient values; --reduction none takes one per row (4)"),
+    ("an integer grad_output", lambda p: _named(p / "b.npz", {"logits": Z, "labels": Y, "grad_output": Y}),
+     "b.npz: grad_output: dtype int64; the upstream gradient must be float64, float32, float16, bfloat16"),
+    ("a 2-D grad_output", lambda p: _named(p / "b.npz", {"logits": Z, "labels": Y, "grad_output": np.ones((4, 1))}),
+     "b.npz: grad_output: the upstream gradient is 4 x 1; give one number, or one per row for --reduction none"),
+    ("grad_output in the file and --grad-output", lambda p: [*_named(p / "b.npz", {"logits": Z, "labels": Y,
+                                                                                  "grad_output": np.array(2.0)}),
+                                                             "--grad-output", "ones"],
+     "b.npz: grad_output: the file gives the upstream gradient, and so does --grad-output; give it once"),
 ]
 
 
@@ -382,3 +399,96 @@ def test_teacher_logits_come_from_a_tensor_file_or_beside_it(tmp_path):
         assert job.input.whole is None
         chunked = job.run(Keep(arrays=False))
     assert chunked.passed and chunked.loss == reference.loss  # exact sums: chunking changes no bit
+
+
+# --- the upstream gradient in the file (grad_output) ----------------------------------------------------------------
+
+
+def _upstream_case(rows: int = 6, classes: int = 5) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A batch with labels and g drawn in [0.5, 2), and the gradient of sum_n g_n l_n by hand: g_n (s - y) (MATH.md),
+    exact to a few ulps, far inside the gradient check's tolerance."""
+    arrays = {key: value for key, value in _batch(rows, classes, seed=3).items() if key != "targets"}
+    g = np.random.default_rng(4).uniform(0.5, 2.0, rows)
+    s = np.exp(arrays["logits"] - arrays["logits"].max(1, keepdims=True))
+    s /= s.sum(1, keepdims=True)
+    return arrays, g[:, None] * (s - np.eye(classes)[arrays["labels"]])
+
+
+@pytest.mark.parametrize("suffix", DICT_FORMATS)
+def test_grad_output_in_a_tensor_file_is_read_as_grad_output_file_is(gradcheck, tmp_path, suffix):
+    """Protects: a file's grad_output (N values, --reduction none) is the upstream gradient g, exactly as
+    --grad-output FILE gives it: the report is byte for byte that of the JSON input with --grad-output g.txt,
+    the hand gradient sum_n g_n grad l_n passes, and a backward that used g_0 for every row (Liger-Kernel #968)
+    fails its supplied-gradient check."""
+    arrays, gradient = _upstream_case()
+    g = np.random.default_rng(4).uniform(0.5, 2.0, 6)
+    (tmp_path / "g.txt").write_text(" ".join(repr(x) for x in g.tolist()))
+    ours = _write(tmp_path / f"b{suffix}", {**arrays, "grad_output": g, "gradient": gradient})
+    reference = _json(tmp_path / "b.json", {**arrays, "gradient": gradient})
+    mine = gradcheck("check", "-i", str(ours), "--reduction", "none", "-f", "json")
+    theirs = gradcheck("check", "-i", str(reference), "--reduction", "none", "--grad-output", str(tmp_path / "g.txt"),
+                       "-f", "json")
+    assert mine.exit_code == 0 and mine.stdout == theirs.stdout and mine.stderr == "", (mine, theirs)
+    assert json.loads(mine.stdout)["settings"]["grad_output"] == g.tolist()
+    broadcast = gradient / g[:, None] * g[0]
+    wrong = _write(tmp_path / f"w{suffix}", {**arrays, "grad_output": g, "gradient": broadcast})
+    failed = gradcheck("check", "-i", str(wrong), "--reduction", "none", "-f", "json")
+    assert failed.exit_code == 1, failed
+    checks = {check["name"]: check for check in json.loads(failed.stdout)["checks"]}
+    assert checks["supplied gradient"]["passed"] is False and checks["gradient"]["passed"] is True
+
+
+@pytest.mark.parametrize("suffix", DICT_FORMATS)
+def test_one_grad_output_number_scales_a_sum(gradcheck, tmp_path, suffix):
+    """Protects: one number (a 0-d or 1-element grad_output) is g for --reduction sum: the gradient g (s - y)
+    passes and the plain s - y fails; without the key the plain one passes (g = 1)."""
+    arrays, gradient = _upstream_case()
+    plain = gradient / np.random.default_rng(4).uniform(0.5, 2.0, 6)[:, None]
+    for g, shape in ((np.array(0.25), ()), (np.array([3.0]), (1,))):
+        assert g.shape == shape
+        scaled = _write(tmp_path / f"s{suffix}", {**arrays, "grad_output": g, "gradient": g.reshape(()) * plain})
+        assert gradcheck("check", "-i", str(scaled), "--reduction", "sum", "-q").exit_code == 0
+        unscaled = _write(tmp_path / f"u{suffix}", {**arrays, "grad_output": g, "gradient": plain})
+        assert gradcheck("check", "-i", str(unscaled), "--reduction", "sum", "-q").exit_code == 1
+    without = _write(tmp_path / f"p{suffix}", {**arrays, "gradient": plain})
+    assert gradcheck("check", "-i", str(without), "--reduction", "sum", "-q").exit_code == 0
+
+
+def test_grad_output_in_a_file_read_in_chunks(tmp_path):
+    """Protects: a chunked .safetensors file's one-number grad_output scales the sum as in the whole read (same
+    losses and verdict); N values with --reduction none are refused there (g is checked per row of the whole)."""
+    arrays, gradient = _upstream_case(rows=23, classes=7)
+    path = _write(tmp_path / "b.safetensors", {**arrays, "grad_output": np.array([0.5]),
+                                               "gradient": gradient / gradient.max()})
+    request = InputRequest(input_path=str(path))
+    whole = pipeline.check(request, Settings(reduction="sum"))
+    with pipeline.open_check(request, Settings(reduction="sum"), chunk_bytes=8 * 7 * 4) as job:
+        assert job.input.whole is None and job.settings.grad_output == (0.5,)
+        chunked = job.run(Keep(arrays=False))
+    assert chunked.passed == whole.passed and chunked.loss == whole.loss
+    _write(path, {**arrays, "grad_output": np.ones(23)})
+    with pytest.raises(ValueError, match="read in chunks: check it with --reduction sum"), \
+            pipeline.open_check(request, Settings(reduction="none"), chunk_bytes=8 * 7 * 4):
+        pass
+
+
+def test_key_names_the_grad_output(tmp_path):
+    """Protects: --key grad_output=KEY (InputRequest.key_names) reads g from another key, as for the other arrays."""
+    arrays, _ = _upstream_case()
+    path = _write(tmp_path / "b.safetensors", {**arrays, "upstream": np.array([0.75])})
+    request = InputRequest(input_path=str(path), key_names=(("grad_output", "upstream"),))
+    with pipeline.open_check(request, Settings(reduction="sum")) as job:
+        assert job.settings.grad_output == (0.75,)
+    with pipeline.open_check(InputRequest(input_path=str(path)), Settings(reduction="sum")) as job:
+        assert job.settings.grad_output is None  # "upstream" is no name gradcheck reads unless --key says so
+
+
+@pytest.mark.parametrize("command", [("sweep",), ("explain", "--row", "0")])
+def test_sweep_and_explain_refuse_a_grad_output_they_would_ignore(gradcheck, tmp_path, command):
+    """Protects: sweep and explain take no upstream gradient; a file's grad_output is refused there (exit 2, one
+    line), never silently dropped (a right g-weighted gradient would then fail unexplained)."""
+    arrays, gradient = _upstream_case()
+    path = _write(tmp_path / "b.npz", {**arrays, "grad_output": np.ones(6), "gradient": gradient})
+    run = gradcheck(command[0], "-i", str(path), *command[1:])
+    assert run.exit_code == 2 and run.stdout == "" and run.stderr.count("\n") == 1, run
+    assert "b.npz: grad_output: an upstream gradient (grad_output) is read by check only" in run.stderr, run

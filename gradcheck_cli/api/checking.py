@@ -138,12 +138,12 @@ def check(
         with open_check(request, settings, impl, impl_timeout=timeout, calling=calling) as job:
             return job.run(keep)
     # A function is called on the input whole, so it is read as one batch.
-    settings = upstream_default(settings, True, notes)
     ignore = read_ignore_index(settings, kind)
     with (_implementation(impl, timeout, _called(calling, settings, ignore)) as implementation,
           open_input(request, ignore, True) as opened):
         assert opened.whole is not None
-        settings = ignored_rows(opened.whole, settings, ignore, notes)
+        settings = upstream_default(settings, True, notes, opened)  # a tensor file may hold g
+        settings = ignored_rows(opened, settings, ignore, notes)
         return CheckJob(opened, settings, implementation, notes).run(keep)
 
 

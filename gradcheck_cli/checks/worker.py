@@ -1,12 +1,13 @@
-"""Where the user's function runs: a forked worker process, so that nothing it does can change the verdict.
+"""Where the user's function runs: a worker process, so that nothing it does can change the verdict.
 
-`start(spec, timeout)` forks a worker that imports MODULE:FUNCTION and answers calls over a pipe. In it:
+`start(spec, timeout)` starts a worker (forked, or a new interpreter where this process runs threads a fork would
+not carry: checks/worker_spawn.py) that imports MODULE:FUNCTION and answers calls over a pipe. In it:
 file descriptor 1 (and 2) is a pipe this process copies to its stderr, during the import and every call, so
 a print, a C library's write(1, ...) or a subprocess never reaches stdout; stdin is /dev/null; the module's
 own directory is put first on the worker's sys.path only (a ./rich.py is never imported by gradcheck itself).
 sys.exit(), os._exit(), an exception or a crash of the worker ends the run with exit 2 and one line saying
-what happened, never exit 0. A child forked by the user's code that returns into the worker's loop exits at
-once. The import and each call have `timeout` seconds; past it the worker's process group is killed. The
+what happened, never exit 0. A child forked by the user's code that returns into the worker's loop exits
+at once. The import and each call have `timeout` seconds; past it the worker's process group is killed. The
 worker dies with this process (and is killed when the check closes it).
 
 Each call sends the logits only when they changed since the last call, and otherwise the elements to set in
@@ -20,6 +21,7 @@ fork cannot be caught there and the timeout is not enforced.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -41,7 +43,8 @@ from gradcheck_cli.checks.returned import (
     moved,
     read_signature,
 )
-from gradcheck_cli.checks.worker_process import WorkerProcess, fork_worker
+from gradcheck_cli.checks.worker_process import WorkerProcess
+from gradcheck_cli.checks.worker_spawn import start_worker
 from gradcheck_cli.errors import InputError
 
 # The longest the import of the module, or one call of the function, may take (--impl-timeout). Generous:
@@ -97,7 +100,8 @@ def start(spec: str, timeout: float = DEFAULT_TIMEOUT, calling: Calling = NUMPY_
     """The function named by `spec`, imported in a worker process (or in this one where that cannot be)."""
     target = parse_spec(spec)
     if can_fork():
-        process = fork_worker(lambda: serve(target, calling), timeout, f"importing {target.module}", spec)
+        setup = functools.partial(serve, target, calling)  # picklable, for a worker that is spawned
+        process = start_worker(setup, timeout, f"importing {target.module}", spec)
         if process is not None:
             return _Worker(target, process)
     with _stdout_to_stderr(descriptors=True):
@@ -117,22 +121,22 @@ class _Worker:
 
     def __init__(self, target: Target, process: WorkerProcess) -> None:
         self.target, self.process = target, process
-        self.sent_logits: np.ndarray | None = None
-        self.sent_targets: np.ndarray | None = None
-        self.sent_upstream: np.ndarray | None = None
+        # What the worker holds, as fingerprints (a copy of 131M logits would be a GB more in this process).
+        self.sent_logits: Fingerprint | None = None
+        self.sent_targets: Fingerprint | None = None
+        self.sent_upstream: Fingerprint | None = None
 
     def call(self, logits: np.ndarray, targets: np.ndarray, at: Edit | None, loss_only: bool,
              upstream: np.ndarray | None = None) -> Returned:
-        send_logits = None if _same(self.sent_logits, logits) else logits
-        send_targets = None if _same(self.sent_targets, targets) else targets
-        send_upstream = None if upstream is None or _same(self.sent_upstream, upstream) else upstream
         # The worker keeps what it is sent before it calls the function, whatever the call then does.
-        if send_logits is not None:
-            self.sent_logits = logits.copy()
-        if send_targets is not None:
-            self.sent_targets = targets.copy()
-        if send_upstream is not None:
-            self.sent_upstream = send_upstream.copy()
+        logits_now, targets_now = fingerprint(logits), fingerprint(targets)
+        upstream_now = None if upstream is None else fingerprint(upstream)
+        send_logits = None if logits_now == self.sent_logits else logits
+        send_targets = None if targets_now == self.sent_targets else targets
+        send_upstream = None if upstream is None or upstream_now == self.sent_upstream else upstream
+        self.sent_logits, self.sent_targets = logits_now, targets_now
+        if upstream_now is not None:
+            self.sent_upstream = upstream_now
         request = (send_logits, send_targets, _edit_on_wire(at), loss_only, send_upstream)
         return _returned_from_wire(self.process.request(request, f"running {self.target.function}"))
 
@@ -170,17 +174,17 @@ def _returned_from_wire(wire: tuple[Any, np.ndarray | None, float, bool]) -> Ret
     return Returned(np.asarray(loss, dtype=np.float64), gradient, precision, weighted)
 
 
-def _same(sent: np.ndarray | None, array: np.ndarray) -> bool:
-    """Whether the worker already holds exactly these values (bit for bit: -0.0 is not 0.0 to every function)."""
-    if sent is None or sent.shape != array.shape or sent.dtype != array.dtype:
-        return False
-    return bool(np.array_equal(_bits(sent), _bits(array)))
+Fingerprint = tuple[tuple[int, ...], str, bytes]
 
 
-def _bits(array: np.ndarray) -> np.ndarray:
-    """The array's bytes as integers, 8 at a time where they divide evenly (half the time of comparing floats)."""
-    flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-    return flat.view(np.uint64) if flat.size % 8 == 0 else flat
+def fingerprint(array: np.ndarray) -> Fingerprint:
+    """What tells whether the worker already holds exactly these values: shape, dtype and a 128-bit BLAKE2 digest
+    of the bytes (bit for bit: -0.0 is not 0.0 to every function), as fast as comparing with a kept copy
+    (about 1 GB/s) without the copy."""
+    import hashlib
+
+    digest = hashlib.blake2b(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data, digest_size=16).digest()
+    return array.shape, array.dtype.str, digest
 
 
 # --- the worker's side -----------------------------------------------------------------------------------------
@@ -188,7 +192,6 @@ def _bits(array: np.ndarray) -> np.ndarray:
 
 def serve(target: Target, calling: Calling = NUMPY_CALLING) -> Callable[[Any], Any]:
     """In the worker: import the function (the worker's sys.path only), then answer each request with it."""
-    _one_thread_for_torch()
     function = import_function(target, keep_path=True)
     if calling.framework != "numpy":
         framework_module(calling.framework)  # a framework that is not installed is said once, at the import
@@ -207,16 +210,6 @@ def serve(target: Target, calling: Calling = NUMPY_CALLING) -> Callable[[Any], A
         return _returned_on_wire(returned)
 
     return answer
-
-
-def _one_thread_for_torch() -> None:
-    """A forked child of a process whose torch already ran parallel work deadlocks in its first parallel op (the
-    OpenMP pool does not survive fork). gradcheck never imports torch itself; a process that embeds it (a test
-    runner, the Python API) may have: then the worker's torch runs on one thread."""
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        with contextlib.suppress(Exception):
-            torch.set_num_threads(1)
 
 
 def second_argument(spec: str, signature: Signature, calling: Calling, targets: np.ndarray) -> np.ndarray:

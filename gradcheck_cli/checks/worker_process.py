@@ -1,4 +1,4 @@
-"""A forked process that answers requests over pipes: the mechanics of checks/worker.py, apart from what it serves.
+"""A worker process that answers requests over pipes: the mechanics of checks/worker.py, apart from what it serves.
 
 Its descriptors 1 and 2 are one pipe this process copies to its own stderr as it waits, so nothing the
 worker (or anything it starts) writes can reach stdout; its stdin is /dev/null. Every answer has a deadline;
@@ -7,10 +7,9 @@ group is killed and an InputError says what happened. The worker runs in its own
 timeout also stops what it started), ignores Ctrl-C (this process handles it, and stops the worker), and
 dies with this process (PR_SET_PDEATHSIG, and end of file on its request pipe).
 
-Frames on the pipes are a little-endian 8-byte length and a pickle: ("ready" | "ok" | "error", value). Arrays
-of _SHARED_BYTES or more (a 128k-vocabulary gradient: a GB) are written once into a nameless memory file (memfd)
-the receiver maps copy-on-write via /proc/SENDER/fd/N (pickle 5's out-of-band buffers), not copied four times
-through the pipe. The parent closes a request's files at its answer, the worker an answer's _AHEAD + 2 later.
+It is forked (fork_worker), or, where this process runs threads a fork would not carry, a new interpreter on
+the same pipes (checks/worker_spawn.py). The frames and memory files on the pipes are checks/worker_wire.py's.
+The parent closes a request's files at its answer, the worker an answer's _AHEAD + 2 later.
 """
 
 from __future__ import annotations
@@ -18,12 +17,10 @@ from __future__ import annotations
 import codecs
 import contextlib
 import math
-import mmap
 import os
-import pickle
 import select
 import signal
-import struct
+import subprocess
 import sys
 import time
 import warnings
@@ -31,17 +28,24 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from gradcheck_cli.checks.worker_wire import (
+    PIPE_BYTES,
+    Frames,
+    close_all,
+    decode,
+    encode,
+    framed,
+    read_frame,
+    write_all,
+)
 from gradcheck_cli.errors import InputError
 
 Handler = Callable[[Any], Any]
-_LENGTH = struct.Struct("<Q")
-_PIPE_BYTES = 1 << 20  # asked of the kernel for each pipe, so that a gradient crosses in a few reads
 _GRACE = 2.0  # seconds an ended worker's exit status is waited for after its answer pipe closed
 _CRASHED = 70  # the worker's own exit status when its loop itself fails (EX_SOFTWARE)
 # Requests sent ahead of their answers: enough that the worker does not wait between calls, few enough that
 # their answers (a loss each, a few hundred bytes) fit in the smallest pipe (64 KB) several times over.
 _AHEAD = 32
-_SHARED_BYTES = 1 << 20  # arrays from this size cross in a memory file; a pickle through the pipe costs less below
 
 
 class WorkerProcess:
@@ -55,12 +59,13 @@ class WorkerProcess:
         self.poll.register(output, select.POLLIN)
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.output_open = True  # until every writer (the worker, and anything it started) has closed it
-        self.received = _Frames()
+        self.received = Frames()
         # Requests not yet taken by the pipe: written as it takes them, while answers are read, so that
         # neither process can wait on a full pipe while the other waits on it.
         self.outgoing = bytearray()
         self.in_flight: deque[list[int]] = deque()  # each request's memory files, until its answer came
         self.closed = False
+        self.spawned: subprocess.Popen[bytes] | None = None  # a spawned worker is reaped through its Popen
 
     def request(self, message: Any, activity: str) -> Any:
         """Send one request and return its answer's value; an "error" answer is raised as an InputError."""
@@ -90,10 +95,9 @@ class WorkerProcess:
     def _send(self, message: Any, activity: str) -> None:
         if self.closed:
             raise InputError(f"--impl {self.spec}: its process was stopped after an earlier error")
-        payload, files = _encode(message)
+        payload, files = encode(message)
         self.in_flight.append(files)
-        self.outgoing += _LENGTH.pack(len(payload))
-        self.outgoing += payload
+        self.outgoing += framed(payload)
         self._write_some(activity)
 
     def _write_some(self, activity: str) -> None:
@@ -106,10 +110,10 @@ class WorkerProcess:
             self._ended(activity)
         del self.outgoing[:written]
 
-    def answer(self, activity: str) -> Any:
-        kind, value = _decode(self._read_answer(activity))
-        if self.in_flight and kind != "ready":  # the worker has mapped what it was sent with the request
-            _close_all(self.in_flight.popleft())
+    def answer(self, activity: str, timeout: float | None = None) -> Any:
+        kind, value = decode(self._read_answer(activity, self.timeout if timeout is None else timeout))
+        if self.in_flight and kind not in ("ready", "started"):  # the worker has mapped what the request sent
+            close_all(self.in_flight.popleft())
         if kind == "error":
             raise InputError(value)
         return value
@@ -120,21 +124,24 @@ class WorkerProcess:
             return
         self.closed = True
         _kill_group(self.pid)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+        if self.spawned is not None:  # reaped through its Popen, which would otherwise warn that it still runs
+            self.spawned.wait()
+        else:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
         with contextlib.suppress(OSError, ValueError):  # stderr itself may be gone by now
             self._relay_waiting()
         for fd in (self.requests, self.answers, self.output):
             os.close(fd)
         while self.in_flight:
-            _close_all(self.in_flight.popleft())
+            close_all(self.in_flight.popleft())
 
-    def _read_answer(self, activity: str) -> bytes:
-        deadline = time.monotonic() + self.timeout
+    def _read_answer(self, activity: str, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
         while (frame := self.received.next()) is None:
             left = deadline - time.monotonic()
             if left <= 0:
-                self._timed_out(activity)
+                self._timed_out(activity, timeout)
             if self.outgoing:
                 self.poll.register(self.requests, select.POLLOUT)
             events = self.poll.poll(math.ceil(left * 1000))
@@ -146,7 +153,7 @@ class WorkerProcess:
                 elif fd == self.output:
                     self._relay(os.read(self.output, 1 << 16))
                 else:
-                    chunk = os.read(self.answers, _PIPE_BYTES)
+                    chunk = os.read(self.answers, PIPE_BYTES)
                     if not chunk:
                         self._ended(activity)
                     self.received.buffer += chunk
@@ -166,9 +173,10 @@ class WorkerProcess:
             while self.output_open:
                 self._relay(os.read(self.output, 1 << 16))
 
-    def _timed_out(self, activity: str) -> NoReturn:
+    def _timed_out(self, activity: str, timeout: float) -> NoReturn:
         self.close()
-        raise InputError(f"--impl {self.spec}: {activity} took longer than {self.timeout:g} s (--impl-timeout); "
+        option = " (--impl-timeout)" if timeout == self.timeout else ""
+        raise InputError(f"--impl {self.spec}: {activity} took longer than {timeout:g} s{option}; "
                          f"its process was stopped")
 
     def _ended(self, activity: str) -> NoReturn:
@@ -210,12 +218,7 @@ def fork_worker(setup: Callable[[], Handler], timeout: float, activity: str, spe
 
     Returns once the worker is ready; raises the InputError of a failed setup; None if no process can be made.
     """
-    pipes = [os.pipe() for _ in range(3)]
-    for read_end, _ in pipes:
-        with contextlib.suppress(AttributeError, OSError):  # a bigger pipe is only faster, and Linux only
-            import fcntl
-
-            fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+    pipes = make_pipes()
     (requests_read, requests), (answers, answers_write), (output, output_write) = pipes
     sys.stdout.flush()  # nothing buffered here may be written twice
     sys.stderr.flush()
@@ -229,15 +232,34 @@ def fork_worker(setup: Callable[[], Handler], timeout: float, activity: str, spe
             os.close(fd)
         return None
     if pid == 0:
-        _worker_main(setup, spec, parent, (requests_read, answers_write, output_write), (requests, answers, output))
+        for fd in (requests, answers, output):
+            os.close(fd)
+        worker_main(setup, spec, parent, (requests_read, answers_write, output_write))
     for fd in (requests_read, answers_write, output_write):
         os.close(fd)
     with contextlib.suppress(OSError):  # also done by the worker: whichever runs first
         os.setpgid(pid, pid)
-    os.set_blocking(output, False)
-    os.set_blocking(requests, False)
-    process = WorkerProcess(spec, pid, requests, answers, output, timeout)
+    return ready(WorkerProcess(spec, pid, requests, answers, output, timeout), activity)
+
+
+def make_pipes() -> list[tuple[int, int]]:
+    """The request, answer and output pipes (read end, write end), each as large as the kernel allows us."""
+    pipes = [os.pipe() for _ in range(3)]
+    for read_end, _ in pipes:
+        with contextlib.suppress(AttributeError, OSError):  # a bigger pipe is only faster, and Linux only
+            import fcntl
+
+            fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    return pipes
+
+
+def ready(process: WorkerProcess, activity: str, started: float | None = None) -> WorkerProcess:
+    """The process once its setup has answered (after a spawned one's "started", within `started` seconds)."""
+    os.set_blocking(process.output, False)
+    os.set_blocking(process.requests, False)
     try:
+        if started is not None:
+            process.answer("starting a Python process for it", started)
         process.answer(activity)
         process._relay_waiting()
     except BaseException:
@@ -249,16 +271,17 @@ def fork_worker(setup: Callable[[], Handler], timeout: float, activity: str, spe
 # --- in the worker ---------------------------------------------------------------------------------------------
 
 
-def _worker_main(setup: Callable[[], Handler], spec: str, parent: int, ends: tuple[int, int, int],
-                 parents_ends: tuple[int, int, int]) -> NoReturn:
-    """The worker's whole life; it never returns into the code that forked it (a test runner, say)."""
+def worker_main(setup: Callable[[], Handler], spec: str, parent: int, ends: tuple[int, int, int],
+                announce: bool = False) -> NoReturn:
+    """The worker's whole life; it never returns into the code that forked it (a test runner, say). A spawned
+    worker `announce`s that it has started before its setup (the user's import) runs on the user's deadline."""
     status = 0
     try:
         requests, answers, output = ends
-        for fd in parents_ends:
-            os.close(fd)
         _isolate(parent, output)
         me = os.getpid()
+        if announce:
+            _send(answers, ("started", None))
         try:
             handler = setup()
         except BaseException as error:  # noqa: BLE001 - whatever the import did, it is reported in one line
@@ -267,9 +290,9 @@ def _worker_main(setup: Callable[[], Handler], spec: str, parent: int, ends: tup
             os._exit(0)
         _leave_if_forked(me)
         _send(answers, ("ready", None))
-        received = _Frames()
+        received = Frames()
         kept: deque[list[int]] = deque()  # the memory files of the last answers, which the parent may yet map
-        while (request := _read_request(requests, received)) is not None:
+        while (request := read_frame(requests, received)) is not None:
             try:
                 answer: tuple[str, Any] = ("ok", handler(request))
             except BaseException as error:  # noqa: BLE001 - every failure of the user's code is an answer
@@ -277,7 +300,7 @@ def _worker_main(setup: Callable[[], Handler], spec: str, parent: int, ends: tup
             _leave_if_forked(me)
             kept.append(_send(answers, answer))
             if len(kept) > _AHEAD + 2:
-                _close_all(kept.popleft())
+                close_all(kept.popleft())
     except BaseException:  # noqa: BLE001 - the worker's own failure: its exit status tells the parent
         status = _CRASHED
     finally:
@@ -326,71 +349,6 @@ def _send(fd: int, answer: tuple[str, Any]) -> list[int]:
     """Send one answer; its memory files, to be closed once the parent has mapped them."""
     sys.stdout.flush()  # what the call printed reaches the parent before its answer
     sys.stderr.flush()
-    payload, files = _encode(answer)
-    _write_all(fd, memoryview(_LENGTH.pack(len(payload)) + payload))
+    payload, files = encode(answer)
+    write_all(fd, framed(payload))
     return files
-
-
-def _encode(message: Any) -> tuple[bytes, list[int]]:
-    """A frame's payload, and the memory files its large arrays were written to (module docstring)."""
-    shared: list[tuple[int, int]] = []  # (memory file, size)
-
-    def in_band(buffer: pickle.PickleBuffer) -> bool:
-        if buffer.raw().nbytes < _SHARED_BYTES or not hasattr(os, "memfd_create"):
-            return True
-        shared.append((os.memfd_create("gradcheck-array", os.MFD_CLOEXEC), buffer.raw().nbytes))
-        _write_all(shared[-1][0], buffer.raw())
-        return False
-
-    inner = pickle.dumps(message, protocol=5, buffer_callback=in_band)
-    return pickle.dumps((os.getpid(), shared, inner), protocol=5), [fd for fd, _ in shared]
-
-
-def _decode(payload: bytes) -> Any:
-    sender, shared, inner = pickle.loads(payload)
-    return pickle.loads(inner, buffers=[_mapped(sender, fd, size) for fd, size in shared])
-
-
-def _mapped(sender: int, fd: int, size: int) -> Any:
-    """The sender's memory file (never empty), mapped copy-on-write: its array is writable and shares pages."""
-    with open(f"/proc/{sender}/fd/{fd}", "rb") as file:
-        return mmap.mmap(file.fileno(), size, access=mmap.ACCESS_COPY)
-
-
-def _close_all(files: list[int]) -> None:
-    for fd in files:
-        os.close(fd)
-
-
-def _read_request(fd: int, received: _Frames) -> Any:
-    """The next request, or None when the parent has gone (end of file)."""
-    while (frame := received.next()) is None:
-        chunk = os.read(fd, _PIPE_BYTES)
-        if not chunk:
-            return None
-        received.buffer += chunk
-    return _decode(frame)
-
-
-class _Frames:
-    """Frames arriving on a pipe, read in as large pieces as are waiting: several may come in one read."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-
-    def next(self) -> bytes | None:
-        """The next whole frame's payload, if it has arrived."""
-        if len(self.buffer) < _LENGTH.size:
-            return None
-        end = _LENGTH.size + _LENGTH.unpack_from(self.buffer)[0]
-        if len(self.buffer) < end:
-            return None
-        frame = bytes(self.buffer[_LENGTH.size:end])
-        del self.buffer[:end]
-        return frame
-
-
-def _write_all(fd: int, data: memoryview) -> None:
-    view = data.cast("B")
-    while view:
-        view = view[os.write(fd, view):]

@@ -36,7 +36,7 @@ FORMATS = {
 }
 FORMAT_NAMES = tuple(FORMATS)
 # What a tensor file may hold, by gradcheck's name; `--key NAME=KEY` says which key of the file holds NAME.
-TENSOR_NAMES = ("logits", "labels", "targets", "teacher_logits", *SUPPLIED_KEYS)
+TENSOR_NAMES = ("logits", "labels", "targets", "teacher_logits", *SUPPLIED_KEYS, "grad_output")
 
 
 def reader(name: str) -> ModuleType:

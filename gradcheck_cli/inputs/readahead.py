@@ -28,9 +28,12 @@ def read_ahead(batches: Iterator[Batch], depth: int = 8) -> Iterator[Iterator[Ba
     An error the reader meets is raised here in turn, after the batches before it, as without the reader.
     The reader never outlives this process: it is ended on leaving (an error, Ctrl-C, SIGTERM), and the
     kernel kills it if this process dies any other way (SIGKILL). Neither process waits forever for the other.
-    Where fork is not safe (macOS, Windows) or not possible, the batches are read in this process.
+    Where fork is not safe (macOS, Windows; a process running other threads, such as torch's or JAX's:
+    inputs/fork_safety.py) or not possible, the batches are read in this process.
     """
-    if not sys.platform.startswith("linux"):
+    from gradcheck_cli.inputs.fork_safety import fork_is_safe
+
+    if not sys.platform.startswith("linux") or not fork_is_safe():
         yield batches
         return
     import multiprocessing

@@ -33,6 +33,9 @@ TENSOR_CHUNK_BYTES = 8 << 20
 # The user's values in the order the JSON reader gives them, so that the checks come in the same order.
 _SUPPLIED_ORDER = ("probabilities", "gradient", "jacobian", "loss", "lse")
 _INSTALL_TENSORS = "pip install 'gradcheck[tensors]' (the safetensors and ml_dtypes packages)"
+# What a tensor file may hold: the arrays of the rows, and the upstream gradient g (--grad-output's values).
+UPSTREAM = "grad_output"
+_READ_NAMES = (*dict.fromkeys((*TENSOR_NAMES, UPSTREAM)),)
 
 
 class Tensor(NamedTuple):
@@ -65,6 +68,8 @@ class TensorPlan:
     rows: int = 0  # N, from the file's header
     dtype_name: str = "float64"  # the stored dtype of the logits
     chunk_rows: int = 1
+    # The file's grad_output (one number, or one per row of the whole file) as float64, and where it is.
+    upstream: tuple[np.ndarray, str] | None = None
 
     def batches(self, opened: Source, ignore_index: int | None) -> Iterator[Batch]:
         """The file's rows as batches of chunk_rows, each through make_batch, with the stored dtype named."""
@@ -73,8 +78,22 @@ class TensorPlan:
             stop = start + parsed.logits.shape[0]
             batch = make_batch(parsed, opened.name, [], {}, ignore_index, self._teacher_rows(start, stop))
             batch.dtype_name = self.dtype_name
+            batch.upstream = self.upstream
             start = stop
             yield batch
+
+    def count_label(self, opened: Source, label: int) -> int:
+        """The rows labelled `label`, from labels beside the file or the file's own (N integers: little to read)."""
+        beside = [given.values for given in self.answers if given.are_labels]
+        if beside:
+            return int(np.count_nonzero(beside[0] == label))
+        with opened.reader.open_tensors(opened, self.keys) as found:
+            if "labels" not in found:
+                return 0
+            labels = found["labels"]
+            step = max(self.chunk_rows, 1 << 20)
+            return sum(int(np.count_nonzero(np.asarray(labels.rows(start, start + step)) == label))
+                       for start in range(0, self.rows, step))
 
     def _teacher_rows(self, start: int, stop: int) -> Teacher | None:
         if self.teacher is None:
@@ -101,31 +120,67 @@ def plan(opened: Source, keys: dict[str, str], answers: list[Answers], supplied:
         logits = _logits(found, opened.name)
         rows, classes = logits.shape
         for name, tensor in found.items():
-            _check_tensor(name, tensor, rows, opened.name)
+            if name != UPSTREAM:  # checked with the settings, once its values are read
+                _check_tensor(name, tensor, rows, opened.name)
         _check_beside(answers, rows)
         if teacher is not None and teacher.values.shape[0] != rows:
             raise InputError(f"{teacher.source}: {teacher.values.shape[0]} rows of teacher logits for {rows} rows "
                              "of logits")
         chunk = (TENSOR_CHUNK_BYTES if chunk_bytes is None else chunk_bytes) // (8 * classes)
-    return TensorPlan(keys, answers, supplied, teacher, rows, logits.dtype_name, max(1, chunk))
+        upstream = _upstream(found[UPSTREAM], opened.name) if UPSTREAM in found else None
+    return TensorPlan(keys, answers, supplied, teacher, rows, logits.dtype_name, max(1, chunk), upstream)
+
+
+def upstream_setting(upstream: tuple[np.ndarray, str], option: object, reduction: str, rows: int,
+                     chunked: bool) -> tuple[float, ...]:
+    """A file's grad_output as the --grad-output setting, with --grad-output FILE's rules: N values for
+    --reduction none, else one number. Refused beside an explicit --grad-output (one g, given once: neither is
+    silently dropped), and with --reduction none when the file is read in chunks (g is checked per row)."""
+    values, where = upstream
+    if option is not None:
+        raise InputError(f"{where}: the file gives the upstream gradient, and so does --grad-output; give it "
+                         "once (drop the option, or the key)")
+    if values.size != (rows if reduction == "none" else 1):
+        takes = f"one per row ({rows})" if reduction == "none" else "one number"
+        raise InputError(f"{where}: {values.size} upstream gradient values; --reduction {reduction} takes {takes}")
+    if chunked and reduction == "none":
+        raise InputError(f"{where}: with --reduction none the upstream gradient takes one value per row of the "
+                         "whole input, and the file is read in chunks: check it with --reduction sum, or in a "
+                         "smaller file")
+    return tuple(values.tolist())
+
+
+def _upstream(tensor: Tensor, name: str) -> tuple[np.ndarray, str]:
+    """The file's grad_output as --grad-output FILE reads it: its values in order (float64, exact from every
+    float dtype), finite; how many a --reduction takes is checked with the settings (pipeline.upstream_default)."""
+    where = f"{name}: {tensor.key}"
+    if tensor.dtype_name not in FLOAT_DTYPES:
+        raise InputError(f"{name}: {tensor.key}: dtype {tensor.dtype_name}; the upstream gradient must be "
+                         f"{', '.join(FLOAT_DTYPES)}")
+    if len(tensor.shape) > 1 or 0 in tensor.shape:
+        raise InputError(f"{name}: {tensor.key}: the upstream gradient is {_shape(tensor.shape)}; give one number, "
+                         "or one per row for --reduction none")
+    values = np.asarray(tensor.rows(0, tensor.shape[0] if tensor.shape else 1), dtype=np.float64).reshape(-1)
+    if not np.isfinite(values).all():
+        n = int(np.argmin(np.isfinite(values)))
+        raise InputError(f"{name}: {tensor.key}[{n}]: {float(values[n])!r} is not finite; the upstream gradient "
+                         "must be finite numbers")
+    return values, where
 
 
 def _open(opened: Source, keys: dict[str, str]) -> AbstractContextManager[dict[str, Tensor]]:
     module: ModuleType = opened.reader
-    unknown = sorted(set(keys) - set(TENSOR_NAMES))
+    unknown = sorted(set(keys) - set(_READ_NAMES))
     if unknown:
         raise InputError(f"--key {unknown[0]}=...: {unknown[0]!r} is not something gradcheck reads; "
-                         f"name one of {', '.join(TENSOR_NAMES)}")
+                         f"name one of {', '.join(_READ_NAMES)}")
     opener: OpenTensors = module.open_tensors
     return opener(opened, keys)
 
 
 def find(arrays: dict[str, Tensor], keys: dict[str, str], name: str) -> dict[str, Tensor]:
     """The arrays gradcheck reads, by its names, from a file's arrays by key (`--key` maps the names)."""
-    if "grad_output" in arrays:  # read, it would be ignored, and a right gradient times it would fail unexplained
-        raise InputError(f"{name}: 'grad_output': upstream gradients are not read from tensor files yet; check "
-                         "the gradient for an upstream gradient of ones, or remove the key")
-    wanted = {what: keys.get(what, what) for what in TENSOR_NAMES}
+    wanted = {what: keys.get(what, what) for what in _READ_NAMES}
     missing = sorted(key for what, key in wanted.items() if what in keys and key not in arrays)
     if missing:
         raise InputError(f"{name}: no key {missing[0]!r} (named by --key); the file has {_listed(arrays)}")
