@@ -21,12 +21,12 @@ import numpy as np
 
 from gradcheck_cli.api import keywords
 from gradcheck_cli.api.checking import Path, _refuse_beside, batch_from_arrays, file_request
-from gradcheck_cli.numerics.shown import numbers
 from gradcheck_cli.api.sweeping import loss_settings
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs.gather import InputRequest
 from gradcheck_cli.numerics.losses import accepted_kind
+from gradcheck_cli.numerics.shown import numbers
 from gradcheck_cli.numerics.softmax import softmax_parts
 from gradcheck_cli.pipeline import load_whole
 from gradcheck_cli.report import SCHEMA_VERSION, finite_or_none
