@@ -228,8 +228,13 @@ def test_ctrl_c_during_a_call_stops_the_worker_and_exits_130(tmp_path, monkeypat
     process = subprocess.Popen([sys.executable, "-m", "gradcheck_cli", "check", *ARGS, "--impl",
                                 f"{module(tmp_path, source)}:f"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                stdin=subprocess.DEVNULL, text=True)
+    interrupted_cleanly(process, tmp_path / "pid")
+
+
+def interrupted_cleanly(process: subprocess.Popen, pid_file: Path, timeout: float = 30) -> None:
+    """Ctrl-C once the worker has written its pid: exit 130, nothing on stdout, and the worker gone."""
     try:
-        worker_pid = int(wait_for_file(tmp_path / "pid"))
+        worker_pid = int(wait_for_file(pid_file, timeout))
         process.send_signal(signal.SIGINT)
         stdout, _ = process.communicate(timeout=30)
     finally:

@@ -11,20 +11,14 @@ import pytest
 
 from gradcheck_cli.api.beside import Beside
 from gradcheck_cli.api.checking import batch_from_arrays
-from gradcheck_cli.api.sweeping import CURVE_THREAD, _point, curve, sweep_batch
+from gradcheck_cli.api.sweeping import CURVE_THREAD, _point, _point_not_finite, curve, sweep_batch
 from gradcheck_cli.numerics import differences
 from gradcheck_cli.numerics.losses import accepted_kind
 from gradcheck_cli.settings import Settings
 
-
-def _plain_point(eps: float, studied: np.ndarray, numeric: np.ndarray, largest: float) -> differences.SweepPoint:
-    """The curve's point as the formulas write it (NaN an infinite error, as nan_to_num reads it)."""
-    tiny = np.finfo(np.float64).tiny
-    with np.errstate(invalid="ignore"):
-        error = np.nan_to_num(np.abs(studied - numeric), nan=np.inf)
-        scale = np.maximum(np.maximum(np.abs(studied), np.abs(numeric)), tiny)
-        worst = float(error.max())
-        return differences.SweepPoint(eps, worst, float((error / scale).max()), worst / largest)
+# The curve's point as the formulas write it (NaN an infinite error, as nan_to_num reads it): the sweep's own
+# path for non-finite errors, which keeps every array operation as written.
+_plain_point = _point_not_finite
 
 
 @pytest.mark.parametrize("spoil", [None, np.nan, np.inf, -np.inf])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_impl_isolation import ARGS, alive, assert_gone, module, wait_for_file
+from test_impl_isolation import ARGS, alive, assert_gone, interrupted_cleanly, module, wait_for_file
 
 from gradcheck_cli.checks import worker, worker_spawn
 from gradcheck_cli.checks.impl import Implementation
@@ -141,15 +140,7 @@ def test_ctrl_c_stops_a_spawned_worker_and_exits_130(tmp_path, monkeypatch):
     source = "import time\n" + WRITE_PID + "    time.sleep(600)\n"
     process = threaded_gradcheck(*ARGS, "--impl", f"{module(tmp_path, source)}:f", stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE)
-    try:
-        worker_pid = int(wait_for_file(tmp_path / "pid", 60))
-        process.send_signal(signal.SIGINT)
-        stdout, _ = process.communicate(timeout=30)
-    finally:
-        process.kill()
-        process.wait()
-    assert process.returncode == 130 and stdout == ""
-    assert_gone(worker_pid)
+    interrupted_cleanly(process, tmp_path / "pid", 60)
 
 
 def test_a_spawned_worker_that_cannot_set_up_says_so_in_one_line(monkeypatch):
