@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_reliability_processes import exec_after_fork
 
 from gradcheck_cli.render.layout import pick
 from gradcheck_cli.terminal import wants_color
@@ -292,9 +293,10 @@ def test_usage_errors_are_one_line_with_the_fix(gradcheck, args, fragment):
 def test_ctrl_c_exits_130_without_a_traceback():
     # SIGINT back to its default in the child: a test run started in the background has it ignored, and
     # Python then never turns it into KeyboardInterrupt.
-    process = subprocess.Popen([sys.executable, "-m", "gradcheck_cli", "check", "-i", "-", "-v"],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    with exec_after_fork():
+        process = subprocess.Popen([sys.executable, "-m", "gradcheck_cli", "check", "-i", "-", "-v"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert process.stderr is not None
     # -v announces the read before it blocks on stdin, so the interrupt lands inside the command.
     assert process.stderr.readline() == b"gradcheck: reading -\n"

@@ -22,6 +22,8 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -292,6 +294,17 @@ def test_a_file_that_changes_before_it_is_counted_or_read_whole_is_refused(tmp_p
 # --- bounded reads -------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def exec_after_fork() -> Iterator[None]:
+    """Around a Popen with a preexec_fn (the child forks, sets a limit or a signal, then execs): JAX, once an
+    earlier test imported it here, warns at every fork that its threads may deadlock the child, a warning for a
+    child that goes on running Python; this one only calls setrlimit or signal before exec, so it is silenced
+    for this fork only (gradcheck's own forks avoid such a process: inputs/fork_safety.py)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        yield
+
+
 def _small_files(limit_bytes: int):
     """preexec_fn: files may grow to limit_bytes at most (writing past it fails, SIGXFSZ ignored)."""
     import resource
@@ -308,9 +321,10 @@ def _measured(*args: str, stdin: object = subprocess.DEVNULL, env: dict[str, str
     """Exit code, stderr and the peak memory (MB) of `python -m gradcheck_cli ARGS`. No file it writes may
     pass 64 MB (so a run that copied without a bound fails fast instead of filling the disk), and a run that
     times out is killed with everything it started."""
-    probe = subprocess.Popen([sys.executable, "-c", PROBE, sys.executable, "-m", "gradcheck_cli", *args],
-                             stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                             start_new_session=True, preexec_fn=_small_files(64 << 20))
+    with exec_after_fork():
+        probe = subprocess.Popen([sys.executable, "-c", PROBE, sys.executable, "-m", "gradcheck_cli", *args],
+                                 stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                 start_new_session=True, preexec_fn=_small_files(64 << 20))
     try:
         stdout, _ = probe.communicate(timeout=timeout)
     finally:
@@ -452,7 +466,7 @@ def test_the_copy_of_stdin_is_bounded_and_held_in_bounded_memory(gradcheck, monk
 
 def test_a_temporary_file_that_cannot_grow_is_exit_2(big_csv, private_tmp):
     """Writing the copy of stdin fails (here: a 1 MB file size limit, EFBIG): one line, exit 2, not exit 3."""
-    with big_csv.open("rb") as stdin:
+    with big_csv.open("rb") as stdin, exec_after_fork():
         run = subprocess.run([sys.executable, "-m", "gradcheck_cli", "check", "-i", "-"], stdin=stdin,
                              capture_output=True, timeout=60, env={**os.environ, "TMPDIR": str(private_tmp)},
                              preexec_fn=_small_files(1 << 20))
