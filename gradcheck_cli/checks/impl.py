@@ -11,7 +11,7 @@ process (checks/worker.py: its output, exits, crashes, forks and endless loops c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -80,10 +80,12 @@ class Implementation:
             return answer
         return answer._replace(gradient=answer.gradient.astype(np.float64))
 
-    def losses(self, logits: np.ndarray, targets: np.ndarray, reduction: str, edits: list[Edit]) -> list[np.ndarray]:
+    def losses(self, logits: np.ndarray, targets: np.ndarray, reduction: str,
+               edits: Sequence[Edit]) -> list[np.ndarray]:
         """The loss of one call per edit (each set in a copy of `logits`), shapes checked."""
         self.calls += len(edits)
-        return [self._checked(answer, logits, reduction).loss for answer in self.caller.losses(logits, targets, edits)]
+        answers = self.caller.losses(logits, targets, list(edits))
+        return [self._checked(answer, logits, reduction).loss for answer in answers]
 
     def _checked(self, answer: Returned, logits: np.ndarray, reduction: str) -> Returned:
         loss, gradient = answer.loss, answer.gradient

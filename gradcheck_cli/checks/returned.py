@@ -90,6 +90,16 @@ class Direction(NamedTuple):
     stop: int
 
 
+class Along(NamedTuple):
+    """A Taylor point (checks/taylor.py): the logits plus step times SignedDirections(seed, ...)[position], of
+    v1, -v1, v2, -v2, ... Sent instead of the moved logits; made where the function runs as taylor_test makes it
+    (z + t v, v drawn and scaled the same way), bit for bit."""
+
+    seed: int
+    position: int
+    step: float
+
+
 def rademacher(seed: int, size: int) -> np.ndarray:
     """size random signs +1 / -1 (int8), the same for the same seed wherever they are made."""
     signs = np.random.default_rng(seed).integers(0, 2, size, dtype=np.int8)
@@ -99,16 +109,99 @@ def rademacher(seed: int, size: int) -> np.ndarray:
 
 
 def moved(logits: np.ndarray, at: Any) -> np.ndarray:
-    """A copy of the logits with an edit set in it: (flat indices, values), or a Direction."""
-    point = logits.copy()
-    if isinstance(at, Direction):
-        part = point.reshape(-1)[at.start:at.stop]
-        signs = rademacher(at.seed, logits.size)[at.start:at.stop]  # int8: an eighth of the logits' size
-        for begin in range(0, part.size, _MOVE_BLOCK):  # step * signs as float64 a block at a time, not N x C
-            part[begin:begin + _MOVE_BLOCK] += at.step * signs[begin:begin + _MOVE_BLOCK]
-    elif at is not None:
-        point.flat[at[0]] = at[1]
-    return point
+    """A copy of the logits with an edit set in it: (flat indices, values), a Direction or an Along."""
+    return Points().logits(logits, at)
+
+
+class Points:
+    """The logits (and second argument) each call is given, made where the function runs, call after call.
+
+    Each call gets a buffer re-filled from what is held before it is edited: the function may write into its
+    input, so it never sees what an earlier call left there, and a fresh copy per call would be an allocation
+    of the logits' size faulted in page by page (a GB at 131M logits). The signs of the last Direction's seed
+    are kept (its +step and -step calls share them: an eighth of the logits' size), and the Taylor direction
+    being evaluated (its 2 x 8 points share it: one array of the logits' size, dropped at the next call that is
+    not a Taylor point), with where each draw starts in its generator (a few hundred bytes), so a direction
+    costs one draw, not all before it. `keep` False: nothing of the logits' size is kept between calls (in the
+    checking process), and each Taylor point is drawn again."""
+
+    def __init__(self, keep: bool = True) -> None:
+        self.keep = keep
+        self.buffers: dict[str, np.ndarray] = {}
+        self.signs: tuple[int, int, np.ndarray] | None = None  # (seed, size, signs)
+        self.draws: dict[tuple[int, int], Any] = {}  # (seed, draw) -> its generator's state
+        self.direction: tuple[int, int, np.ndarray] | None = None  # (seed, draw, v) of the last Taylor point
+
+    def logits(self, logits: np.ndarray, at: Any) -> np.ndarray:
+        """The logits with `at` set in them, in the re-filled buffer (a fresh array when not `keep`)."""
+        if isinstance(at, Along):
+            return self._along(logits, at)
+        self.direction = None
+        point = self.refilled("logits", logits)
+        if isinstance(at, Direction):
+            part = point.reshape(-1)[at.start:at.stop]
+            signs = self._signs(at.seed, logits.size)[at.start:at.stop]
+            for begin in range(0, part.size, _MOVE_BLOCK):  # step * signs as float64 a block at a time, not N x C
+                part[begin:begin + _MOVE_BLOCK] += at.step * signs[begin:begin + _MOVE_BLOCK]
+        elif at is not None:
+            point.flat[at[0]] = at[1]
+        return point
+
+    def refilled(self, key: str, values: np.ndarray) -> np.ndarray:
+        """A C-ordered array of `values` (what values.copy() gives): the buffer kept under `key`, filled again."""
+        buffer = self._buffer(key, values.shape, values.dtype)
+        np.copyto(buffer, values)
+        return buffer
+
+    def _buffer(self, key: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        buffer = self.buffers.get(key) if self.keep else None
+        if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
+            buffer = np.empty(shape, dtype)
+            if self.keep:
+                self.buffers[key] = buffer
+        return buffer
+
+    def _signs(self, seed: int, size: int) -> np.ndarray:
+        if self.signs is None or self.signs[:2] != (seed, size):
+            self.signs = (seed, size, rademacher(seed, size))  # int8: an eighth of the logits' size
+        return self.signs[2]
+
+    def _along(self, logits: np.ndarray, at: Along) -> np.ndarray:
+        """z + t v as taylor_test computes it: v (or -v) times t, plus z."""
+        point = self._buffer("logits", logits.shape, np.dtype(np.float64))  # every element written
+        draw = at.position // 2
+        if self.direction is not None and self.direction[:2] == (at.seed, draw) \
+                and self.direction[2].shape == logits.shape:
+            v = self.direction[2]
+        else:
+            v = self._drawn(at.seed, draw, logits.shape, point)
+        np.multiply(v, -at.step if at.position % 2 else at.step, out=point)  # t (-v) is -(t v) exactly
+        point += logits  # t v + z is z + t v exactly (addition commutes)
+        return point
+
+    def _drawn(self, seed: int, draw: int, shape: tuple[int, ...], point: np.ndarray) -> np.ndarray:
+        """SignedDirections' v of that draw (standard_normal(out=) draws what standard_normal(shape) does),
+        scaled by its largest |v|: kept when `keep`, else drawn into `point`."""
+        v = np.empty(shape) if self.keep else point
+        self.direction = None
+        self._generator(seed, draw, shape).standard_normal(out=v)
+        v /= np.abs(v).max()
+        if self.keep:
+            self.direction = (seed, draw, v)
+        return v
+
+    def _generator(self, seed: int, draw: int, shape: tuple[int, ...]) -> np.random.Generator:
+        """The generator of SignedDirections(seed, ...) where its draw number `draw` starts."""
+        generator = np.random.default_rng(seed)
+        known = max((d for s, d in self.draws if s == seed and d <= draw), default=0)
+        if known:
+            generator.bit_generator.state = self.draws[seed, known]
+        skipped = np.empty(shape)
+        for _ in range(known, draw):  # draws before it not seen yet: drawn and dropped, their ends kept
+            generator.standard_normal(out=skipped)
+        self.draws = {key: state for key, state in self.draws.items() if key[0] == seed}
+        self.draws[seed, draw] = generator.bit_generator.state
+        return generator
 
 
 def read_signature(function: Any) -> Signature:

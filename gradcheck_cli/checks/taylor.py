@@ -44,7 +44,12 @@ from typing import NamedTuple, overload
 
 import numpy as np
 
+from gradcheck_cli.checks.returned import Along
 from gradcheck_cli.numerics.exact import exact_sum
+
+# The user's loss at many Taylor points z + t v, all asked at once (sent ahead to a worker, which moves the logits
+# it holds itself): one value per point, in order.
+LossesAt = Callable[[list[Along]], Sequence[float | np.ndarray]]
 
 PASSING_SLOPE = 1.9  # 2 - 0.1, twice the worst deviation of a right gradient (module docstring)
 FLOOR_MARGIN = 200.0  # remainders below this many times the rounding floor are not fitted
@@ -92,13 +97,15 @@ def taylor_test(
     halvings: int = HALVINGS,
     seed: int = 0,
     precision: float = 2.0**-52,
+    losses_at: LossesAt | None = None,
 ) -> TaylorResult:
     """The Taylor remainders of the user's `loss` around `logits` with their `gradient`, and the fitted slopes.
 
     `loss(z)` returns the reduced loss, or row losses whose sum `gradient` is the gradient of (reduction
     none); `scale` is the temperature (the logit distance over which the softmax moves by O(1));
     `precision` the machine epsilon of the user's values. The directions are drawn from `seed`, so a run
-    is reproducible. `directions` random v are each tried as v and -v.
+    is reproducible. `directions` random v are each tried as v and -v. `losses_at`, if given, evaluates the points
+    z + t v themselves (returned.Along: the same numbers bit for bit) instead of `loss` on each.
     """
     z = np.asarray(logits, dtype=np.float64)
     g = np.asarray(gradient, dtype=np.float64).reshape(z.shape)
@@ -107,7 +114,11 @@ def taylor_test(
     uniform = _value(loss(np.zeros_like(z)))
     floor = 32 * (precision / 2) * (abs(base) + abs(uniform) + float(np.abs(z * g).sum())) + sum_error(g, steps[0])
     signed = SignedDirections(seed, directions, z.shape)
-    remainders = np.array([[_remainder(loss, z, g, base, t * v) for t in steps] for v in signed])
+    if losses_at is None:
+        remainders = np.array([[_remainder(loss(z + t * v), z, g, base, t * v) for t in steps] for v in signed])
+    else:
+        values = iter(losses_at([Along(seed, position, float(t)) for position in range(len(signed)) for t in steps]))
+        remainders = np.array([[_remainder(next(values), z, g, base, t * v) for t in steps] for v in signed])
     result = TaylorResult(steps, remainders, floor, (), signed)
     return result._replace(slopes=tuple(_slope(steps, row, fitted) for row, fitted in zip(
         remainders, result.fitted, strict=True)))
@@ -150,11 +161,10 @@ def _value(loss_value: float | np.ndarray) -> float:
     return exact_sum(np.asarray(loss_value, dtype=np.float64))
 
 
-def _remainder(loss: Callable[[np.ndarray], float | np.ndarray], z: np.ndarray, g: np.ndarray, base: float,
-               step: np.ndarray) -> float:
-    moved = z + step
-    change = _value(loss(moved)) - base
-    return abs(change - _inner(g, moved - z))
+def _remainder(loss_value: float | np.ndarray, z: np.ndarray, g: np.ndarray, base: float, step: np.ndarray) -> float:
+    """|L(z + step) - L(z) - <g, d>|, d = (z + step) - z the step the function really saw."""
+    change = _value(loss_value) - base
+    return abs(change - _inner(g, (z + step) - z))
 
 
 def _inner(g: np.ndarray, d: np.ndarray) -> float:

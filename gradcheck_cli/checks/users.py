@@ -27,6 +27,7 @@ from gradcheck_cli.settings import Settings
 
 if TYPE_CHECKING:
     from gradcheck_cli.checks.impl import Implementation
+    from gradcheck_cli.checks.returned import Along
     from gradcheck_cli.checks.slip_context import Totals
 
 # Up to this many logits the user's values are kept whole for a diagnosis: runner.FULL_LIMIT, what tables show.
@@ -236,7 +237,11 @@ def taylor_check(implementation: Implementation, logits: np.ndarray, targets: np
     def users_loss(point: np.ndarray) -> np.ndarray:
         return implementation.answer(point, targets, reduction, loss_only=True).loss
 
-    result = taylor_test(users_loss, logits, values["gradient"], scale=scale, precision=precision)
+    def losses_at(points: list[Along]) -> list[np.ndarray]:  # sent ahead as edits: the worker moves its logits
+        return implementation.losses(base, targets, reduction, points)
+
+    base = np.asarray(logits, dtype=np.float64)  # the z of taylor_test
+    result = taylor_test(users_loss, base, values["gradient"], scale=scale, precision=precision, losses_at=losses_at)
     slopes = [slope for slope in result.slopes if slope is not None]
     if not slopes:
         notes.append("impl taylor: inconclusive (your loss is not finite, or its remainders are under the rounding "

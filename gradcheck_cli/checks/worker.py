@@ -32,15 +32,16 @@ import numpy as np
 
 from gradcheck_cli.checks.returned import (
     NUMPY_CALLING,
+    Along,
     Calling,
     Direction,
+    Points,
     Refused,
     Returned,
     Signature,
     call_function,
     framework_module,
     labels_of,
-    moved,
     read_signature,
 )
 from gradcheck_cli.checks.worker_process import WorkerProcess
@@ -51,8 +52,9 @@ from gradcheck_cli.errors import InputError
 # importing torch on a cold CI machine can take ten seconds, and JAX compiles on its first call.
 DEFAULT_TIMEOUT = 60.0
 
-# Flat indices into the logits and the values they take, or a move along a direction (returned.Direction).
-Edit = tuple[np.ndarray, np.ndarray] | Direction
+# Flat indices into the logits and the values they take, or a move along a direction (returned.Direction), or a
+# Taylor point (returned.Along).
+Edit = tuple[np.ndarray, np.ndarray] | Direction | Along
 
 
 class Caller(Protocol):
@@ -159,7 +161,7 @@ _SMALL = 64
 
 
 def _edit_on_wire(at: Edit | None) -> Any:
-    if at is None or isinstance(at, Direction) or at[0].size > _SMALL:
+    if at is None or isinstance(at, Direction | Along) or at[0].size > _SMALL:
         return at
     return at[0].tolist(), at[1].tolist()
 
@@ -197,6 +199,7 @@ def serve(target: Target, calling: Calling = NUMPY_CALLING) -> Callable[[Any], A
         framework_module(calling.framework)  # a framework that is not installed is said once, at the import
     signature = read_signature(function)
     state: dict[str, np.ndarray] = {}
+    points = Points()  # buffers re-filled before each call, the directions' signs kept (returned.Points)
 
     def answer(request: Any) -> Any:
         logits, targets, at, loss_only, upstream = request
@@ -205,7 +208,8 @@ def serve(target: Target, calling: Calling = NUMPY_CALLING) -> Callable[[Any], A
                 state[key] = value
         if targets is not None or "second" not in state:  # labels read once per targets, not once per call
             state["second"] = second_argument(target.spec, signature, calling, state["targets"])
-        given = _Given(moved(state["logits"], at), state["second"].copy(), state.get("upstream"), loss_only)
+        given = _Given(points.logits(state["logits"], at), points.refilled("second", state["second"]),
+                       state.get("upstream"), loss_only)
         returned = _call(target.spec, target.function, function, signature, calling, given)
         return _returned_on_wire(returned)
 
@@ -309,13 +313,14 @@ class InProcess:
         self.name = getattr(function, "__name__", "the function")
         self.signature = read_signature(function)
         self.upstream: np.ndarray | None = None
+        self.points = Points(keep=False)  # fresh arrays each call: no copy of the logits kept in this process
 
     def call(self, logits: np.ndarray, targets: np.ndarray, at: Edit | None, loss_only: bool,
              upstream: np.ndarray | None = None) -> Returned:
         if upstream is not None:
             self.upstream = upstream.copy()
         second = second_argument(self.spec, self.signature, self.calling, targets)
-        given = _Given(moved(logits, at), second.copy(), self.upstream, loss_only)
+        given = _Given(self.points.logits(logits, at), second.copy(), self.upstream, loss_only)
         with _stdout_to_stderr(self.descriptors):
             return _call(self.spec, self.name, self.function, self.signature, self.calling, given)
 

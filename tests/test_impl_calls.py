@@ -1,0 +1,157 @@
+"""What each call of an --impl function costs and is given (issue 13, the --impl row): Taylor points sent as edits
+the worker applies to the logits it holds, buffers re-filled before every call, a direction's signs and a Taylor
+direction's draw made where the function runs exactly as the check makes them."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gradcheck_cli.checks import worker
+from gradcheck_cli.checks.impl import Implementation
+from gradcheck_cli.checks.returned import Along, Direction, Points, moved
+from gradcheck_cli.checks.taylor import taylor_test
+from gradcheck_cli.checks.worker_process import WorkerProcess
+
+
+def _bits(array: np.ndarray) -> np.ndarray:
+    """The float64 bit patterns: equal arrays of these are equal bit for bit (-0.0 is not 0.0)."""
+    return np.ascontiguousarray(array, dtype=np.float64).view(np.uint64)
+
+
+def _mean_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_s = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    rows = logits.shape[0]
+    return float(-(targets * log_s).sum() / rows), (np.exp(log_s) - targets) / rows
+
+
+def test_a_taylor_point_is_the_one_taylor_test_makes() -> None:
+    """Protects Points' Along: z + t v made where the function runs is, bit for bit, z + t v with v the index-th of
+    v1, -v1, v2, -v2 of one draw of count x shape normals scaled to max |v| = 1 (drawn independently here),
+    whatever order the points are asked in (the kept direction, the generator states, a restart for an earlier
+    draw), and the kept direction is dropped at the first call that is not a Taylor point."""
+    z = np.random.default_rng(1).standard_normal((3, 7)) * 3
+    drawn = np.random.default_rng(5).standard_normal((3, 3, 7))
+    drawn /= np.abs(drawn).reshape(3, -1).max(axis=1)[:, None, None]
+    signed = [sign * v for v in drawn for sign in (1.0, -1.0)]
+    points = Points()
+    for index, t in ((0, 2.0**-5), (0, 2.0**-9), (1, 2.0**-5), (5, 0.1), (2, 2.0**-6), (4, 3e-3), (3, 1.0)):
+        made = points.logits(z, Along(5, index, t))
+        np.testing.assert_array_equal(_bits(made), _bits(z + t * signed[index]))
+    np.testing.assert_array_equal(_bits(moved(z, Along(5, 3, 0.25))), _bits(z + 0.25 * signed[3]))
+    assert points.direction is not None
+    points.logits(z, None)  # not a Taylor point: the direction (the logits' size) is not kept past it
+    assert points.direction is None
+
+
+def test_taylor_points_as_edits_give_the_same_remainders() -> None:
+    """Protects taylor_test's losses_at: the remainders and slopes are those of the loss called on each point
+    itself (the same points, so every verdict stays)."""
+    z = np.random.default_rng(2).standard_normal((4, 9)) * 3
+    targets = np.eye(9)[[0, 3, 8, 1]]
+    g = _mean_cross_entropy(z, targets)[1]
+
+    def loss(point: np.ndarray) -> float:
+        return _mean_cross_entropy(point, targets)[0]
+
+    points = Points()
+    plain = taylor_test(loss, z, g, seed=3)
+    edited = taylor_test(loss, z, g, seed=3, losses_at=lambda at: [loss(points.logits(z, a)) for a in at])
+    np.testing.assert_array_equal(_bits(plain.remainders), _bits(edited.remainders))
+    assert plain.slopes == edited.slopes and plain.passed
+
+
+def test_a_direction_after_another_seed_uses_its_own_signs() -> None:
+    """Protects the signs kept for one seed: a Direction of another seed, or of the same seed over logits of
+    another size, gets its own signs, as a fresh move (nothing kept) gives them."""
+    kept = Points()
+    for shape, seed in (((4, 6), 1), ((4, 6), 1), ((4, 6), 2), ((5, 6), 2), ((4, 6), 1)):
+        z = np.random.default_rng(seed).standard_normal(shape)
+        at = Direction(seed, -2.0**-7, 2, 19)
+        signs = np.where(np.random.default_rng(seed).integers(0, 2, z.size, dtype=np.int8) == 1, 1.0, -1.0)
+        expected = z.copy().reshape(-1)
+        expected[2:19] += -2.0**-7 * signs[2:19]
+        np.testing.assert_array_equal(_bits(kept.logits(z, at).reshape(-1)), _bits(expected))
+
+
+SCRIBBLER = textwrap.dedent("""
+    import numpy as np
+
+    def f(logits, targets):
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_s = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        rows = logits.shape[0]
+        loss, gradient = float(-(targets * log_s).sum() / rows), (np.exp(log_s) - targets) / rows
+        logits[...] = np.nan  # what it was given, written over after use
+        targets[...] = 7.0
+        return loss, gradient
+""")
+
+
+@pytest.mark.parametrize("where", ["worker", "in this process"])
+def test_a_function_writing_into_its_input_never_sees_it_again(where: str, tmp_path: Path) -> None:
+    """Protects the re-filled buffers: a function that writes over its logits and targets gets, at every later
+    call (an edit, a direction, a Taylor point, none), exactly the point asked for, as an untouched function
+    would (computed here on independently made points)."""
+    path = tmp_path / "scribbler.py"
+    path.write_text(SCRIBBLER)
+    spec = f"{path}:f"
+    if where == "worker":
+        caller: Any = worker.start(spec)
+    else:
+        namespace: dict[str, Any] = {}
+        exec(SCRIBBLER, namespace)  # the test's own module text, run in this process
+        caller = worker.InProcess(spec, namespace["f"])
+    z = np.random.default_rng(3).standard_normal((3, 5))
+    targets = np.eye(5)[[1, 4, 0]]
+    edits: list[Any] = [None, (np.array([0, 7]), np.array([2.5, -1.0])), Direction(4, 0.01, 0, 15),
+                        Direction(4, -0.01, 0, 15), Along(6, 1, 0.125), Along(6, 0, 0.125), None]
+    try:
+        answers = [caller.call(z, targets, at, False) for at in edits] + caller.losses(z, targets, edits)
+    finally:
+        caller.close()
+    expected = [_mean_cross_entropy(moved(z, at), targets) for at in edits]
+    for answer, (loss, gradient) in zip(answers, expected + expected, strict=True):
+        assert float(answer.loss) == loss
+        if answer.gradient is not None:
+            np.testing.assert_array_equal(answer.gradient, gradient)
+
+
+def test_the_taylor_check_sends_the_logits_only_when_they_change(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Protects the Taylor check's edits: its 48 points cross the pipe as Along edits, the logits being sent only
+    when what the worker holds changes (the check's point, the uniform logits, the check's point again), not a
+    copy of the logits per point."""
+    from gradcheck_cli.checks.users import taylor_check
+    from gradcheck_cli.settings import Settings
+
+    path = tmp_path / "own.py"
+    path.write_text(SCRIBBLER)
+    sent: list[Any] = []
+    request, ahead = WorkerProcess.request, WorkerProcess.requests_ahead
+
+    def seen_request(self: WorkerProcess, message: Any, activity: str) -> Any:
+        sent.append(message)
+        return request(self, message, activity)
+
+    def seen_ahead(self: WorkerProcess, messages: list[Any], activity: str) -> list[Any]:
+        sent.extend(messages)
+        return ahead(self, messages, activity)
+
+    monkeypatch.setattr(WorkerProcess, "request", seen_request)
+    monkeypatch.setattr(WorkerProcess, "requests_ahead", seen_ahead)
+    z = np.random.default_rng(4).standard_normal((3, 6)) * 2
+    targets = np.eye(6)[[5, 0, 2]]
+    notes: list[str] = []
+    with Implementation.load(f"{path}:f") as implementation:
+        values = {"gradient": _mean_cross_entropy(z, targets)[1]}
+        [result] = taylor_check(implementation, z, targets, Settings(), values, 2.0**-52, notes)
+    assert result.passed, notes
+    along = [message for message in sent if isinstance(message[2], Along)]
+    assert len(along) == 48
+    assert sum(message[0] is not None for message in sent) == 3
