@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rich.console import Console
-    from rich.table import Table
+    from rich.console import Console, RenderableType
+    from rich.table import Column, Table
 
 GAP = "…"
 # Below this many columns a table says nothing; narrower terminals get it wrapped instead.
@@ -120,3 +120,77 @@ def wrap(text: str, width: int) -> str:
         lines += textwrap.wrap(line, max(width, 20), subsequent_indent=indent, break_long_words=False,
                                break_on_hyphens=False) or [""]
     return "\n".join(lines)
+
+
+# --- the plain path: what rich would print, without rich's rendering -------------------------------------
+# Drawing a small table with rich costs more than the check it reports (a one-row run's tables: about a
+# tenth of a second on a loaded 2-core machine, a fifth of the start-up). Without colour, a table of
+# one-line cells that fits the width is a fixed layout, written here byte for byte as rich writes it
+# (tests/test_startup_plain.py compares both); anything else (colour, wide or unusual characters,
+# wrapping, another box) returns None and goes to rich.
+
+
+def plain(console: Console) -> bool:
+    """Whether this console writes no styles at all, so the plain path may stand in for rich."""
+    return console.no_color and console.color_system is None
+
+
+def plain_text(text: str) -> bool:
+    """Text that rich prints as it is, one column a character: printable ASCII, or the cut mark."""
+    return text.replace(GAP, "").isascii() and text.isprintable()
+
+
+def plain_table(table: Table, width: int) -> str | None:
+    """A SIMPLE_HEAD table with pad_edge off (as _table and tables._table build them) as rich prints it
+    without colour, or None when rich must draw it (it would wrap, or has what this path does not draw)."""
+    from rich import box
+
+    if not _drawn_plainly(table, box.SIMPLE_HEAD):
+        return None
+    columns = [[_cell_text(column.header), *map(_cell_text, column._cells)] for column in table.columns]
+    if any(text is None or not plain_text(text) for texts in columns for text in texts):
+        return None
+    widths = [max(map(len, texts)) for texts in columns]  # type: ignore[arg-type]
+    inner = sum(widths) + 3 * (len(widths) - 1)  # between the edges: cells, a space each side, rules
+    title = _cell_text(table.title) if table.title else ""
+    if title is None or inner + 2 > width:
+        return None
+    title_lines = title.split("\n") if title else []
+    if any(not plain_text(line) or len(line) > inner + 2 for line in title_lines):
+        return None  # rich would wrap it
+    rows = [[_justified(texts[k] or "", size, column) for texts, size, column in
+             zip(columns, widths, table.columns, strict=True)] for k in range(len(columns[0]))]
+    lines = [line.ljust(inner + 2) for line in title_lines]
+    lines += [" " * (inner + 2), " " + "   ".join(rows[0]) + " ", " " + "\u2500" * inner + " "]
+    lines += [" " + "   ".join(row) + " " for row in rows[1:]]
+    lines.append(" " * (inner + 2))
+    return "\n".join(lines) + "\n"
+
+
+def _drawn_plainly(table: Table, simple_head: object) -> bool:
+    """The table's settings are the ones this path draws (anything else goes to rich)."""
+    return (table.box is simple_head and not table.pad_edge and table.show_header and table.show_edge
+            and not table.show_footer and not table.show_lines and not table.leading and not table.expand
+            and table.width is None and table.min_width is None and table.caption is None
+            and table.padding == (0, 1, 0, 1) and not table.collapse_padding and bool(table.columns)
+            and all(_plain_column(column) for column in table.columns))
+
+
+def _plain_column(column: Column) -> bool:
+    return (column.justify in ("left", "right") and column.width is None and column.min_width is None
+            and column.max_width is None and column.ratio is None and column.vertical == "top")
+
+
+def _cell_text(cell: RenderableType) -> str | None:
+    """A cell's characters when it is plain text (a str, or a Text whose styles show nothing without colour)."""
+    from rich.text import Text
+
+    if isinstance(cell, str):
+        return cell
+    if isinstance(cell, Text) and cell.justify is None and cell.overflow is None and cell.end == "\n":
+        return cell.plain
+    return None
+
+
+def _justified(text: str, size: int, column: Column) -> str:
+    return text.ljust(size) if column.justify == "left" else text.rjust(size)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -40,10 +40,10 @@ def rows_writer(out: Output) -> OnRows:
 def write_rows(stream: IO[str], start: int, batch: Batch, part: RowChecks) -> None:
     """One JSON object per sample: its loss, probabilities, gradients and how far they disagree.
 
-    Each array of the batch is formatted by one call, then cut into rows, and the records are the rows'
-    texts interleaved with the keys between them, joined once: no Python code runs per row or per number.
-    Formatting is the cost of this format (json.dumps takes ~1 us a number); the optional orjson takes
-    a tenth of that, and its records go out as the bytes it wrote, compact as it writes them.
+    Each array of a block of rows is formatted by one call, then cut into rows, and the records are the
+    rows' texts interleaved with the keys between them, joined once: no Python code runs per row or per
+    number. Formatting is the cost of this format (json.dumps takes ~1 us a number); the optional orjson
+    takes a tenth of that, and its records go out as the bytes it wrote, compact as it writes them.
     """
     from gradcheck_cli.checks.runner import row_lse
 
@@ -53,39 +53,62 @@ def write_rows(stream: IO[str], start: int, batch: Batch, part: RowChecks) -> No
     if lse is not None:  # not for bce, which has no softmax
         values.insert(2, lse)
     orjson = orjson_module()
-    if orjson is None:
-        stream.write(_plain_records(start, batch, values))
-        return
-    records = _orjson_records(orjson, start, batch, values)
-    binary = getattr(stream, "buffer", None)
-    if binary is None:
-        stream.write(records.decode("ascii"))
-        return
-    stream.flush()  # what went to the text layer before goes out first
-    binary.write(records)
+    binary = None if orjson is None else getattr(stream, "buffer", None)
+    if binary is not None:
+        stream.flush()  # what went to the text layer before goes out first
+    lines = None if batch.row_lines is None else np.asarray(batch.row_lines, dtype=np.int64)
+    for rows in _blocks(batch.rows, batch.classes):
+        block = _Rows(np.arange(start + rows.start, start + rows.stop), None if lines is None else lines[rows])
+        if orjson is None:
+            stream.write(_plain_records(block, [array[rows] for array in values]))
+            continue
+        records = _orjson_records(orjson, block, [array[rows] for array in values])
+        if binary is None:
+            stream.write(records.decode("ascii"))
+        else:
+            binary.write(records)
 
 
-def _plain_records(start: int, batch: Batch, values: list[np.ndarray]) -> str:
+# A block's records are built in about this many bytes. The pieces a block is cut into (a bytes object a
+# number or a row) are allocated, filled and joined while they are still in the processor's cache: measured
+# on 100,000 rows x 10 (81 MB of records, load 4-5, medians of 5), the whole batch at once took 1.33 s,
+# blocks of 2,000 rows 0.59 s, 1,000 rows 0.49 s, 540 rows (this size) 0.45 s, 270 rows 0.47 s.
+BLOCK_BYTES = 1 << 19
+
+
+def _blocks(rows: int, classes: int) -> list[slice]:
+    """The batch's rows in blocks of about BLOCK_BYTES of records (a record: ~24 bytes a number, three
+    numbers a class and a few a row, plus its keys), at least one row a block."""
+    record_bytes = 24 * (3 * classes + 4) + 120
+    size = max(1, BLOCK_BYTES // record_bytes)
+    return [slice(first, min(first + size, rows)) for first in range(0, rows, size)]
+
+
+class _Rows(NamedTuple):
+    """A block's row numbers in the whole input and the file lines they came from (None: no file)."""
+
+    numbers: np.ndarray
+    lines: np.ndarray | None
+
+
+def _plain_records(block: _Rows, values: list[np.ndarray]) -> str:
     """The records as json.dumps writes each of them."""
-    numbers = list(map(str, range(start, start + batch.rows)))
-    lines = ["null"] * batch.rows if batch.row_lines is None else list(map(str, np.asarray(batch.row_lines).tolist()))
+    numbers = list(map(str, block.numbers.tolist()))
+    lines = ["null"] * len(numbers) if block.lines is None else list(map(str, block.lines.tolist()))
     texts = [json_text(array) for array in values]
     keys = _KEYS if len(values) == 5 else _LSE_KEYS
     return "".join(_records(keys, [numbers, lines, *map(_cut, texts, _depths(values))]))
 
 
-def _orjson_records(orjson: Any, start: int, batch: Batch, values: list[np.ndarray]) -> bytes:
+def _orjson_records(orjson: Any, block: _Rows, values: list[np.ndarray]) -> bytes:
     """The records as orjson writes them (NaN and infinities as null; float32 values printed as float64)."""
 
     def encode(array: np.ndarray) -> bytes:
         text: bytes = orjson.dumps(np.ascontiguousarray(array), option=orjson.OPT_SERIALIZE_NUMPY)
         return text
 
-    numbers = _cut(encode(np.arange(start, start + batch.rows)), 1)
-    if batch.row_lines is None:
-        lines = [b"null"] * batch.rows
-    else:
-        lines = _cut(encode(np.asarray(batch.row_lines, dtype=np.int64)), 1)
+    numbers = _cut(encode(block.numbers), 1)
+    lines = [b"null"] * len(numbers) if block.lines is None else _cut(encode(block.lines), 1)
     texts = [encode(np.asarray(array, dtype=np.float64)) for array in values]
     keys = _COMPACT_KEYS if len(values) == 5 else _COMPACT_LSE_KEYS
     return b"".join(_records(keys, [numbers, lines, *map(_cut, texts, _depths(values))]))

@@ -45,7 +45,20 @@ def _say(console: Console, text: str, style: str = "") -> None:
     """A line of prose, wrapped at word boundaries to the console's width (never inside a number)."""
     from rich.text import Text
 
-    console.print(Text(layout.wrap(text, console.width), style=style), soft_wrap=True)
+    wrapped = layout.wrap(text, console.width)
+    if layout.plain(console) and all(map(layout.plain_text, wrapped.split("\n"))):
+        console.file.write(wrapped + "\n")  # what rich prints without colour, without its rendering
+        return
+    console.print(Text(wrapped, style=style), soft_wrap=True)
+
+
+def _show(console: Console, table: Any) -> None:
+    """A table, as rich draws it; without colour, drawn by layout.plain_table when it can."""
+    text = layout.plain_table(table, console.width) if layout.plain(console) else None
+    if text is None:
+        console.print(table)
+    else:
+        console.file.write(text)
 
 
 def _step(eps: float) -> str:
@@ -91,7 +104,7 @@ def _matrix(
     """A titled matrix that fits the console, with a line saying which rows and columns were cut."""
     table, rows, columns = layout.matrix_table(console, corner, row_names, column_names, cell, max_rows)
     _say(console, title)
-    console.print(table)
+    _show(console, table)
     for note in (layout.cut_note(rows, row_names, "rows"), layout.cut_note(columns, column_names, columns_are)):
         if note:
             _say(console, f"  {note}; --format json has them all")
@@ -211,7 +224,7 @@ def _render_gradient(report: Report, console: Console) -> None:
             _number(a), _number(b)]
         gradient.add_row(str(n), str(c), *cells, _error(error if np.isfinite(error) else None),
                          _error(relative if np.isfinite(relative) else None))
-    console.print(gradient)
+    _show(console, gradient)
     if users:
         _say(console, "abs and rel error: yours vs the reference (gradcheck's analytic gradient)")
     _more(console, len(entries), rows * classes, "gradient entry", "gradient entries")
@@ -228,7 +241,7 @@ def _render_summary(report: Report, console: Console) -> None:
     for entry in report.worst_rows():
         line = "" if entry["line"] is None else str(entry["line"])
         worst.add_row(entry["check"], str(entry["row"]), line, "pass" if entry["passed"] else "FAIL")
-    console.print(worst)
+    _show(console, worst)
     _render_yours_where_worst(report, console)
     _render_checks(report, console)
 
@@ -244,7 +257,7 @@ def _render_yours_where_worst(report: Report, console: Console) -> None:
         for element in check.worst_elements:
             place = ", ".join(str(i) for i in element.position) or "its value"
             table.add_row(f"[{place}]", _number(element.actual), _number(element.expected))
-        console.print(table)
+        _show(console, table)
 
 
 def _render_baselines(report: Report, console: Console) -> None:
@@ -263,7 +276,7 @@ def _render_baselines(report: Report, console: Console) -> None:
         table.add_row(check.name.removesuffix(f" vs {baseline.dtype} baseline"), result, _error(baseline.error),
                       _error(baseline.baseline_error), ratio, _ulps(baseline.ulps), _ulps(baseline.baseline_ulps))
     table.columns[0].justify = "left"
-    console.print(table)
+    _show(console, table)
     dtype = figures[0][1].dtype
     _say(console, f"passes when your ulp <= 2 x the baseline's + 1; ulp: root mean square of each element's error "
                   f"in ulp of {dtype} at its scale; errors: the largest; baseline: gradcheck's plain {dtype} code, "
@@ -284,7 +297,7 @@ def _render_checks(report: Report, console: Console) -> None:
         checks.add_row(check.name, result, _error(check.max_abs_error), _error(check.max_rel_error), where(check))
     checks.columns[0].justify = "left"
     checks.columns[-1].justify = "left"
-    console.print(checks)
+    _show(console, checks)
     # The worst element is not where the largest error is when a smaller error has a tighter tolerance.
     _say(console, "worst element: most of its tolerance used (not always where max abs err is)")
     _render_baselines(report, console)
