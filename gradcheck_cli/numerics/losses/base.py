@@ -78,12 +78,19 @@ def allowance(
     tolerance = np.subtract(scales.scale, np.abs(expected))
     np.maximum(tolerance, 0.0, out=tolerance)
     tolerance *= settings.rtol
-    rounding = np.maximum(scales.gross, scales.scale)
-    rounding *= unit_roundoff(settings.dtype) * rho
+    width = unit_roundoff(settings.dtype) * rho
+    if scales.gross is scales.scale:  # max(S, S) is S: one pass less (the Jacobian's off-diagonal elements)
+        rounding = np.multiply(scales.scale, width, out=np.empty_like(scales.scale))  # in S's dtype, as *= is
+    else:
+        rounding = np.maximum(scales.gross, scales.scale)
+        rounding *= width
     tolerance += rounding
     tolerance += settings.atol + floor
     # An allowance that overflowed would pass anything: keep it finite (the values are then huge or not finite).
-    return np.minimum(tolerance, np.finfo(np.float64).max, out=tolerance)
+    # Looked for first: a read-only pass, and a NaN (max gives it, > does not) is left NaN by minimum anyway.
+    if tolerance.size and tolerance.max() > np.finfo(np.float64).max:
+        np.minimum(tolerance, np.finfo(np.float64).max, out=tolerance)
+    return tolerance
 
 
 def upstream_gradient(settings: Settings, rows: int) -> np.ndarray:

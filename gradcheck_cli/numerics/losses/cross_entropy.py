@@ -4,6 +4,7 @@ label smoothing, ignore_index, reductions, temperature."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -40,6 +41,24 @@ class CrossEntropy(Loss):
     z_weights: np.ndarray | None = None
     method: str = "central"  # the finite-difference method whose truncation the z-loss's scales bound
 
+    @cached_property
+    def _labelled(self) -> tuple[np.ndarray, ...] | None:
+        """Where the coefficients are not 0, when at most a quarter of them are (class labels: one a row), else
+        None. Once per loss: the gradient, its scales and its differences all skip the a_j terms elsewhere."""
+        given = self.coefficients != 0
+        count = np.count_nonzero(given)
+        if 4 * count >= given.size:
+            return None
+        if given.ndim == 2:  # at most one a row (class labels): argmax finds it, 50 times as fast as nonzero
+            rows = np.flatnonzero(given.any(axis=1))
+            if rows.size == count:
+                return rows, given[rows].argmax(axis=1)
+        return np.nonzero(given)
+
+    def _sparse(self, s: np.ndarray) -> tuple[np.ndarray, ...] | None:
+        """The non-zero coefficients' places (_labelled) when s has the coefficients' shape, else None."""
+        return self._labelled if s.shape == self.coefficients.shape else None
+
     def row_losses(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
         parts = self.softmax(logits, given)
         rows = -(self.coefficients * parts.log_s).sum(axis=-1)
@@ -55,7 +74,16 @@ class CrossEntropy(Loss):
         parts = self.softmax(logits, given)
         a = self.coefficients
         others = a.sum(axis=-1, keepdims=True) - a
-        gradient = (parts.s * others - a * parts.complement) / self.temperature
+        at = self._sparse(parts.s)
+        if at is None:
+            gradient = (parts.s * others - a * parts.complement) / self.temperature
+        else:  # a_j (1 - s_j) is +0 off the labels, and x - 0 is x: those elements are s_j (A - a_j) alone
+            labels = parts.s[at] * others[at] - a[at] * parts.complement[at]
+            own = others.dtype == np.result_type(parts.s, others)  # others holds the product exactly as a new array
+            gradient = np.multiply(parts.s, others, out=others if own else None)
+            gradient[at] = labels
+            if self.temperature != 1:  # x / 1 is x: that pass is skipped
+                gradient /= self.temperature
         if self.z_weights is not None:  # d(S lse^2)/du_j = 2 S lse s_j
             lse = log_sum_exp(logits, parts, self.temperature)
             gradient += (2 * self.z_weights * lse)[:, None] * parts.s / self.temperature
@@ -82,7 +110,7 @@ class CrossEntropy(Loss):
 
         # With class labels a row has one non-zero a_j: the a-term of every other element is 0, so for one step
         # over every column it is computed only where a_j is not (a quarter of the numeric gradient's time).
-        labelled = np.nonzero(a) if 4 * np.count_nonzero(a) < a.size else None
+        labelled = self._sparse(s)
 
         def perturb(column: int | slice, offsets: np.ndarray) -> np.ndarray:
             u = offsets / self.temperature
@@ -143,7 +171,15 @@ class CrossEntropy(Loss):
         parts = self.softmax(logits, given)
         a, s = self.coefficients, parts.s
         mass = a.sum(axis=-1, keepdims=True) * self.factor
-        scales = Scales(mass * s * parts.complement, s * mass + a * self.factor, mass)
+        size = np.multiply(mass, s)
+        size *= parts.complement
+        gross = s * mass
+        at = self._sparse(s)
+        if at is None:
+            gross += a * self.factor
+        else:  # a_j times the factor (> 0) is +0 off the labels, and x + 0 is x
+            gross[at] += a[at] * self.factor
+        scales = Scales(size, gross, mass)
         if self.z_weights is None:
             return scales
         z = z_loss_scales(self.z_weights, logits, parts, self.temperature, self.method)
