@@ -20,78 +20,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gradcheck_cli.checks.compare import compare
-from gradcheck_cli.report import BaselineFigures, CheckResult
+from gradcheck_cli.report import CheckResult
 from gradcheck_cli.settings import DIVIDING_REDUCTIONS
 
 if TYPE_CHECKING:
+    from gradcheck_cli.checks.precision import BaselineErrors
     from gradcheck_cli.checks.returned import Returned
     from gradcheck_cli.numerics.losses.base import Loss
     from gradcheck_cli.numerics.softmax import Softmax
     from gradcheck_cli.settings import Settings
 
-_TINY = float(np.finfo(np.float64).tiny)
-
-
-class _RowErrors:
-    """Per row: what verdict (b) (precision.baseline_check) needs of the gradient, so it can be finished at the
-    end exactly as if the whole N x C error were at hand."""
-
-    def __init__(self, rows: int) -> None:
-        self.squares, self.baseline_squares = np.zeros(rows), np.zeros(rows)  # sum of (error / ulp)^2
-        self.error, self.baseline_error, self.relative = np.zeros(rows), np.zeros(rows), np.zeros(rows)
-        self.worst, self.column = np.zeros(rows), np.zeros(rows, dtype=np.int64)  # largest error / ulp, where
-        self.actual, self.expected = np.zeros(rows), np.zeros(rows)  # at that element
-        self.classes = 0
-
-    def add(self, rows: slice, actual: np.ndarray, expected: np.ndarray, baseline: np.ndarray, gross: np.ndarray,
-            dtype: str) -> None:
-        from gradcheck_cli.numerics.precision import spacing
-
-        self.classes = actual.shape[1]
-        unit = spacing(gross, dtype)
-        with np.errstate(invalid="ignore", over="ignore"):
-            error = np.abs(actual - expected)
-            missed = np.abs(baseline - expected)
-            self.error[rows], self.baseline_error[rows] = error.max(axis=1), missed.max(axis=1)
-            missed /= unit
-            self.baseline_squares[rows] = np.square(missed, out=missed).sum(axis=1)
-            size = np.maximum(np.maximum(np.abs(actual), np.abs(expected)), _TINY)
-            self.relative[rows] = (error / size).max(axis=1)
-            error /= unit
-            in_ulps = np.nan_to_num(error, nan=np.inf)
-            column = np.argmax(in_ulps, axis=1)
-            self.column[rows] = column
-            self.worst[rows] = np.take_along_axis(in_ulps, column[:, None], axis=1)[:, 0]
-            self.actual[rows] = np.take_along_axis(actual, column[:, None], axis=1)[:, 0]
-            self.expected[rows] = np.take_along_axis(expected, column[:, None], axis=1)[:, 0]
-            self.squares[rows] = np.square(error, out=error).sum(axis=1)
-
-    def result(self, name: str, dtype: str, description: str) -> CheckResult:
-        """Verdict (b) as precision.baseline_check gives it: root-mean-square error in ulp against SLACK x the
-        plain implementation's + FLOOR, its figures, and the element that weighs most in it."""
-        from gradcheck_cli.checks.precision import FLOOR, SLACK
-
-        count = self.squares.size * self.classes
-        with np.errstate(invalid="ignore", over="ignore"):
-            ulps = float(np.sqrt(self.squares.sum() / count))
-            baseline_ulps = float(np.sqrt(self.baseline_squares.sum() / count))
-        allowed = SLACK * baseline_ulps + FLOOR
-        finite = bool(np.isfinite(self.error).all()) and np.isfinite(ulps) and np.isfinite(baseline_ulps)
-        row = int(np.argmax(self.worst))  # the first row of the largest: row-major order, as argmax over N x C
-        error = float(self.error.max()) if finite else None
-        figures = BaselineFigures(
-            dtype=dtype, error=error,
-            baseline_error=float(self.baseline_error.max()) if np.isfinite(baseline_ulps) else None,
-            ratio=ulps / baseline_ulps if finite and baseline_ulps > 0 else None,
-            ulps=ulps if finite else None, baseline_ulps=baseline_ulps if np.isfinite(baseline_ulps) else None,
-            allowed=allowed if np.isfinite(allowed) else None,
-        )
-        return CheckResult(name=name, passed=finite and ulps <= allowed, max_abs_error=error,
-                           max_rel_error=float(self.relative.max()) if finite else None,
-                           worst_index=(row, int(self.column[row])), actual=float(self.actual[row]),
-                           expected=float(self.expected[row]), description=description,
-                           worst_share=ulps / allowed if finite else float("inf"), elements=count, mismatches=None,
-                           baseline=figures)
 
 
 class RowsCompared:
@@ -107,7 +45,12 @@ class RowsCompared:
         self.loss = np.zeros(rows)  # the reference's row losses
         self.loss_tolerance = np.zeros(rows)  # beyond rtol (float32/64), or the gross scales (half precision)
         self.baseline_rows = np.zeros(rows)  # the plain half-precision implementation's row losses
-        self.gradient_errors = _RowErrors(rows) if self.low else None
+        self.gradient_errors: BaselineErrors | None = None  # verdict (b) of the gradient, in half precision
+        if self.low:
+            from gradcheck_cli.checks.precision import BaselineErrors
+
+            assert first.gradient is not None
+            self.gradient_errors = BaselineErrors(first.gradient.shape, settings.dtype)
         self.reference: Loss | None = None  # a chunk's reference loss: its reduction, scale and normalizer
 
     def chunk(self, rows: slice, logits: np.ndarray, reference: Loss) -> CheckResult:
@@ -148,7 +91,7 @@ class RowsCompared:
         tolerance = half_precision_tolerance("gradient", expected, gross, softmax.log_s, dtype,
                                              held_lse(reference, logits, softmax))
         assert self.gradient_errors is not None
-        self.gradient_errors.add(rows, actual, expected, baseline_value(baseline, "gradient", weighted), gross, dtype)
+        self.gradient_errors.add(rows.start, actual, expected, baseline_value(baseline, "gradient", weighted), gross)
         return compare("impl gradient", actual, expected, tolerance, 0.0, description=_within(dtype, "gradient"))
 
     def finish(self, gradient: CheckResult) -> list[CheckResult]:
@@ -158,8 +101,11 @@ class RowsCompared:
         assert reference is not None and settings.rtol is not None
         if self.low:
             assert self.gradient_errors is not None
+            from gradcheck_cli.checks.precision import baseline_description
+
             return [*self._half_precision_loss(reference), gradient, self.gradient_errors.result(
-                f"impl gradient vs {settings.dtype} baseline", settings.dtype, _baseline_description(settings.dtype))]
+                f"impl gradient vs {settings.dtype} baseline",
+                baseline_description("the gradient you computed", settings.dtype))]
         from gradcheck_cli.numerics.precision import FORMATS
 
         expected, tolerance = self.loss, self.loss_tolerance
@@ -198,11 +144,3 @@ def _within(dtype: str, name: str) -> str:
     pair = DTYPE_TOLERANCES[dtype]
     return (f"the {name} you computed vs gradcheck's reference, within {dtype}'s tolerance (rtol {pair.rtol:g}, "
             f"atol {pair.atol:g}, and the rounding of what a correct {dtype} code holds in it)")
-
-
-def _baseline_description(dtype: str) -> str:
-    """Verdict (b)'s description, as precision.baseline_check words it."""
-    from gradcheck_cli.checks.precision import FLOOR, SLACK
-
-    return (f"the gradient you computed: root-mean-square error in ulp at most {SLACK:g} x that of a plain {dtype} "
-            f"implementation + {FLOOR:g}")

@@ -46,7 +46,7 @@ low dtype (a step below its spacing, 2^-8 relative for bfloat16, leaves the valu
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -148,76 +148,89 @@ def baseline_check(
     what: str
 ) -> CheckResult:
     """Verdict (b): the user's root-mean-square error in ulp against the plain implementation's (module
-    docstring); `gross` is each element's gross scale, whose ulp its error is counted in."""
+    docstring); `gross` is each element's gross scale, whose ulp its error is counted in. Summed a chunk of rows
+    at a time (a few chunk-sized temporaries)."""
     actual, expected, baseline = (np.atleast_1d(np.asarray(x)) for x in (actual, expected, baseline))
-    sums = _error_sums(actual, expected, baseline, np.broadcast_to(np.abs(gross), expected.shape), dtype)
-    ulps = float(np.sqrt(sums.user_squares / expected.size))
-    baseline_ulps = float(np.sqrt(sums.baseline_squares / expected.size))
-    allowed = SLACK * baseline_ulps + FLOOR
-    finite = sums.finite and np.isfinite(ulps) and np.isfinite(baseline_ulps)
-    index = tuple(int(i) for i in np.unravel_index(sums.worst, expected.shape)) if np.ndim(gross) else ()
-    figures = BaselineFigures(
-        dtype=dtype,
-        error=sums.largest if finite else None,
-        baseline_error=sums.baseline_largest if np.isfinite(baseline_ulps) else None,
-        ratio=ulps / baseline_ulps if finite and baseline_ulps > 0 else None,
-        ulps=ulps if finite else None,
-        baseline_ulps=baseline_ulps if np.isfinite(baseline_ulps) else None,
-        allowed=allowed if np.isfinite(allowed) else None,
-    )
-    return CheckResult(
-        name=name,
-        passed=finite and ulps <= allowed,
-        max_abs_error=sums.largest if finite else None,
-        max_rel_error=sums.relative if finite else None,
-        worst_index=index,
-        actual=float(actual.reshape(-1)[sums.worst]),
-        expected=float(expected.reshape(-1)[sums.worst]),
-        description=f"{what}: root-mean-square error in ulp at most {SLACK:g} x that of a plain {dtype} "
-                    f"implementation + {FLOOR:g}",
-        worst_share=ulps / allowed if finite else float("inf"),
-        elements=int(expected.size),
-        mismatches=None,
-        baseline=figures,
-    )
+    gross = np.broadcast_to(np.abs(gross), expected.shape) if np.ndim(gross) else np.abs(gross)
+    errors = BaselineErrors(expected.shape, dtype, indexed=bool(np.ndim(gross)))
+    step = max(1, _CHUNK_ELEMENTS // errors.width)
+    for start in range(0, expected.shape[0], step):
+        part = slice(start, start + step)
+        errors.add(start, actual[part], expected[part], baseline[part], gross[part] if np.ndim(gross) else gross)
+    return errors.result(name, baseline_description(what, dtype))
 
 
-class _ErrorSums(NamedTuple):
-    user_squares: float  # sum of the user's squared errors in ulp
-    baseline_squares: float
-    largest: float  # the user's largest absolute error
-    baseline_largest: float
-    relative: float  # the user's largest relative error
-    worst: int  # the flat index of the element with the most ulp (a NaN first)
-    finite: bool  # every error of the user's finite
+def baseline_description(what: str, dtype: str) -> str:
+    return (f"{what}: root-mean-square error in ulp at most {SLACK:g} x that of a plain {dtype} implementation + "
+            f"{FLOOR:g}")
 
 
-def _error_sums(actual: np.ndarray, expected: np.ndarray, baseline: np.ndarray, gross: np.ndarray, dtype: str
-                ) -> _ErrorSums:
-    """What baseline_check needs of the errors, summed over chunks of rows (a few chunk-sized temporaries)."""
-    per_row = max(int(np.prod(expected.shape[1:])), 1)
-    step = max(1, _CHUNK_ELEMENTS // per_row)
-    squares, base_squares, largest, base_largest, relative = 0.0, 0.0, 0.0, 0.0, 0.0
-    worst, worst_score, finite = 0, -1.0, True
-    with np.errstate(invalid="ignore", over="ignore"):
-        for start in range(0, expected.shape[0], step):
-            part = slice(start, start + step)
-            wanted = expected[part].astype(np.float64)
-            unit = spacing(gross[part], dtype)
-            error = np.abs(actual[part] - wanted)
-            base_error = np.abs(baseline[part] - wanted)
-            in_ulps = error / unit
-            squares += float(np.square(in_ulps).sum())
-            base_squares += float(np.square(base_error / unit).sum())
-            finite = finite and bool(np.isfinite(error).all())
-            largest, base_largest = max(largest, float(error.max())), max(base_largest, float(base_error.max()))
-            scale = np.maximum(np.maximum(np.abs(actual[part]), np.abs(wanted)), np.finfo(np.float64).tiny)
-            relative = max(relative, float((error / scale).max()))
-            score = np.nan_to_num(in_ulps, nan=np.inf).reshape(-1)
-            local = int(np.argmax(score))
-            if score[local] > worst_score:  # strictly: the first of equal ones, as one argmax over all
-                worst, worst_score = start * per_row + local, float(score[local])
-    return _ErrorSums(squares, base_squares, largest, base_largest, relative, worst, finite)
+class BaselineErrors:
+    """What verdict (b) needs of the errors, kept per row (a few numbers a row, whatever C) as chunks of whole
+    rows arrive, so the verdict, its figures and its worst element do not depend on how the rows were cut: the
+    sums are the rows' sums added at the end, the worst element the first of the largest in row-major order."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: str, indexed: bool = True) -> None:
+        rows = shape[0]
+        self.shape, self.dtype, self.indexed = shape, dtype, indexed
+        self.width = max(int(np.prod(shape[1:])), 1)
+        self.squares, self.baseline_squares = np.zeros(rows), np.zeros(rows)  # sum of (error / ulp)^2
+        self.error, self.baseline_error, self.relative = np.zeros(rows), np.zeros(rows), np.zeros(rows)
+        self.worst, self.column = np.zeros(rows), np.zeros(rows, dtype=np.int64)  # largest error / ulp, where
+        self.actual, self.expected = np.zeros(rows), np.zeros(rows)  # at that element
+
+    def add(self, start: int, actual: np.ndarray, expected: np.ndarray, baseline: np.ndarray,
+            gross: np.ndarray) -> None:
+        """The errors of rows start, start + 1, ... (`gross`: each element's gross scale, or one for all)."""
+        count = expected.shape[0]
+        rows = slice(start, start + count)
+        actual, baseline = actual.reshape(count, -1), baseline.reshape(count, -1)
+        expected = expected.astype(np.float64, copy=False).reshape(count, -1)
+        unit = spacing(gross, self.dtype)
+        unit = unit.reshape(count, -1) if np.ndim(unit) else unit
+        with np.errstate(invalid="ignore", over="ignore"):
+            error = np.abs(actual - expected)
+            missed = np.abs(baseline - expected)
+            self.error[rows], self.baseline_error[rows] = error.max(axis=1), missed.max(axis=1)
+            missed /= unit
+            self.baseline_squares[rows] = np.square(missed, out=missed).sum(axis=1)
+            size = np.maximum(np.maximum(np.abs(actual), np.abs(expected)), np.finfo(np.float64).tiny)
+            self.relative[rows] = (error / size).max(axis=1)
+            error /= unit
+            in_ulps = np.nan_to_num(error, nan=np.inf)
+            column = np.argmax(in_ulps, axis=1)
+            self.column[rows] = column
+            self.worst[rows] = np.take_along_axis(in_ulps, column[:, None], axis=1)[:, 0]
+            self.actual[rows] = np.take_along_axis(actual, column[:, None], axis=1)[:, 0]
+            self.expected[rows] = np.take_along_axis(expected, column[:, None], axis=1)[:, 0]
+            self.squares[rows] = np.square(error, out=error).sum(axis=1)
+
+    def result(self, name: str, description: str) -> CheckResult:
+        """Verdict (b): root-mean-square error in ulp against SLACK x the plain implementation's + FLOOR, its
+        figures, and the element that weighs most in it."""
+        count = self.squares.size * self.width
+        with np.errstate(invalid="ignore", over="ignore"):
+            ulps = float(np.sqrt(self.squares.sum() / count))
+            baseline_ulps = float(np.sqrt(self.baseline_squares.sum() / count))
+        allowed = SLACK * baseline_ulps + FLOOR
+        finite = bool(np.isfinite(self.error).all()) and np.isfinite(ulps) and np.isfinite(baseline_ulps)
+        row = int(np.argmax(self.worst))  # the first row of the largest: row-major order, as one argmax over all
+        at = row * self.width + int(self.column[row])
+        error = float(self.error.max()) if finite else None
+        figures = BaselineFigures(
+            dtype=self.dtype, error=error,
+            baseline_error=float(self.baseline_error.max()) if np.isfinite(baseline_ulps) else None,
+            ratio=ulps / baseline_ulps if finite and baseline_ulps > 0 else None,
+            ulps=ulps if finite else None, baseline_ulps=baseline_ulps if np.isfinite(baseline_ulps) else None,
+            allowed=allowed if np.isfinite(allowed) else None,
+        )
+        return CheckResult(
+            name=name, passed=finite and ulps <= allowed, max_abs_error=error,
+            max_rel_error=float(self.relative.max()) if finite else None,
+            worst_index=tuple(int(i) for i in np.unravel_index(at, self.shape)) if self.indexed else (),
+            actual=float(self.actual[row]), expected=float(self.expected[row]), description=description,
+            worst_share=ulps / allowed if finite else float("inf"), elements=count, mismatches=None,
+            baseline=figures)
 
 
 _CHUNK_ELEMENTS = 1 << 18  # elements per chunk of baseline_check's sums: 2 MB per float64 temporary
