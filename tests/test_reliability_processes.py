@@ -242,18 +242,15 @@ def test_a_reader_killed_from_outside_ends_the_check_instead_of_hanging_it(start
 
 
 def test_the_reader_stops_waiting_to_send_when_its_parent_is_gone():
-    """Queue.put never waits forever: a reader whose parent died (had PR_SET_PDEATHSIG been missing) sees it."""
-    import multiprocessing
+    """Its queue's put never waits forever: a reader whose parent died (had PR_SET_PDEATHSIG been missing)
+    sees it."""
+    import queue
 
-    parsed = multiprocessing.get_context("fork").Queue(1)
-    try:
-        assert readahead._put(parsed, None, os.getppid()) is True  # room in the queue, the parent is there
-        start = time.monotonic()
-        assert readahead._put(parsed, None, -1) is False  # full, and "the parent" is not this process's
-        assert time.monotonic() - start < 5 * readahead._POLL_SECONDS
-    finally:
-        parsed.close()
-        parsed.join_thread()
+    parsed: queue.Queue[None] = queue.Queue(1)
+    assert readahead._put(parsed, None, os.getppid()) is True  # room in the queue, the parent is there
+    start = time.monotonic()
+    assert readahead._put(parsed, None, -1) is False  # full, and "the parent" is not this process's
+    assert time.monotonic() - start < 5 * readahead._POLL_SECONDS
 
 
 # --- files that change while they are read ------------------------------------------------------------------

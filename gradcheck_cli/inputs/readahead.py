@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -11,12 +12,15 @@ from gradcheck_cli.batch import Batch
 from gradcheck_cli.errors import InputError
 
 if TYPE_CHECKING:
-    import multiprocessing
+    import queue
     from multiprocessing.process import BaseProcess
 
 
-# How often each process looks whether the other is still there while it waits on the queue.
+# How often the reader looks whether the checking process is still there while its queue is full, and how
+# long the checking process waits for a reader that ended to be reaped.
 _POLL_SECONDS = 0.5
+# A frame's header length (readahead's pipe: _write_item).
+_LENGTH = struct.Struct("<Q")
 
 
 @contextmanager
@@ -25,7 +29,9 @@ def read_ahead(batches: Iterator[Batch], depth: int = 8) -> Iterator[Iterator[Ba
 
     Parsing is most of a streamed check's time, and a machine has more than one core: the check of each
     chunk overlaps the parsing of the next ones. At most `depth` parsed chunks wait, so memory stays bounded.
-    An error the reader meets is raised here in turn, after the batches before it, as without the reader.
+    Their arrays cross the pipe as raw bytes, read straight into the arrays this process checks (pickle 5's
+    out-of-band buffers): only a few hundred bytes of each batch are pickled. An error the reader meets is
+    raised here in turn, after the batches before it, as without the reader.
     The reader never outlives this process: it is ended on leaving (an error, Ctrl-C, SIGTERM), and the
     kernel kills it if this process dies any other way (SIGKILL). Neither process waits forever for the other.
     Where fork is not safe (macOS, Windows; a process running other threads, such as torch's or JAX's:
@@ -39,41 +45,33 @@ def read_ahead(batches: Iterator[Batch], depth: int = 8) -> Iterator[Iterator[Ba
     import multiprocessing
     import os
 
-    context = multiprocessing.get_context("fork")
+    receiving, sending = os.pipe()
     try:
-        parsed: multiprocessing.Queue[Batch | Exception | None] = context.Queue(depth)
-        reader = context.Process(target=_send_batches, args=(batches, parsed, os.getpid()), daemon=True)
+        reader = multiprocessing.get_context("fork").Process(
+            target=_send_batches, args=(batches, receiving, sending, depth, os.getpid()), daemon=True)
         reader.start()
-        # Only the reader writes: without this process's copy of the pipe's write end, a reader that dies
-        # (even half-way through sending a batch) ends the pipe, instead of leaving a read that never returns.
-        parsed._writer.close()  # type: ignore[attr-defined]
-    except OSError:  # no /dev/shm for the queue's semaphores, or no more processes allowed
+    except OSError:  # no more processes allowed
+        os.close(receiving)
         yield batches
         return
+    finally:
+        # Only the reader writes: without this process's copy of the write end, a reader that dies (even
+        # half-way through sending a batch) ends the pipe, instead of leaving a read that never returns.
+        os.close(sending)
     try:
-        yield _received(parsed, reader)
+        yield _received(receiving, reader)
     finally:
         reader.terminate()
         reader.join()
-        parsed.close()
+        os.close(receiving)
 
 
-def _received(parsed: multiprocessing.Queue[Batch | Exception | None],
-              reader: BaseProcess) -> Iterator[Batch]:
+def _received(receiving: int, reader: BaseProcess) -> Iterator[Batch]:
     """The batches the reader sends, until its None; its error raised in turn; a reader gone is an error."""
-    import queue
-
     while True:
         try:
-            item = parsed.get(timeout=_POLL_SECONDS)
-        except queue.Empty:
-            if reader.is_alive():
-                continue
-            try:  # it may have sent its last word just before it ended
-                item = parsed.get_nowait()
-            except (queue.Empty, EOFError, OSError):
-                raise _ended(reader) from None
-        except (EOFError, OSError):  # the pipe ended, even inside a batch: nobody writes to it any more
+            item = _read_item(receiving)
+        except EOFError:  # the pipe ended, even inside a batch: nobody writes to it any more
             raise _ended(reader) from None
         if item is None:
             return
@@ -87,16 +85,22 @@ def _ended(reader: BaseProcess) -> RuntimeError:
     return RuntimeError(f"the process reading the input ended before it was done (exit code {reader.exitcode})")
 
 
-def _send_batches(batches: Iterator[Batch], parsed: multiprocessing.Queue[Batch | Exception | None],
-                  parent: int) -> None:
-    """The reader process: every batch, then None; or the error that stopped it."""
+def _send_batches(batches: Iterator[Batch], receiving: int, sending: int, depth: int, parent: int) -> None:
+    """The reader process: every batch, then None; or the error that stopped it. A thread writes them to the
+    pipe while this one parses the next (at most `depth` wait between the two)."""
     import os
+    import queue
+    import threading
 
     _follow_parent(parent)
+    os.close(receiving)  # a checking process gone then ends the pipe: writing to it fails instead of waiting
+    parsed: queue.Queue[Batch | Exception | None] = queue.Queue(depth)
+    writer = threading.Thread(target=_write_items, args=(parsed, sending), daemon=True)
+    writer.start()
 
     def send(item: Batch | Exception | None) -> None:
-        if not _put(parsed, item, parent):
-            os._exit(0)  # nobody to send to: no cleanup that could wait on the queue's pipe
+        if not _put(parsed, item, parent) or not writer.is_alive():
+            os._exit(0)  # nobody to send to: nothing to clean up
 
     try:
         for batch in batches:
@@ -106,8 +110,67 @@ def _send_batches(batches: Iterator[Batch], parsed: multiprocessing.Queue[Batch 
         send(error)
     except Exception as error:  # noqa: BLE001 - an internal error: the checking process reports it, exit 3
         send(RuntimeError(f"reading the input failed: {error!r}"))
-    parsed.close()
-    parsed.join_thread()  # everything sent before the process ends
+    writer.join()  # everything sent before the process ends
+
+
+def _write_items(parsed: queue.Queue[Batch | Exception | None], sending: int) -> None:
+    """The reader's writing thread: each item as a frame, until the None after the last."""
+    while True:
+        item = parsed.get()
+        try:
+            _write_item(sending, item)
+        except OSError:  # the checking process is gone (EPIPE): the parsing thread sees this thread end
+            return
+        if item is None or isinstance(item, Exception):
+            return
+
+
+def _write_item(sending: int, item: Batch | Exception | None) -> None:
+    """A frame: the length of a pickle of (the sizes of its arrays, the item pickled without them), that
+    pickle, then each array's bytes as they are in memory."""
+    import pickle
+
+    arrays: list[pickle.PickleBuffer] = []
+    inner = pickle.dumps(item, protocol=5, buffer_callback=arrays.append)
+    views = [array.raw() for array in arrays]
+    header = pickle.dumps(([view.nbytes for view in views], inner), protocol=5)
+    _write_all(sending, _LENGTH.pack(len(header)) + header)
+    for view in views:
+        _write_all(sending, view)
+
+
+def _read_item(receiving: int) -> Batch | Exception | None:
+    """The next frame's item, its arrays made on the bytes read for them (see _write_item); EOFError if the
+    pipe ends first."""
+    import pickle
+
+    (length,) = _LENGTH.unpack(_read_exactly(receiving, _LENGTH.size))
+    sizes, inner = pickle.loads(_read_exactly(receiving, length))
+    arrays = [_read_exactly(receiving, size) for size in sizes]  # writable: the arrays made on them are
+    return pickle.loads(inner, buffers=arrays)  # type: ignore[no-any-return]
+
+
+def _read_exactly(receiving: int, size: int) -> memoryview:
+    """size bytes from the pipe, in memory not written before (numpy's: a bytearray would be zeroed first)."""
+    import os
+
+    import numpy as np
+
+    into = view = np.empty(size, dtype=np.uint8).data
+    while view:
+        count = os.readv(receiving, [view])
+        if count == 0:
+            raise EOFError
+        view = view[count:]
+    return into
+
+
+def _write_all(sending: int, data: bytes | memoryview) -> None:
+    import os
+
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(sending, view):]
 
 
 def _follow_parent(parent: int) -> None:
@@ -134,8 +197,7 @@ def _follow_parent(parent: int) -> None:
     os.close(devnull)
 
 
-def _put(parsed: multiprocessing.Queue[Batch | Exception | None], item: Batch | Exception | None,
-         parent: int) -> bool:
+def _put(parsed: queue.Queue[Batch | Exception | None], item: Batch | Exception | None, parent: int) -> bool:
     """item sent to the checking process, waiting while the queue is full: True; False if that process (the
     parent, by its process id) is gone, so nobody will ever take it."""
     import os
