@@ -30,6 +30,19 @@ def _mean_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> tuple[float,
     return float(-(targets * log_s).sum() / rows), (np.exp(log_s) - targets) / rows
 
 
+def _watch_requests(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every request a worker is sent from now on (the list fills as they go)."""
+    sent: list[Any] = []
+    send = WorkerProcess.send
+
+    def seen(self: WorkerProcess, message: Any, activity: str) -> None:
+        sent.append(message)
+        send(self, message, activity)
+
+    monkeypatch.setattr(WorkerProcess, "send", seen)
+    return sent
+
+
 def test_a_taylor_point_is_the_one_taylor_test_makes() -> None:
     """Protects Points' Along: z + t v made where the function runs is, bit for bit, z + t v with v the index-th of
     v1, -v1, v2, -v2 of one draw of count x shape normals scaled to max |v| = 1 (drawn independently here),
@@ -132,19 +145,7 @@ def test_the_taylor_check_sends_the_logits_only_when_they_change(tmp_path: Path,
 
     path = tmp_path / "own.py"
     path.write_text(SCRIBBLER)
-    sent: list[Any] = []
-    request, ahead = WorkerProcess.request, WorkerProcess.requests_ahead
-
-    def seen_request(self: WorkerProcess, message: Any, activity: str) -> Any:
-        sent.append(message)
-        return request(self, message, activity)
-
-    def seen_ahead(self: WorkerProcess, messages: list[Any], activity: str) -> list[Any]:
-        sent.extend(messages)
-        return ahead(self, messages, activity)
-
-    monkeypatch.setattr(WorkerProcess, "request", seen_request)
-    monkeypatch.setattr(WorkerProcess, "requests_ahead", seen_ahead)
+    sent = _watch_requests(monkeypatch)
     z = np.random.default_rng(4).standard_normal((3, 6)) * 2
     targets = np.eye(6)[[5, 0, 2]]
     notes: list[str] = []

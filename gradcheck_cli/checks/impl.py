@@ -11,7 +11,7 @@ process (checks/worker.py: its output, exits, crashes, forks and endless loops c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -83,9 +83,20 @@ class Implementation:
     def losses(self, logits: np.ndarray, targets: np.ndarray, reduction: str,
                edits: Sequence[Edit]) -> list[np.ndarray]:
         """The loss of one call per edit (each set in a copy of `logits`), shapes checked."""
+        return list(self.arriving(logits, targets, reduction, edits))
+
+    def arriving(self, logits: np.ndarray, targets: np.ndarray, reduction: str,
+                 edits: Sequence[Edit]) -> Iterator[np.ndarray]:
+        """losses(), each as it comes: the caller works on one while the function computes the next."""
         self.calls += len(edits)
-        answers = self.caller.losses(logits, targets, list(edits))
-        return [self._checked(answer, logits, reduction).loss for answer in answers]
+        answers = self.caller.arriving(logits, targets, list(edits))
+        return (self._checked(answer, logits, reduction).loss for answer in answers)
+
+    def ahead(self, logits: np.ndarray, targets: np.ndarray, edits: Sequence[Edit | None], loss_only: bool,
+              upstream: np.ndarray | None = None) -> None:
+        """Calls a check will ask for later with these same arguments (answer(), arriving()), started now where
+        the function runs in a worker: it computes them while this process does its own arithmetic."""
+        self.caller.ahead(logits, targets, list(edits), loss_only, upstream)
 
     def _checked(self, answer: Returned, logits: np.ndarray, reduction: str) -> Returned:
         loss, gradient = answer.loss, answer.gradient
@@ -105,7 +116,7 @@ class Implementation:
         self, logits: np.ndarray, targets: np.ndarray, reference: Loss, settings: Settings, notes: list[str]
     ) -> list[CheckResult]:
         """Every check of one call on these logits, all rows at once (runner.py does the same a chunk at a time)."""
-        session = Session(self, logits, targets, settings, notes)
+        session = Session(self, logits, targets, settings, notes, taylor=False)  # no Taylor check here
         gradient = session.chunk(slice(0, logits.shape[0]), logits, reference)
         return session.finish(gradient, notes)
 
@@ -113,7 +124,9 @@ class Implementation:
 class Session:
     """One answer of the function on a whole input, checked: called twice there (the second call only for the
     determinism check), compared with the reference a chunk of rows at a time (chunk(), as runner.py's chunks
-    come; impl_rows.py), then differenced along its own loss (finish()).
+    come; impl_rows.py), then differenced along its own loss (finish()). The two calls, and with `taylor` the
+    Taylor check's (users.taylor_check, which runner.py runs next), are asked ahead at the start: a worker
+    computes them while the reference is checked here.
 
     The reference checks hold the user's loss and gradient to --dtype as supplied values are
     (rows.supplied_reference: the rounding allowance of losses/base.py), the gradient being sum_n g_n grad l_n.
@@ -124,13 +137,18 @@ class Session:
     """
 
     def __init__(self, implementation: Implementation, logits: np.ndarray, targets: np.ndarray, settings: Settings,
-                 notes: list[str]) -> None:
+                 notes: list[str], taylor: bool = True) -> None:
         from gradcheck_cli.numerics.losses.base import upstream_gradient
 
         assert settings.atol is not None and settings.rtol is not None
         self.implementation, self.logits, self.targets, self.settings = implementation, logits, targets, settings
         reduction = settings.reduction
         self.upstream = upstream = upstream_gradient(settings, logits.shape[0])
+        # Both calls on the logits, and (`taylor`: runner.py runs the Taylor check after these) its calls, asked
+        # now: the worker computes them while this process checks the reference a chunk at a time.
+        implementation.ahead(logits, targets, [None, None], loss_only=False, upstream=upstream)
+        if taylor:
+            _taylor_ahead(implementation, logits, targets, settings)
         first = implementation.first = implementation.answer(logits, targets, reduction, upstream=upstream, narrow=True)
         # The second answer is let go at once: at 128k classes its gradient is half a GB or more.
         self.determinism = _determinism(first, implementation.answer(logits, targets, reduction, upstream=upstream,
@@ -169,13 +187,28 @@ class Session:
         implementation, targets, reduction = self.implementation, self.targets, self.settings.reduction
         upstream = self.upstream
         users_loss = UsersLoss(
-            losses_at=lambda point, edits: implementation.losses(point, targets, reduction, edits),
+            losses_at=lambda point, edits: implementation.arriving(point, targets, reduction, edits),
             answer_at=lambda point: implementation.answer(point, targets, reduction, upstream=upstream, narrow=True),
         )
         settings = self.settings
         own = own_loss_check(users_loss, self.logits, self.first, self.rows, settings, notes, self.g,
                              settings.directions, settings.seed or 0)  # None: the command line's default seed, 0
         return [*self.compared.finish(gradient), own, self.determinism]
+
+
+def _taylor_ahead(implementation: Implementation, logits: np.ndarray, targets: np.ndarray,
+                  settings: Settings) -> None:
+    """The calls users.taylor_check will make, when it will run (taylor.taylor_plan): the loss at uniform logits,
+    then the Taylor points. Its loss at the logits is the first call's (worker.py). Were it to ask for other
+    calls, these would be answered and never used: time lost, never a wrong answer (each answer is kept under
+    everything it depends on)."""
+    from gradcheck_cli.checks.taylor import taylor_plan, taylor_points
+
+    scale = taylor_plan(logits, settings)
+    if scale is None:
+        return
+    implementation.ahead(np.zeros_like(logits), targets, [None], loss_only=True)
+    implementation.ahead(logits, targets, taylor_points(scale), loss_only=True)
 
 
 _SAME_TWICE = "two calls on the same input give identical loss and gradient"

@@ -48,7 +48,7 @@ h^(q+1) = Σ|w_k| δ T^(q+1) / (q κ B r_n), rounded down to a power of two: at 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -74,7 +74,7 @@ BLOCK = 1 << 20  # elements worked on at once where whole-array expressions woul
 class UsersLoss(NamedTuple):
     """The user's function as the check calls it."""
 
-    losses_at: Callable[[np.ndarray, list[Edit]], list[np.ndarray]]  # the loss with each edit set in a copy
+    losses_at: Callable[[np.ndarray, list[Edit]], Iterable[np.ndarray]]  # the loss with each edit set in a copy
     answer_at: Callable[[np.ndarray], Returned]  # loss and gradient at the logits
 
 
@@ -165,11 +165,11 @@ def _differences(user: UsersLoss, point: np.ndarray, h: np.ndarray, method: str,
         columns = np.arange(point.shape[0])[:, None] * classes + np.arange(classes)  # flat index of each logit
         edits: list[Edit] = [(columns[:, j], point[:, j] + offset * h[:, j]) for j in range(classes)
                              for offset in offsets]
-        values = np.array(user.losses_at(point, edits)).reshape(classes, offsets.size, -1)
+        values = np.array(list(user.losses_at(point, edits))).reshape(classes, offsets.size, -1)
         return np.einsum("jkn,k->nj", values, weights) / h
     flat = np.repeat(np.arange(rows * classes), offsets.size)
     moved = point.flat[flat] + np.tile(offsets, rows * classes) * h.flat[flat]
-    values = np.array(user.losses_at(point, [(flat[k : k + 1], moved[k : k + 1]) for k in range(flat.size)]))
+    values = np.array(list(user.losses_at(point, [(flat[k : k + 1], moved[k : k + 1]) for k in range(flat.size)])))
     return (values.reshape(rows * classes, offsets.size) @ weights).reshape(rows, classes) / h[:rows]
 
 
@@ -315,15 +315,15 @@ class _Directional:
         """<G, v> - D over the support start..stop-1 of each direction, and its tolerance; all the calls sent
         at once (the worker goes from one to the next without waiting for this process)."""
         moves: list[Edit] = [Direction(seed, sign * self.h, start, stop) for seed in seeds for sign in (1.0, -1.0)]
-        losses = self.user.losses_at(self.point, moves)
-        return [self._gap(seed, start, stop, losses[2 * k], losses[2 * k + 1]) for k, seed in enumerate(seeds)]
+        losses = iter(self.user.losses_at(self.point, moves))  # each gap worked out while the next calls run
+        return [self._gap(seed, start, stop, next(losses), next(losses)) for seed in seeds]
 
     def _gap(self, seed: int, start: int, stop: int, above: np.ndarray, below: np.ndarray) -> tuple[float, float]:
         signs = rademacher(seed, self.point.size)[start:stop]
         gradient = self.gradient.reshape(-1)[start:stop]
-        # <G, v> a block at a time, both sides float64 (BLAS; float64 @ int8 takes a loop 30 times slower)
-        predicted = sum(float(np.asarray(gradient[at:at + BLOCK], dtype=np.float64)
-                              @ signs[at:at + BLOCK].astype(np.float64)) for at in range(0, signs.size, BLOCK))
+        # <G, v> by blocks: exact products +-G_j summed pairwise (less rounding than BLAS's dot, 1 ms not 10-20)
+        predicted = sum(float(np.multiply(gradient[at:at + BLOCK], signs[at:at + BLOCK], dtype=np.float64).sum())
+                        for at in range(0, signs.size, BLOCK))
         difference = float(np.sum(self.signed.reshape(-1) * (above - below))) / (2 * self.h)
         return predicted - difference, self._tolerance(start, stop, np.maximum(np.abs(above), np.abs(below)))
 

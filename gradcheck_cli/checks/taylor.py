@@ -40,12 +40,15 @@ distance over which the softmax moves by O(1): T, the temperature.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple, overload
+from typing import TYPE_CHECKING, NamedTuple, overload
 
 import numpy as np
 
 from gradcheck_cli.checks.returned import Along
 from gradcheck_cli.numerics.exact import exact_sum
+
+if TYPE_CHECKING:
+    from gradcheck_cli.settings import Settings
 
 # The user's loss at many Taylor points z + t v, all asked at once (sent ahead to a worker, which moves the logits
 # it holds itself): one value per point, in order.
@@ -110,18 +113,50 @@ def taylor_test(
     z = np.asarray(logits, dtype=np.float64)
     g = np.asarray(gradient, dtype=np.float64).reshape(z.shape)
     base = _value(loss(z))
-    steps = scale * TOP_STEP / 2.0 ** np.arange(halvings + 1)
+    steps = taylor_steps(scale, halvings)
     uniform = _value(loss(np.zeros_like(z)))
     floor = 32 * (precision / 2) * (abs(base) + abs(uniform) + float(np.abs(z * g).sum())) + sum_error(g, steps[0])
     signed = SignedDirections(seed, directions, z.shape)
+    scratch = np.empty_like(z)  # each point's step, made in place: no three fresh arrays of the logits' size each
     if losses_at is None:
-        remainders = np.array([[_remainder(loss(z + t * v), z, g, base, t * v) for t in steps] for v in signed])
+        remainders = np.array([[_remainder(loss(z + t * v), z, g, base, t, v, scratch) for t in steps]
+                               for v in signed])
     else:
-        values = iter(losses_at([Along(seed, position, float(t)) for position in range(len(signed)) for t in steps]))
-        remainders = np.array([[_remainder(next(values), z, g, base, t * v) for t in steps] for v in signed])
+        values = iter(losses_at(taylor_points(scale, directions, halvings, seed)))
+        remainders = np.array([[_remainder(next(values), z, g, base, t, v, scratch) for t in steps] for v in signed])
     result = TaylorResult(steps, remainders, floor, (), signed)
     return result._replace(slopes=tuple(_slope(steps, row, fitted) for row, fitted in zip(
         remainders, result.fitted, strict=True)))
+
+
+def taylor_plan(logits: np.ndarray, settings: Settings) -> float | None:
+    """The scale users.taylor_check runs taylor_test at on these logits (T / |logit scale|: where the softmax moves
+    by O(1)), or None where it does not run: a loss not of the form the module docstring bounds (cross-entropy
+    and forward KL without z-loss, soft-capping, --grad-output, focal or binary options), or a --dtype whose
+    spacing at the largest logit is above the smallest step (the moved logits would round the step away).
+    The same tests as users._taylor_applies and users._steps_resolved, which impl.Session reads here to ask the
+    Taylor calls ahead (importing users.py from impl.py would be an import cycle)."""
+    from gradcheck_cli.numerics.precision import spacing
+
+    plain = {"z_loss": 0.0, "softcap": None, "grad_output": None, "gamma": None, "pos_weight": None}
+    if settings.loss not in ("cross_entropy", "kl") or any(
+            getattr(settings, name, unset) != unset for name, unset in plain.items()):
+        return None
+    scale = settings.temperature / abs(getattr(settings, "logit_scale", 1.0))
+    largest = float(np.max(np.abs(logits), initial=0.0))
+    resolved = settings.dtype == "float64" or spacing(largest, settings.dtype) <= scale * TOP_STEP / 2**HALVINGS
+    return scale if resolved else None
+
+
+def taylor_steps(scale: float, halvings: int = HALVINGS) -> np.ndarray:
+    """The steps t, largest first: scale TOP_STEP down by `halvings` halvings."""
+    return scale * TOP_STEP / 2.0 ** np.arange(halvings + 1)
+
+
+def taylor_points(scale: float, directions: int = 3, halvings: int = HALVINGS, seed: int = 0) -> list[Along]:
+    """The points z + t v taylor_test evaluates the loss at, in its order: each signed direction, each step."""
+    steps = taylor_steps(scale, halvings)
+    return [Along(seed, position, float(t)) for position in range(2 * directions) for t in steps]
 
 
 class SignedDirections(Sequence[np.ndarray]):
@@ -161,13 +196,18 @@ def _value(loss_value: float | np.ndarray) -> float:
     return exact_sum(np.asarray(loss_value, dtype=np.float64))
 
 
-def _remainder(loss_value: float | np.ndarray, z: np.ndarray, g: np.ndarray, base: float, step: np.ndarray) -> float:
-    """|L(z + step) - L(z) - <g, d>|, d = (z + step) - z the step the function really saw."""
+def _remainder(loss_value: float | np.ndarray, z: np.ndarray, g: np.ndarray, base: float, t: float, v: np.ndarray,
+               scratch: np.ndarray) -> float:
+    """|L(z + t v) - L(z) - <g, d>|, d = (z + t v) - z the step the function really saw, made in `scratch` with
+    the operations z + t * v - z is (the same numbers bit for bit)."""
     change = _value(loss_value) - base
-    return abs(change - _inner(g, (z + step) - z))
+    np.multiply(v, t, out=scratch)  # t v (multiplication commutes exactly)
+    np.add(z, scratch, out=scratch)
+    np.subtract(scratch, z, out=scratch)
+    return abs(change - _inner(g, scratch, out=scratch))
 
 
-def _inner(g: np.ndarray, d: np.ndarray) -> float:
+def _inner(g: np.ndarray, d: np.ndarray, out: np.ndarray | None = None) -> float:
     """<g, d> in float64: numpy's pairwise sum along each row, the row sums then summed exactly rounded.
 
     Error (module docstring, "Rounding"): numpy sums a contiguous row of C terms by halving it down to blocks of
@@ -176,7 +216,8 @@ def _inner(g: np.ndarray, d: np.ndarray) -> float:
     at most (log2 C - 7) + 16 + 3 + 7 + 1 = log2 C + 20 roundings, so |error| <= (log2 C + 20) 2^-53 sum |g d|
     (to first order; the terms are a few hundred at most), which sum_error bounds and the floor includes.
     Exact sums over N C terms cost 10x as much (33 of 73 s of an 8-row 128k-class check)."""
-    rows = (g * d).reshape(-1, g.shape[-1]) if g.ndim else (g * d).reshape(1, 1)
+    product = np.multiply(g, d, out=out)  # `out` (d's own memory, say): the products written there
+    rows = product.reshape(-1, g.shape[-1]) if g.ndim else product.reshape(1, 1)
     return exact_sum(rows.sum(axis=1))
 
 

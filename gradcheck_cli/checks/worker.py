@@ -12,10 +12,14 @@ worker dies with this process (and is killed when the check closes it).
 
 Each call sends the logits only when they changed since the last call, and otherwise the elements to set in
 a copy of them (a perturbation for finite differences is one element), so a call costs little more than
-the user's function itself. Without fork (Windows) or outside Linux (where forking a process that has
-loaded numpy's BLAS is not safe), or when no process can be started, the function runs in this process:
-sys.exit and exceptions are still exit 2 and descriptor 1 is still redirected, but os._exit, a crash or a
-fork cannot be caught there and the timeout is not enforced.
+the user's function itself. Calls a check will make can be asked ahead (Caller.ahead): the worker computes
+them while this process does other work, each answer kept until its call is asked for (worker_queue.py); a
+loss-only call where a full call was made is that call's loss.
+
+Without fork (Windows) or outside Linux (where forking a process that has loaded numpy's BLAS is not safe), or
+when no process can be started, the function runs in this process: sys.exit and exceptions are still exit 2
+and descriptor 1 is still redirected, but os._exit, a crash or a fork cannot be caught there and the timeout
+is not enforced.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -44,7 +48,9 @@ from gradcheck_cli.checks.returned import (
     labels_of,
     read_signature,
 )
+from gradcheck_cli.checks.worker_import import Target, import_function
 from gradcheck_cli.checks.worker_process import WorkerProcess
+from gradcheck_cli.checks.worker_queue import AnswerQueue
 from gradcheck_cli.checks.worker_spawn import start_worker
 from gradcheck_cli.errors import InputError
 
@@ -68,21 +74,17 @@ class Caller(Protocol):
         """One call per edit, each answering with the loss only (a finite difference's evaluations)."""
         ...
 
+    def arriving(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit]) -> Iterator[Returned]:
+        """losses(), each answer as it comes (the caller works on one while the next is computed)."""
+        ...
+
+    def ahead(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit | None], loss_only: bool,
+              upstream: np.ndarray | None = None) -> None:
+        """Calls that will be asked for (by call() or arriving(), with the same arguments), started now where
+        the function runs in a process of its own; nothing where it runs in this one."""
+        ...
+
     def close(self) -> None: ...
-
-
-class Target(NamedTuple):
-    """What --impl names: a module (dotted name, or a file path) and the function in it."""
-
-    spec: str
-    module: str
-    function: str
-    path: Path | None  # for path/to/file.py:FUNCTION
-
-    @property
-    def directory(self) -> Path:
-        """Where the module's own imports are looked for first: its file's directory, or the current one."""
-        return (self.path.parent if self.path is not None else Path.cwd()).resolve()
 
 
 def parse_spec(spec: str) -> Target:
@@ -119,40 +121,92 @@ def can_fork() -> bool:
 
 
 class _Worker:
-    """The parent's side of a forked worker: sends only what changed, reads the answer or the failure."""
+    """The parent's side of a forked worker: sends only what changed, reads the answers (worker_queue.py)."""
 
     def __init__(self, target: Target, process: WorkerProcess) -> None:
         self.target, self.process = target, process
-        # What the worker holds, as fingerprints (a copy of 131M logits would be a GB more in this process).
+        self.queue = AnswerQueue(process, f"running {target.function}")
+        # What the worker will hold once every request put so far is answered, as fingerprints (a copy of 131M
+        # logits would be a GB more in this process).
         self.sent_logits: Fingerprint | None = None
         self.sent_targets: Fingerprint | None = None
         self.sent_upstream: Fingerprint | None = None
+        self.full_losses: dict[_Key, Returned] = {}  # the loss of each full answer, under its loss-only key
 
     def call(self, logits: np.ndarray, targets: np.ndarray, at: Edit | None, loss_only: bool,
              upstream: np.ndarray | None = None) -> Returned:
+        key, prints = self._key(logits, targets, at, loss_only, upstream)
+        if loss_only and key in self.full_losses and not self.queue.waiting(key):
+            return self.full_losses[key]  # the same call's loss, already made with its gradient
+        if not self.queue.waiting(key):
+            self._put(key, prints, logits, targets, at, loss_only, upstream)
+        answer = self._get(key)
+        if not loss_only:
+            self.full_losses[(*key[:-1], True)] = answer._replace(gradient=None)
+        return answer
+
+    def ahead(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit | None], loss_only: bool,
+              upstream: np.ndarray | None = None) -> None:
+        """Calls asked for now and answered when a call() or arriving() asks for them (worker_queue.py)."""
+        prints = fingerprint(logits), fingerprint(targets), None if upstream is None else fingerprint(upstream)
+        for at in edits:  # the arrays' fingerprints made once (15 ms for 3 MB on a loaded machine), not per edit
+            key = self._key(logits, targets, at, loss_only, upstream, prints)[0]
+            self._put(key, prints, logits, targets, at, loss_only, upstream)
+
+    def arriving(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit]) -> Iterator[Returned]:
+        """The loss of one call per edit, each as it comes: every call is sent (up to AHEAD ahead) before the
+        first is read, so the worker goes from one to the next while this process works on those in."""
+        prints = fingerprint(logits), fingerprint(targets), None
+        keys = []
+        claimed: dict[_Key, int] = {}
+        for at in edits:
+            key = self._key(logits, targets, at, True, None, prints)[0]
+            claimed[key] = claimed.get(key, 0) + 1
+            if self.queue.waiting(key) < claimed[key]:  # not asked ahead (or not as often): asked now
+                self._put(key, prints, logits, targets, at, True, None)
+            keys.append(key)
+        return (self._get(key) for key in keys)
+
+    def losses(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit]) -> list[Returned]:
+        return list(self.arriving(logits, targets, edits))
+
+    def close(self) -> None:
+        self.process.close()
+
+    def _key(self, logits: np.ndarray, targets: np.ndarray, at: Edit | None, loss_only: bool,
+             upstream: np.ndarray | None, prints: _Prints | None = None) -> tuple[_Key, _Prints]:
+        """What the answer depends on: the logits, targets and upstream gradient (None: the one the worker will
+        hold), the edit, loss only or not."""
+        if prints is None:
+            prints = fingerprint(logits), fingerprint(targets), None if upstream is None else fingerprint(upstream)
+        held = self.sent_upstream if prints[2] is None else prints[2]
+        return (prints[0], prints[1], held, _edit_key(at), loss_only), prints
+
+    def _put(self, key: _Key, prints: _Prints, logits: np.ndarray, targets: np.ndarray, at: Edit | None,
+             loss_only: bool, upstream: np.ndarray | None) -> None:
         # The worker keeps what it is sent before it calls the function, whatever the call then does.
-        logits_now, targets_now = fingerprint(logits), fingerprint(targets)
-        upstream_now = None if upstream is None else fingerprint(upstream)
+        logits_now, targets_now, upstream_now = prints
         send_logits = None if logits_now == self.sent_logits else logits
         send_targets = None if targets_now == self.sent_targets else targets
         send_upstream = None if upstream is None or upstream_now == self.sent_upstream else upstream
         self.sent_logits, self.sent_targets = logits_now, targets_now
         if upstream_now is not None:
             self.sent_upstream = upstream_now
-        request = (send_logits, send_targets, _edit_on_wire(at), loss_only, send_upstream)
-        return _returned_from_wire(self.process.request(request, f"running {self.target.function}"))
+        self.queue.put(key, (send_logits, send_targets, _edit_on_wire(at), loss_only, send_upstream))
 
-    def losses(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit]) -> list[Returned]:
-        """The calls sent ahead of their answers: the worker goes from one to the next without waiting."""
-        if not edits:
-            return []
-        first = self.call(logits, targets, edits[0], True)  # sends the logits and targets, if they changed
-        rest = [(None, None, _edit_on_wire(at), True, None) for at in edits[1:]]
-        answers = self.process.requests_ahead(rest, f"running {self.target.function}")
-        return [first, *(_returned_from_wire(answer) for answer in answers)]
+    def _get(self, key: _Key) -> Returned:
+        answer = _returned_from_wire(self.queue.get(key))
+        self.process.relay_output()  # what the call printed, before the results it led to are written
+        return answer
 
-    def close(self) -> None:
-        self.process.close()
+
+def _edit_key(at: Edit | None) -> Hashable:
+    """An edit as a dictionary key: its kind and values (indices and values by their bytes)."""
+    if at is None:
+        return None
+    if isinstance(at, Direction | Along):
+        return (type(at).__name__, *at)
+    return ("set", at[0].dtype.str, at[0].tobytes(), at[1].dtype.str, at[1].tobytes())
 
 
 # Pickling a small numpy array costs some 20 us, a list of a few numbers 1: a perturbation's edit and a loss
@@ -177,6 +231,8 @@ def _returned_from_wire(wire: tuple[Any, np.ndarray | None, float, bool]) -> Ret
 
 
 Fingerprint = tuple[tuple[int, ...], str, bytes]
+_Prints = tuple[Fingerprint, Fingerprint, Fingerprint | None]  # the logits', targets' and upstream's (None: not given)
+_Key = tuple[Fingerprint, Fingerprint, Fingerprint | None, Hashable, bool]  # and the edit's, and loss only
 
 
 def fingerprint(array: np.ndarray) -> Fingerprint:
@@ -253,54 +309,6 @@ def _call(spec: str, name: str, function: Callable[..., Any], signature: Signatu
         raise InputError(f"--impl {spec}: {name} raised {type(error).__name__}: {error}") from None
 
 
-def import_function(target: Target, keep_path: bool) -> Callable[..., Any]:
-    """Import the module with its own directory first on sys.path (removed again unless `keep_path`)."""
-    directory = str(target.directory)
-    sys.path.insert(0, directory)
-    try:
-        module = _import_module(target)
-    finally:
-        if not keep_path and directory in sys.path:
-            sys.path.remove(directory)
-    function = getattr(module, target.function, None)
-    if function is None:
-        raise InputError(f"--impl {target.spec}: {target.module} has no attribute {target.function!r}")
-    if not callable(function):
-        raise InputError(f"--impl {target.spec}: {target.module}.{target.function} is not callable")
-    return function
-
-
-def _import_module(target: Target) -> Any:
-    import importlib
-    import importlib.util
-
-    cannot = f"--impl {target.spec}: cannot import {target.module}"
-    name = target.path.stem if target.path is not None else target.module
-    try:
-        if target.path is None:
-            return importlib.import_module(target.module)
-        module_spec = importlib.util.spec_from_file_location(name, target.path)
-        if module_spec is None or module_spec.loader is None:
-            raise InputError(f"{cannot}: not a Python source file")
-        module = importlib.util.module_from_spec(module_spec)
-        # Registered while it runs (a dataclass looks its module up there), under its name unless taken.
-        registered = name not in sys.modules
-        if registered:
-            sys.modules[name] = module
-        try:
-            module_spec.loader.exec_module(module)
-        finally:
-            if registered:
-                del sys.modules[name]
-        return module
-    except InputError:
-        raise
-    except SystemExit as error:
-        raise InputError(f"{cannot}: it called sys.exit({error.code!r}) while being imported") from None
-    except Exception as error:  # noqa: BLE001 - any failure to import the user's code is their input error
-        raise InputError(f"{cannot}: {type(error).__name__}: {error}") from None
-
-
 # --- in this process -----------------------------------------------------------------------------------------------
 
 
@@ -325,7 +333,14 @@ class InProcess:
             return _call(self.spec, self.name, self.function, self.signature, self.calling, given)
 
     def losses(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit]) -> list[Returned]:
-        return [self.call(logits, targets, at, True) for at in edits]
+        return list(self.arriving(logits, targets, edits))
+
+    def arriving(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit]) -> Iterator[Returned]:
+        return (self.call(logits, targets, at, True) for at in edits)
+
+    def ahead(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit | None], loss_only: bool,
+              upstream: np.ndarray | None = None) -> None:
+        """Nothing: in this process a call is made when it is asked for."""
 
     def close(self) -> None:
         """Nothing to stop."""

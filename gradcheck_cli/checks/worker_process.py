@@ -9,7 +9,7 @@ dies with this process (PR_SET_PDEATHSIG, and end of file on its request pipe).
 
 It is forked (fork_worker), or, where this process runs threads a fork would not carry, a new interpreter on
 the same pipes (checks/worker_spawn.py). The frames and memory files on the pipes are checks/worker_wire.py's.
-The parent closes a request's files at its answer, the worker an answer's _AHEAD + 2 later.
+The parent closes a request's files at its answer, the worker an answer's AHEAD + 2 later.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ _GRACE = 2.0  # seconds an ended worker's exit status is waited for after its an
 _CRASHED = 70  # the worker's own exit status when its loop itself fails (EX_SOFTWARE)
 # Requests sent ahead of their answers: enough that the worker does not wait between calls, few enough that
 # their answers (a loss each, a few hundred bytes) fit in the smallest pipe (64 KB) several times over.
-_AHEAD = 32
+AHEAD = 32
 
 
 class WorkerProcess:
@@ -67,31 +67,6 @@ class WorkerProcess:
         self.closed = False
         self.spawned: subprocess.Popen[bytes] | None = None  # a spawned worker is reaped through its Popen
 
-    def request(self, message: Any, activity: str) -> Any:
-        """Send one request and return its answer's value; an "error" answer is raised as an InputError."""
-        self._send(message, activity)
-        answer = self.answer(activity)
-        self._relay_waiting()  # what the call printed, before the results it led to are written
-        return answer
-
-    def requests_ahead(self, messages: list[Any], activity: str) -> list[Any]:
-        """Answers to many requests, sent up to _AHEAD ahead so the worker never waits for this process between
-        them (each answer still has its own deadline). After an error the worker is closed: answers to the
-        requests sent after the failing one would be out of step."""
-        answers: list[Any] = []
-        sent = 0
-        try:
-            while len(answers) < len(messages):
-                while sent < len(messages) and sent - len(answers) < _AHEAD:
-                    self._send(messages[sent], activity)
-                    sent += 1
-                answers.append(self.answer(activity))
-        except BaseException:
-            self.close()
-            raise
-        self._relay_waiting()
-        return answers
-
     def _send(self, message: Any, activity: str) -> None:
         if self.closed:
             raise InputError(f"--impl {self.spec}: its process was stopped after an earlier error")
@@ -110,13 +85,27 @@ class WorkerProcess:
             self._ended(activity)
         del self.outgoing[:written]
 
+    def send(self, message: Any, activity: str) -> None:
+        """Send one request without waiting for its answer (read later with outcome(), in the order sent)."""
+        self._send(message, activity)
+
+    def relay_output(self) -> None:
+        """What the worker has printed so far, onto this process's stderr now."""
+        self._relay_waiting()
+
     def answer(self, activity: str, timeout: float | None = None) -> Any:
-        kind, value = decode(self._read_answer(activity, self.timeout if timeout is None else timeout))
-        if self.in_flight and kind not in ("ready", "started"):  # the worker has mapped what the request sent
-            close_all(self.in_flight.popleft())
+        kind, value = self.outcome(activity, timeout)
         if kind == "error":
             raise InputError(value)
         return value
+
+    def outcome(self, activity: str, timeout: float | None = None) -> tuple[str, Any]:
+        """The next answer as (kind, value): an "error" answer (the user's code failed; the worker goes on) is
+        returned, not raised; a timeout or the worker's end still raises (and closes it)."""
+        kind, value = decode(self._read_answer(activity, self.timeout if timeout is None else timeout))
+        if self.in_flight and kind not in ("ready", "started"):  # the worker has mapped what the request sent
+            close_all(self.in_flight.popleft())
+        return kind, value
 
     def close(self) -> None:
         """Kill the worker's process group, reap it, pass on what it wrote last, close the pipes. Idempotent."""
@@ -299,7 +288,7 @@ def worker_main(setup: Callable[[], Handler], spec: str, parent: int, ends: tupl
                 answer = ("error", _message(error, spec))
             _leave_if_forked(me)
             kept.append(_send(answers, answer))
-            if len(kept) > _AHEAD + 2:
+            if len(kept) > AHEAD + 2:
                 close_all(kept.popleft())
     except BaseException:  # noqa: BLE001 - the worker's own failure: its exit status tells the parent
         status = _CRASHED

@@ -147,7 +147,8 @@ def _read_item(receiving: int) -> Batch | Exception | None:
     (length,) = _LENGTH.unpack(_read_exactly(receiving, _LENGTH.size))
     sizes, inner = pickle.loads(_read_exactly(receiving, length))
     arrays = [_read_exactly(receiving, size) for size in sizes]  # writable: the arrays made on them are
-    return pickle.loads(inner, buffers=arrays)  # type: ignore[no-any-return]
+    item: Batch | Exception | None = pickle.loads(inner, buffers=arrays)
+    return item
 
 
 def _read_exactly(receiving: int, size: int) -> memoryview:
