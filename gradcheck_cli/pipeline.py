@@ -14,7 +14,6 @@ from gradcheck_cli.batch import Batch
 from gradcheck_cli.checks.runner import KEEP_ALL, Keep, OnRows, run
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs.gather import Input, InputRequest, open_input
-from gradcheck_cli.inputs.source import STREAM_ABOVE_BYTES
 from gradcheck_cli.numerics.exact import ExactSum
 from gradcheck_cli.numerics.losses import accepted_kind
 from gradcheck_cli.report import Report
@@ -86,6 +85,8 @@ def open_check(
         if opened.whole is None:
             opened.ignore_index = settings.ignore_index  # chunks keep the option as given, or take -100 below
             if settings.reduction == "none" and settings.grad_output not in (None, "ones"):
+                from gradcheck_cli.inputs.source import STREAM_ABOVE_BYTES
+
                 raise InputError(f"--grad-output with --reduction none takes one value per row of the whole input, "
                                  f"and {opened.name} is read in chunks: check it with --reduction sum, or in "
                                  f"files of under {STREAM_ABOVE_BYTES // 2**20} MB")
@@ -124,17 +125,26 @@ def ignored_rows(opened: Input | Batch, settings: Settings, ignore: int | None, 
     read in chunks is counted whole first (inputs/labelled.py), and its chunks then read with the label."""
     if ignore is None or settings.ignore_index is not None:
         return settings
-    from gradcheck_cli.inputs.labelled import count_label
-
     if isinstance(opened, Batch):
         opened = Input(opened.source, None, 0, opened)
-    ignored = count_label(opened, ignore)
+    ignored = _count_label(opened, ignore)
     if ignored == 0:
         return settings
     notes.append(f"{ignored} of {opened.count_rows()} rows ignored: their label is {ignore}, torch's default "
                  f"ignore_index (--ignore-index changes it)")
     opened.ignore_index = ignore  # a chunked input's rows labelled so are read, and ignored
     return settings._replace(ignore_index=ignore)
+
+
+def _count_label(opened: Input, label: int) -> int:
+    """The rows labelled `label`: of an input read whole, counted here; of a chunked one, by inputs/labelled.py,
+    which reads files (so a check of logits given as arguments imports no file machinery)."""
+    if opened.whole is None:
+        from gradcheck_cli.inputs.labelled import count_label
+
+        return count_label(opened, label)
+    labels = opened.whole.labels
+    return 0 if labels is None else int((labels == label).sum())
 
 
 def check(

@@ -1,7 +1,8 @@
 """Plain result objects: one check's outcome, one batch's checks, and the Report of a run with its exit code."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typing.NamedTuple compiles every annotation it is given as a
+# string (a ForwardRef each: some 30 here), start-up time every run pays. Evaluated, they cost next to
+# nothing; those naming types imported only for type checking (numpy's, the math's) are quoted.
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -87,15 +88,15 @@ class RowChecks:
     """The checks of a run of consecutive rows, and what a report or a per-row stream needs of them."""
 
     checks: list[CheckResult]
-    row_losses: np.ndarray  # unscaled, in the analytic dtype
-    softmax: Softmax  # softmax(z / T) in the analytic dtype
-    analytic_gradient: np.ndarray
-    numeric_gradient: np.ndarray
-    logits: np.ndarray  # float64, as rounded to the analytic dtype: where the reference is taken
-    reference_loss: Loss  # float64, with the whole input's mean divisor
+    row_losses: "np.ndarray"  # unscaled, in the analytic dtype
+    softmax: "Softmax"  # softmax(z / T) in the analytic dtype
+    analytic_gradient: "np.ndarray"
+    numeric_gradient: "np.ndarray"
+    logits: "np.ndarray"  # float64, as rounded to the analytic dtype: where the reference is taken
+    reference_loss: "Loss"  # float64, with the whole input's mean divisor
 
     @property
-    def probabilities(self) -> np.ndarray:
+    def probabilities(self) -> "np.ndarray":
         return self.softmax.s
 
 
@@ -110,14 +111,14 @@ class Report:
     settings: Settings
     rows: int
     classes: int
-    loss: float | np.ndarray | None
+    loss: "float | np.ndarray | None"
     checks: list[CheckResult]
-    probabilities: np.ndarray | None = None
-    jacobian: np.ndarray | None = None
-    analytic_gradient: np.ndarray | None = None
-    numeric_gradient: np.ndarray | None = None
+    probabilities: "np.ndarray | None" = None
+    jacobian: "np.ndarray | None" = None
+    analytic_gradient: "np.ndarray | None" = None
+    numeric_gradient: "np.ndarray | None" = None
     # Each row's log-sum-exp of the logits entering the softmax, over T (float64; None for bce, or not kept).
-    lse: np.ndarray | None = None
+    lse: "np.ndarray | None" = None
     notes: list[str] = field(default_factory=list)
     source: str | None = None
     # The file line each row came from (for annotations and worst-row tables), when the input was a file.

@@ -405,7 +405,7 @@ def test_a_chunked_input_is_counted_once(tmp_path, monkeypatch):
     path.write_text("z0,z1,z2,label\n" + "".join(f"{n % 7}.5,{n % 3}.25,-1,{n % 3}\n" for n in range(400)))
     counts = []
     real = source.count_rows
-    monkeypatch.setattr(gather.source, "count_rows", lambda opened: counts.append(1) or real(opened))
+    monkeypatch.setattr(source, "count_rows", lambda opened: counts.append(1) or real(opened))
     request = gather.InputRequest(input_path=str(path), input_format="csv")
     with pipeline.open_check(request, Settings(), chunk_bytes=2048) as job:
         assert job.input.whole is None  # read in chunks

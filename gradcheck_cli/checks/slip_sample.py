@@ -150,13 +150,17 @@ class RowSample:
     def rows(self) -> int:
         return 0 if self.kept is None else int(self.kept.input_rows.size)
 
+    def budget(self, classes: int) -> int:
+        """How many rows of `classes` logits the sample keeps at most."""
+        return max(MIN_ROWS, self.sample_logits // classes)
+
     def add(self, batch: Batch, logits: np.ndarray, values: dict[str, np.ndarray], start: int,
             checks: list[CheckResult] | None = None) -> None:
         """The batch's rows (the input's start, start + 1, ...) offered to the pools; `values` the user's
         per-row arrays of them, `checks` the batch's checks (their worst elements), when known."""
         self.sums.add(batch)
         if not self.pools:
-            self.pools = _pools(max(MIN_ROWS, self.sample_logits // batch.classes))
+            self.pools = _pools(self.budget(batch.classes))
         index = np.arange(start, start + batch.rows, dtype=np.int64)
         priority = row_priority(index, self.settings.seed)
         offered = {"spread": (np.where(index == 0, -1.0, priority), index),

@@ -19,7 +19,6 @@ import numpy as np
 
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.checks.rows import row_loss_allowance, supplied_reference
-from gradcheck_cli.checks.slip_sample import MIN_ROWS, SAMPLE_LOGITS, RowSample
 from gradcheck_cli.numerics.losses import loss_kind
 from gradcheck_cli.numerics.losses.base import rounding_factor, unit_roundoff, upstream_gradient
 from gradcheck_cli.report import CheckResult, Diagnosis
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from gradcheck_cli.checks.impl import Implementation
     from gradcheck_cli.checks.returned import Along
     from gradcheck_cli.checks.slip_context import Totals
+    from gradcheck_cli.checks.slip_sample import RowSample
 
 # Up to this many logits the user's values are kept whole for a diagnosis: runner.FULL_LIMIT, what tables show.
 DIAGNOSIS_LIMIT = 20_000
@@ -49,9 +49,10 @@ class _Part(NamedTuple):
 
 class UsersValues:
     """The rows and the user's values kept for diagnosing: whole within `limit` logits, else a sample of at most
-    `sample_logits` logits' rows (module docstring)."""
+    `sample_logits` logits' rows (module docstring; None: slip_sample.SAMPLE_LOGITS). The sample's modules are
+    imported only when an input outgrows the limit: a plain check's start-up does not pay for them."""
 
-    def __init__(self, settings: Settings, limit: int = DIAGNOSIS_LIMIT, sample_logits: int = SAMPLE_LOGITS) -> None:
+    def __init__(self, settings: Settings, limit: int = DIAGNOSIS_LIMIT, sample_logits: int | None = None) -> None:
         self.settings, self.limit, self.sample_logits = settings, limit, sample_logits
         self.parts: list[_Part] = []
         self.rows = 0
@@ -74,21 +75,29 @@ class UsersValues:
             self.parts.append(_Part(logits, batch.labels, batch.targets, batch.teacher_logits, values, checks or []))
             return
         if self.sample is None:  # the input has just outgrown the limit: what was kept whole starts the sample
-            self.sample, offset = RowSample(self.settings, self.sample_logits), 0
-            for part in self.parts:
-                kept = Batch(part.logits, part.labels, part.targets, teacher_logits=part.teacher)
-                self.sample.add(kept, part.logits, self._sampled(part.values, kept.classes), offset, part.checks)
-                offset += kept.rows
-            self.parts = []
-        self.sample.add(batch, logits, self._sampled(values, batch.classes), start, checks)
+            self.sample = self._begin_sample()
+        self.sample.add(batch, logits, self._sampled(values, batch.classes, self.sample), start, checks)
+
+    def _begin_sample(self) -> RowSample:
+        """A sample holding the rows kept whole so far, which it replaces."""
+        from gradcheck_cli.checks.slip_sample import SAMPLE_LOGITS, RowSample
+
+        budget = SAMPLE_LOGITS if self.sample_logits is None else self.sample_logits
+        sample, offset = RowSample(self.settings, budget), 0
+        for part in self.parts:
+            kept = Batch(part.logits, part.labels, part.targets, teacher_logits=part.teacher)
+            sample.add(kept, part.logits, self._sampled(part.values, kept.classes, sample), offset, part.checks)
+            offset += kept.rows
+        self.parts = []
+        return sample
 
     def _fits(self, classes: int, jacobian: bool) -> bool:
         logits_kept = self.rows * classes
         return logits_kept <= self.limit and not (jacobian and logits_kept * classes > self.limit * JACOBIAN_PER_LOGIT)
 
-    def _sampled(self, values: dict[str, np.ndarray], classes: int) -> dict[str, np.ndarray]:
+    def _sampled(self, values: dict[str, np.ndarray], classes: int, sample: RowSample) -> dict[str, np.ndarray]:
         """The values a sample keeps: a Jacobian only while the sample's rows of it fit the Jacobian's limit."""
-        rows = max(MIN_ROWS, self.sample_logits // classes)
+        rows = sample.budget(classes)
         wide = rows * classes * classes > self.limit * JACOBIAN_PER_LOGIT
         self.unsampled |= {name for name in values if name.endswith(" jacobian") and wide}
         return {name: value for name, value in values.items() if name not in self.unsampled}

@@ -8,6 +8,8 @@ that use this class to a section.
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 SECTIONS: tuple[tuple[str, frozenset[str]], ...] = (
@@ -31,6 +33,21 @@ def section_of(name: str | None) -> str:
 
 class SectionedCommand(click.Command):
     """A click command whose --help lists its options in SECTIONS, in that order, aligned as one table."""
+
+    def make_parser(self, ctx: click.Context) -> Any:
+        """click's parser, with the short options (-i, -f, -q, -v) also in its table of long ones.
+
+        click looks every option up as a long one first; a short one missing there makes click build "did you
+        mean" suggestions with difflib (loading it: a percent of a one-row check's start-up) before it finds
+        the option among the short ones. Found at once instead, `-i FILE` reads FILE as before, and `-i=FILE`
+        reads FILE as `--input=FILE` does; bundled flags (-qv) and attached values (-iFILE) still miss the
+        long table and take click's short way. Without those tables (another click), nothing changes.
+        """
+        parser = super().make_parser(ctx)
+        long_options, short_options = getattr(parser, "_long_opt", None), getattr(parser, "_short_opt", None)
+        if isinstance(long_options, dict) and isinstance(short_options, dict):
+            long_options.update(short_options)
+        return parser
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         sections: dict[str, list[tuple[str, str]]] = {}

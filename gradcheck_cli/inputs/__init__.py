@@ -7,8 +7,7 @@ it holds (see tensors.py), and pieces(source, plan), the same Parsed pieces cut 
 Kept free of numpy, so the command line builds its --input-format choice from FORMATS at start-up.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typing.NamedTuple compiles each string annotation (start-up time).
 import importlib
 from types import ModuleType
 from typing import NamedTuple

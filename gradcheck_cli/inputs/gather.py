@@ -2,11 +2,12 @@
 
 open_input gives an Input whose batches are the whole input as one batch, or, for a big CSV or JSON Lines
 file given alone, chunks of rows parsed ahead in another process. Either way each batch comes from the same
-readers and the same validation (validate.make_batch); the caller never knows which.
+readers and the same validation (validate.make_batch); the caller never knows which. Files are opened by
+source.py, imported where a file is read: logits given as arguments (a one-row check) do without it.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typing.NamedTuple compiles every annotation it is given as a
+# string (a ForwardRef each), start-up time every run pays; evaluated, they cost next to nothing.
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,11 +17,11 @@ import numpy as np
 
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.errors import InputError
-from gradcheck_cli.inputs import source
 from gradcheck_cli.inputs.numbers import parse_labels, parse_row, rows_from_args
 from gradcheck_cli.inputs.validate import Answers, Parsed, Teacher, line_answers, make_batch
 
 if TYPE_CHECKING:
+    from gradcheck_cli.inputs.source import Source
     from gradcheck_cli.inputs.tensors import TensorPlan
 
 
@@ -57,10 +58,10 @@ class Input:
     format: str | None
     size: int  # bytes of the file (0 for the command line)
     whole: Batch | None  # the input as one batch, or None when it is read in chunks from `chunked`
-    chunked: source.Source | None = None
-    chunk_bytes: int = source.CHUNK_BYTES
+    chunked: "Source | None" = None
+    chunk_bytes: int | None = None  # text read in chunks (`chunked`, no `plan`): the size of each
     ignore_index: int | None = None
-    plan: TensorPlan | None = None  # a tensor file read in chunks: its rows are sliced, not parsed
+    plan: "TensorPlan | None" = None  # a tensor file read in chunks: its rows are sliced, not parsed
     counted: int | None = field(default=None, repr=False)  # count_rows' answer, once it has been asked
 
     @contextmanager
@@ -79,7 +80,9 @@ class Input:
         with read_ahead(self._parse(self.chunked)) as batches:
             yield batches
 
-    def _parse(self, chunked: source.Source) -> Iterator[Batch]:
+    def _parse(self, chunked: "Source") -> Iterator[Batch]:
+        from gradcheck_cli.inputs import source
+
         for parsed in chunked.reader.pieces(source.text_blocks(chunked, self.chunk_bytes), chunked.name):
             yield make_batch(parsed, chunked.name, [], {}, self.ignore_index)
 
@@ -91,6 +94,8 @@ class Input:
             return self.plan.rows
         assert self.chunked is not None
         if self.counted is None:  # a pass over the file's bytes: the mean's divisor and --full both ask
+            from gradcheck_cli.inputs import source
+
             self.counted = source.count_rows(self.chunked)
         return self.counted
 
@@ -109,6 +114,8 @@ def open_input(
         parsed = Parsed(logits=rows_from_args(request.logits_args, "--logits"))
         yield Input(None, None, 0, _batch(parsed, None, request, ignore_index))
         return
+    from gradcheck_cli.inputs import source
+
     with source.open_source(request.input_path, request.input_format) as opened:
         if opened.binary:
             yield _tensor_input(opened, request, ignore_index, whole, chunk_bytes)
@@ -125,11 +132,11 @@ def open_input(
         yield Input(opened.name, opened.format, opened.size, _batch(parsed, opened.name, request, ignore_index))
 
 
-def _tensor_input(opened: source.Source, request: InputRequest, ignore_index: int | None, whole: bool,
+def _tensor_input(opened: "Source", request: InputRequest, ignore_index: int | None, whole: bool,
                   chunk_bytes: int | None) -> Input:
     """A tensor file: read as one batch (small, or a function is called on it, or its format cannot stream),
     else in chunks of rows sliced from it, with whatever was given beside it sliced alike."""
-    from gradcheck_cli.inputs import tensors
+    from gradcheck_cli.inputs import source, tensors
 
     plan = tensors.plan(opened, tensors.key_map(request.key_names), _answers_beside(request),
                         _supplied_beside(request), _teacher_beside(request), chunk_bytes)
@@ -155,7 +162,7 @@ def _teacher_beside(request: InputRequest) -> Teacher | None:
         return Teacher(values, "--teacher-logits", lambda n: f"--teacher-logits[{n}]")
     if request.teacher_path is None:
         return None
-    from gradcheck_cli.inputs import csv_format  # only a file beside the input needs it
+    from gradcheck_cli.inputs import csv_format, source  # only a file beside the input needs them
 
     text, name = source.read_text(request.teacher_path)
     values, lines = csv_format.read_targets_file(text, name)
@@ -176,7 +183,7 @@ def _answers_beside(request: InputRequest) -> list[Answers]:
 
             answers.append(npy_format.beside_answers(path, are_labels))
         elif path is not None:
-            from gradcheck_cli.inputs import csv_format  # only a file beside the input needs it
+            from gradcheck_cli.inputs import csv_format, source  # only a file beside the input needs them
 
             text, name = source.read_text(path)
             read = csv_format.read_labels_file if are_labels else csv_format.read_targets_file
@@ -189,7 +196,7 @@ def _supplied_beside(request: InputRequest) -> dict[str, tuple[np.ndarray, str]]
     supplied = {}
     for key, path in (("gradient", request.gradient_path), ("probabilities", request.probabilities_path)):
         if path is not None:
-            from gradcheck_cli.inputs import csv_format
+            from gradcheck_cli.inputs import csv_format, source
 
             text, name = source.read_text(path)
             supplied[key] = (csv_format.read_targets_file(text, name)[0], name)

@@ -9,8 +9,7 @@ is refused from it), a pipe is copied up to MAX_SPOOL_BYTES, a line read in chun
 most MAX_LINE_BYTES, and a file that changes while it is read is refused rather than checked half old.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typing.NamedTuple compiles each string annotation (start-up time).
 import codecs
 import os
 import re
@@ -56,7 +55,7 @@ class _Stamp(NamedTuple):
     inode: int
 
 
-@dataclass
+@dataclass(eq=False, repr=False)  # each generated method costs start-up
 class Source:
     descriptor: int  # the open input: the file itself, or the file without a name stdin was copied to
     name: str  # what messages call it

@@ -5,8 +5,7 @@ which the runner calls with each checked batch. Kept free of numpy and rich, so 
 --format choice from RENDERERS at start-up.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typing.NamedTuple compiles each string annotation (start-up time).
 import importlib
 from types import ModuleType
 from typing import NamedTuple
