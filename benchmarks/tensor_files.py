@@ -3,7 +3,7 @@
 Run in a venv where gradcheck is installed normally with the tensors extra (`pip install ".[tensors]"`), from
 the repository root:
 
-    python benchmarks/tensor_files.py [--quick] [--repeats 1] [--work DIR]
+    python benchmarks/tensor_files.py [--quick] [--repeats 1] [--work DIR] [--only npy|safetensors|scaling]
 
 Rows:
 - 1,024 x 128,256 float32 logits from .npy (525 MB) with a .npy labels file: the complete reference check
@@ -51,6 +51,7 @@ print(total)
 
 
 Run = tuple[float, int, int, float]
+ROWS = ("npy", "safetensors", "scaling")
 
 
 def run(command: list[str]) -> Run:
@@ -126,11 +127,28 @@ def check_command(logits: Path, labels: Path | None = None) -> list[str]:
     return [GRADCHECK, "check", "-i", str(logits), "-q", *(["--labels-file", str(labels)] if labels else [])]
 
 
+def scaling(work: Path, rows: int, classes: int, repeats: int) -> None:
+    """The .npy check at four N (C fixed) and four C (N fixed): linear means the time per element stays flat."""
+    for label, sizes in (("N", [(rows // 8 * k, classes) for k in (1, 2, 4, 8)]),
+                         ("C", [(rows, classes // 8 * k) for k in (1, 2, 4, 8)])):
+        for n, c in sizes:
+            path, label_file = work / f"{n}x{c}.npy", work / f"{n}x{c}.labels.npy"
+            make("npy", path, n, c)
+            make("labels", label_file, n, c)
+            ours = [run(check_command(path, label_file)) for _ in range(repeats)]
+            seconds, cpu = statistics.median(r[0] for r in ours), statistics.median(r[3] for r in ours)
+            report(f"scaling in {label}: {n} x {c} ({seconds / (n * c) * 1e9:.1f} ns per element, CPU "
+                   f"{cpu / (n * c) * 1e9:.1f})", ours, None)
+            path.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of this script")
     parser.add_argument("--repeats", type=int, default=1, help="pairs of runs per row (the median is shown)")
     parser.add_argument("--work", type=Path, default=None, help="where the files go (default: a temporary folder)")
+    parser.add_argument("--only", choices=ROWS, action="append",
+                        help="run only this row (repeatable): npy, safetensors or scaling; default all")
     parser.add_argument("--make", nargs="+", help=argparse.SUPPRESS)  # the writer processes
     args = parser.parse_args()
     if args.make:
@@ -141,6 +159,7 @@ def main() -> None:
             (write_npy if kind == "npy" else write_labels)(Path(path), int(rest[0]), int(rest[1]))
         return
     rows, classes = (64, 8_016) if args.quick else (1_024, 128_256)
+    wanted = set(args.only or ROWS)
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; {rows} x {classes}", flush=True)
     with tempfile.TemporaryDirectory(prefix="gradcheck-tensor-bench-", dir=args.work) as folder:
         work = Path(folder)
@@ -148,24 +167,17 @@ def main() -> None:
         npy, labels_path = work / "logits.npy", work / "labels.npy"
         make("npy", npy, rows, classes)
         make("labels", labels_path, rows, classes)
-        ours, base = alternate(check_command(npy, labels_path), [*floor, str(npy)], args.repeats)
-        report(f".npy float32 {rows} x {classes}", ours, base, 6.0, 1024)
-        safetensors = work / "logits.safetensors"
-        make("bf16", safetensors, npy, labels_path)
-        floor_input = safetensors.with_suffix(".f32.npy")
-        ours, base = alternate(check_command(safetensors), [*floor, str(floor_input)], args.repeats)
-        report(f".safetensors bfloat16 {rows} x {classes}", ours, base, 6.0, 1024)
-        for label, sizes in (("N", [(rows // 8 * k, classes) for k in (1, 2, 4, 8)]),
-                             ("C", [(rows, classes // 8 * k) for k in (1, 2, 4, 8)])):
-            for n, c in sizes:
-                path, label_file = work / f"{n}x{c}.npy", work / f"{n}x{c}.labels.npy"
-                make("npy", path, n, c)
-                make("labels", label_file, n, c)
-                ours = [run(check_command(path, label_file)) for _ in range(args.repeats)]
-                seconds, cpu = statistics.median(r[0] for r in ours), statistics.median(r[3] for r in ours)
-                report(f"scaling in {label}: {n} x {c} ({seconds / (n * c) * 1e9:.1f} ns per element, CPU "
-                       f"{cpu / (n * c) * 1e9:.1f})", ours, None)
-                path.unlink()
+        if "npy" in wanted:
+            ours, base = alternate(check_command(npy, labels_path), [*floor, str(npy)], args.repeats)
+            report(f".npy float32 {rows} x {classes}", ours, base, 6.0, 1024)
+        if "safetensors" in wanted:
+            safetensors = work / "logits.safetensors"
+            make("bf16", safetensors, npy, labels_path)
+            floor_input = safetensors.with_suffix(".f32.npy")
+            ours, base = alternate(check_command(safetensors), [*floor, str(floor_input)], args.repeats)
+            report(f".safetensors bfloat16 {rows} x {classes}", ours, base, 6.0, 1024)
+        if "scaling" in wanted:
+            scaling(work, rows, classes, args.repeats)
     print(f"load at the end {os.getloadavg()[0]:.2f}")
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import NamedTuple
+
 import numpy as np
 
+from gradcheck_cli.numerics.losses.base import Allowance
 from gradcheck_cli.report import WORST_SHOWN, CheckResult, Element
 
 # Below this, a relative error means nothing: both values are zero for all practical purposes.
@@ -14,7 +18,7 @@ def compare(
     name: str,
     actual: np.ndarray,
     expected: np.ndarray,
-    atol: float | np.ndarray,
+    atol: float | np.ndarray | Allowance,
     rtol: float,
     description: str = "",
 ) -> CheckResult:
@@ -22,80 +26,151 @@ def compare(
 
     The worst element is the one that uses the largest share of its tolerance, so that a failing check
     points at the element that fails it most. A non-finite value anywhere fails the check and is the worst.
+    `atol` may be an Allowance of `expected` (losses/base.py): computed here a block at a time, the same numbers.
     """
     scalar = np.ndim(actual) == 0 and np.ndim(expected) == 0
-    actual, expected, atol = _broadcast(actual, expected, atol)
-    share, max_abs_error, max_rel_error = _shares(actual, expected, atol, rtol)
-    # A NaN or infinity in either input makes the share NaN or infinite: argmax picks the first NaN, and
-    # the check fails. (Two finite values whose difference overflows count as not finite too.)
-    flat = int(np.argmax(share))
-    worst_index = tuple(int(i) for i in np.unravel_index(flat, share.shape))
-    worst_share = float(share[worst_index])
+    lazy = atol if isinstance(atol, Allowance) else None
+    if lazy is not None and not lazy.blocks_with(expected, np.broadcast_shapes(np.shape(actual), np.shape(expected))):
+        atol, lazy = lazy.whole(), None
+    actual, expected, atol = _broadcast(actual, expected, None if lazy is not None else atol)  # type: ignore[arg-type]
+    scan = _scan(actual, expected, atol, rtol, lazy)
+    worst_index = tuple(int(i) for i in np.unravel_index(scan.worst, actual.shape))
+    worst_share = scan.worst_share
     actual_value, expected_value = float(actual[worst_index]), float(expected[worst_index])
     if scalar:
         worst_index = ()
-    # argmax returns the first NaN if there is one, else the largest share (inf if any): one pass suffices.
+    # The worst share is the first NaN if there is one, else the largest (inf if any): so it decides both.
     all_finite = bool(np.isfinite(worst_share))
     passed = all_finite and worst_share <= 1.0
-    mismatches, worst = (0, ()) if passed else _mismatches(share, actual, expected, scalar)
+    if not passed and lazy is not None:  # every share is needed now: the allowance whole, as given
+        atol = np.broadcast_to(lazy.whole(), actual.shape)
+    mismatches, worst = (0, ()) if passed else _mismatches(_shares(actual, expected, atol, rtol), actual, expected,
+                                                           scalar)
     return CheckResult(
         name=name,
         passed=passed,
-        max_abs_error=max_abs_error if all_finite else None,
-        max_rel_error=max_rel_error if all_finite else None,
+        max_abs_error=scan.max_abs_error if all_finite else None,
+        max_rel_error=scan.max_rel_error if all_finite else None,
         worst_index=worst_index,
         actual=actual_value,
         expected=expected_value,
         description=description,
         worst_share=worst_share if all_finite else float("inf"),
-        elements=int(share.size),
+        elements=int(actual.size),
         mismatches=mismatches,
         worst_elements=worst,
     )
 
 
-# Elements per block of _shares: its few temporaries of one block stay in the caches.
-_BLOCK = 1 << 16
+# Elements per block of _scan: its six temporaries of one block (128 KB each) stay in a core's L2 cache (512 KB
+# on the machine of the README's figures) or next to it, so every pass after the first reads the inputs from
+# there; few enough blocks that numpy's per-call cost (a microsecond or two, some twenty calls a block) stays small.
+_BLOCK = 1 << 14
 
 
-def _broadcast(actual: np.ndarray, expected: np.ndarray, atol: float | np.ndarray
+class _Scan(NamedTuple):
+    """What a passing check needs of its shares: the worst one (numpy.argmax's pick over all of them: the first
+    NaN, else the first largest) and the largest absolute and relative errors."""
+
+    worst: int  # flat index
+    worst_share: float
+    max_abs_error: float
+    max_rel_error: float
+
+
+def _broadcast(actual: np.ndarray, expected: np.ndarray, atol: float | np.ndarray | None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The three at least 1-d and broadcast to their common shape (views: nothing copied)."""
-    actual, expected, atol = (np.atleast_1d(np.asarray(x)) for x in (actual, expected, atol))
-    shape = np.broadcast_shapes(actual.shape, expected.shape, atol.shape)
-    return tuple(np.broadcast_to(x, shape) for x in (actual, expected, atol))  # type: ignore[return-value]
+    """The three at least 1-d and broadcast to their common shape (views: nothing copied; arrays of that shape
+    as they are). No atol (an Allowance's, computed in _scan) stands in as expected."""
+    actual, expected = np.atleast_1d(np.asarray(actual)), np.atleast_1d(np.asarray(expected))
+    given = expected if atol is None else np.atleast_1d(np.asarray(atol))
+    if actual.shape == expected.shape == given.shape:  # the usual case, without numpy's broadcasting machinery
+        return actual, expected, given
+    shape = np.broadcast_shapes(actual.shape, expected.shape, given.shape)
+    return tuple(x if x.shape == shape else np.broadcast_to(x, shape)  # type: ignore[return-value]
+                 for x in (actual, expected, given))
 
 
-def _shares(actual: np.ndarray, expected: np.ndarray, atol: np.ndarray, rtol: float) -> tuple[np.ndarray, float, float]:
-    """Each element's share of its tolerance, |a - e| / (rtol |e| + atol), and the largest absolute error and
-    relative error |a - e| / max(|e|, |a|), all in float64. A block of leading-axis slices at a time: the share
-    is the one array as big as the inputs (the rest is a block's), and every value is the one a whole-array
-    computation gives, operation for operation. The largest errors are meaningful only where every share is
-    finite (a NaN or infinite error makes its share so)."""
-    share = np.empty(actual.shape)
-    leading, width = len(share), int(np.prod(share.shape[1:]))  # leading indices, and elements per one
-    rows = max(1, _BLOCK // max(1, width))
-    # Four buffers of a block, reused by every block (views of their first elements for the last one).
-    buffers = np.empty((4, min(rows, leading) * width))
-    largest_abs = largest_rel = -np.inf
+def _scan(actual: np.ndarray, expected: np.ndarray, atol: np.ndarray, rtol: float, lazy: Allowance | None) -> _Scan:
+    """Each element's share of its tolerance, |a - e| / (rtol |e| + atol), and its relative error
+    |a - e| / max(|e|, |a|), all in float64, a block at a time, keeping only the worst share and the largest
+    errors: nothing as big as the inputs is made (atol too, when it is an Allowance: `lazy`). Every value is
+    the one a whole-array computation gives, operation for operation. The largest errors are meaningful only
+    where every share is finite (a NaN or infinite error makes its share so)."""
+    if actual.size == 0:
+        np.argmax(np.empty(0))  # an empty input: argmax says so, as ever
+    bound = None if lazy is not None else _scalar_bound(atol)
+    views: dict[tuple[int, ...], tuple[np.ndarray, ...]] = {}  # per block shape: buffers reused by every block
+    worst, worst_share, largest_abs, largest_rel = 0, -np.inf, -np.inf, -np.inf
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        for start in range(0, leading, rows):
-            piece = slice(start, start + rows)
-            a, e = actual[piece], expected[piece]
-            abs_error, magnitude, tolerance, other = (b[: a.size].reshape(a.shape) for b in buffers)
-            np.subtract(a, e, out=abs_error, dtype=np.float64)
-            np.abs(abs_error, out=abs_error)
+        for offset, index in _blocks(actual.shape):
+            a, e = actual[index], expected[index]
+            if a.shape not in views:  # the first block is the largest: the others' are views of its buffers
+                buffers = next(iter(views.values()), ()) or tuple(np.empty(a.size) for _ in range(5))
+                views[a.shape] = tuple(b.reshape(-1)[: a.size].reshape(a.shape) for b in buffers)
+            error, magnitude, share, other, spare = views[a.shape]
+            np.subtract(a, e, out=error, dtype=np.float64)
+            np.abs(error, out=error)
             np.abs(e, out=magnitude, dtype=np.float64)
-            np.multiply(magnitude, rtol, out=tolerance)
-            tolerance += np.add(atol[piece], _TINY, out=other)  # in the dtype atol has, as atol + tiny is
-            np.divide(abs_error, tolerance, out=share[piece])
+            if lazy is not None:
+                tolerance = lazy.block(index, magnitude, other, spare)
+            np.multiply(magnitude, rtol, out=share)
+            if bound is not None:
+                share += bound
+            else:  # atol + tiny in the dtype atol has, as whole arrays add it
+                share += np.add(atol[index] if lazy is None else tolerance, _TINY, out=other)
+            np.divide(error, share, out=share)
+            at = int(share.argmax())
+            value = float(share.reshape(-1)[at])
+            if worst_share == worst_share and (value > worst_share or value != value):  # the first NaN stays
+                worst, worst_share = offset + at, value
             np.maximum(magnitude, np.abs(a, out=other, dtype=np.float64), out=magnitude)
             np.maximum(magnitude, _TINY, out=magnitude)
-            rel_error = np.divide(abs_error, magnitude, out=magnitude)
-            if abs_error.size:  # an empty input: argmax says so, as ever
-                largest_abs = max(largest_abs, float(abs_error.max()))
-                largest_rel = max(largest_rel, float(rel_error.max()))
-    return share, largest_abs, largest_rel
+            rel_error = np.divide(error, magnitude, out=magnitude)
+            largest_abs = max(largest_abs, float(_largest(error, axis=None)))
+            largest_rel = max(largest_rel, float(_largest(rel_error, axis=None)))
+    return _Scan(worst, worst_share, largest_abs, largest_rel)
+
+
+_largest = np.maximum.reduce  # what ndarray.max calls, without its Python wrapper (NaN propagates the same)
+
+
+def _scalar_bound(atol: np.ndarray) -> float | None:
+    """atol + tiny when atol is one number broadcast (as float64, computed in atol's dtype as each element's
+    would be), else None: then it is added element by element."""
+    if atol.size == 0 or any(atol.strides):
+        return None
+    first = atol[(slice(0, 1),) * atol.ndim].reshape(1)  # every stride 0: every element is this one
+    return float(np.add(first, _TINY, out=np.empty(1))[0])
+
+
+def _blocks(shape: tuple[int, ...]) -> Iterator[tuple[int, tuple[slice, ...]]]:
+    """Blocks of about _BLOCK elements of an array of this shape, in row-major order, each a run of consecutive
+    elements: (its first element's flat index, its index). Leading-axis slices, or pieces of one row of a
+    2-d array whose rows are longer than _BLOCK."""
+    width = int(np.prod(shape[1:]))  # elements per leading index
+    if len(shape) == 2 and width > _BLOCK:
+        for row in range(shape[0]):
+            for start in range(0, width, _BLOCK):
+                yield row * width + start, (slice(row, row + 1), slice(start, start + _BLOCK))
+        return
+    rows = max(1, _BLOCK // max(1, width))
+    for start in range(0, shape[0], rows):
+        yield start * width, (slice(start, start + rows),)
+
+
+def _shares(actual: np.ndarray, expected: np.ndarray, atol: np.ndarray, rtol: float) -> np.ndarray:
+    """Every element's share of its tolerance (a failing check counts them): _scan's values, kept."""
+    share = np.empty(actual.shape)
+    bound = _scalar_bound(atol)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        for _, index in _blocks(actual.shape):
+            a, e, out = actual[index], expected[index], share[index]
+            error = np.abs(np.subtract(a, e, dtype=np.float64))
+            np.multiply(np.abs(e, dtype=np.float64), rtol, out=out)
+            out += bound if bound is not None else np.add(atol[index], _TINY, out=np.empty(a.shape))
+            np.divide(error, out, out=out)
+    return share
 
 
 def _mismatches(

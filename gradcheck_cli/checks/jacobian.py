@@ -13,7 +13,7 @@ from gradcheck_cli.checks.hull import BLOCK as _BLOCK
 from gradcheck_cli.checks.hull import hull as _hull
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.numerics import differences
-from gradcheck_cli.numerics.losses.base import Loss, Scales, allowance, rounding_factor
+from gradcheck_cli.numerics.losses.base import Allowance, Loss, Scales, allowance, rounding_factor
 from gradcheck_cli.numerics.softmax import Softmax
 from gradcheck_cli.report import CheckResult
 from gradcheck_cli.settings import Settings
@@ -37,6 +37,7 @@ class Sides(NamedTuple):
     factor: np.ndarray
     own: np.ndarray
     weight: np.ndarray
+    diagonal_is_size: bool = False  # diagonal is s (1 - s) of s and complement itself (float64, T = 1, the Jacobian)
 
 
 def jacobian_sides(analytic_s: Softmax, reference: Softmax, settings: Settings,
@@ -61,8 +62,9 @@ def jacobian_sides(analytic_s: Softmax, reference: Softmax, settings: Settings,
         analytic, numeric = (np.asarray(m, dtype=np.float64).reshape(-1, 1) for m in multiples)
         column, diagonal, factor, own, weight = column * analytic, diagonal * analytic, factor * numeric, \
             own * numeric, np.abs(numeric)
+    same = analytic_s is reference and unit and multiples is None  # diagonal is s * complement then, bit for bit
     return Sides(low_s.astype(np.float64, copy=False), column, diagonal, reference.s, reference.complement, factor, own,
-                 weight)
+                 weight, same)
 
 
 def jacobian_check(
@@ -131,9 +133,10 @@ def _diagonal(sides: Sides, settings: Settings, rho: np.ndarray, naming: tuple[s
     """The diagonal elements (N x C): S = m s_j (1 - s_j) / T, N = m s_j / T (the straightforward s_j - s_j^2)."""
     assert settings.rtol is not None
     scale = sides.weight / settings.temperature
-    size, gross = _scaled(sides.s * sides.complement, scale), _scaled(sides.s, scale)
+    size = _scaled(sides.diagonal if sides.diagonal_is_size else sides.s * sides.complement, scale)
+    gross = _scaled(sides.s, scale)
     eta = float(differences.exact_step(settings.eps or 0.0)) / settings.temperature
-    atol = allowance(sides.own, Scales(size, gross, scale), settings, rho, eta)
+    atol = Allowance(sides.own, Scales(size, gross, scale), settings, rho, eta)  # computed by compare, in blocks
     check = compare(naming[0], sides.diagonal, sides.own, atol, settings.rtol, naming[1])
     return _placed(check, lambda at: (at[0], at[1], at[1]))
 
@@ -194,7 +197,7 @@ def _largest_others(sides: Sides, settings: Settings, rho: np.ndarray, naming: t
     numeric[rows, first] = s_second * sides.factor[rows, first]
     size[rows, first] = s_second * (s[rows, first] * scale[:, 0])
     eta = float(differences.exact_step(settings.eps or 0.0)) / settings.temperature
-    atol = allowance(numeric, Scales(size, size, scale), settings, rho, eta)
+    atol = Allowance(numeric, Scales(size, size, scale), settings, rho, eta)  # computed by compare, in blocks
     del size
     check = compare(naming[0], analytic, numeric, atol, settings.rtol, naming[1])
     return _placed(check, lambda at: (at[0], int(second[at[0]] if at[1] == first[at[0]] else first[at[0]]), at[1]))

@@ -24,7 +24,15 @@ from gradcheck_cli.checks.precision import (
 )
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.numerics import differences
-from gradcheck_cli.numerics.losses.base import Loss, LossKind, Scales, allowance, rounding_factor, upstream_gradient
+from gradcheck_cli.numerics.losses.base import (
+    Allowance,
+    Loss,
+    LossKind,
+    Scales,
+    allowance,
+    rounding_factor,
+    upstream_gradient,
+)
 from gradcheck_cli.numerics.precision import FORMATS, Baseline, round_to
 from gradcheck_cli.numerics.softmax import Softmax, softmax_jacobian
 from gradcheck_cli.report import CheckResult, RowChecks
@@ -81,36 +89,49 @@ def _check_rows(batch: Batch, settings: Settings, kind: LossKind, normalizer: fl
                      reference_loss)
 
 
+class _Outputs(NamedTuple):
+    """Where a block's big arrays go (views of its rows of the chunk's arrays): written there, never copied."""
+
+    analytic_s: Softmax
+    reference: Softmax | None  # None where it is the analytic one (float64)
+    analytic: np.ndarray
+    numeric: np.ndarray
+
+
 def _check_piece(batch: Batch, low: np.ndarray, logits: np.ndarray, settings: Settings, kind: LossKind,
-                 normalizer: float, reference_loss: Loss | None = None) -> _Piece:
-    """Every check of these rows against finite differences (the supplied values are the batch's to check)."""
+                 normalizer: float, reference_loss: Loss | None = None, out: _Outputs | None = None) -> _Piece:
+    """Every check of these rows against finite differences (the supplied values are the batch's to check);
+    `out` receives the big arrays, if given."""
     assert settings.eps is not None and settings.atol is not None and settings.rtol is not None
     dtype = np.dtype(settings.dtype)
     if reference_loss is None:
         reference_loss = replace(kind.build(batch, settings, np.dtype(np.float64)), normalizer=normalizer)
     # softmax(z / T) once for every check of these rows (twice in float32: the analytic one and the reference)
-    reference = reference_loss.softmax(logits)  # its own probabilities: a sigmoid for bce
-    analytic_loss, analytic_s = reference_loss, reference
+    reference = _softmax(reference_loss, logits, None if out is None else out.reference or out.analytic_s)
+    analytic_loss, analytic_s = reference_loss, reference  # its own probabilities: a sigmoid for bce
     if dtype != np.float64:
         analytic_loss = replace(kind.build(batch, settings, dtype), normalizer=normalizer)
-        analytic_s = analytic_loss.softmax(low)
-    analytic = analytic_loss.gradient(low, analytic_s)
-    numeric = differences.numeric_gradient(reference_loss, logits, settings.eps, settings.method, reference)
+        analytic_s = _softmax(analytic_loss, low, None if out is None else out.analytic_s)
+    analytic = analytic_loss.gradient(low, analytic_s, out=None if out is None else out.analytic)
+    numeric = differences.numeric_gradient(reference_loss, logits, settings.eps, settings.method, reference,
+                                           out=None if out is None else out.numeric)
     # once for every check of these rows, of the logits entering the softmax (--logit-scale, --softcap)
     rho = rounding_factor(reference_loss.entering(logits), settings.temperature)
     eta = float(differences.exact_step(settings.eps)) / settings.temperature  # the step in u = z / T
-    scales = reference_loss.gradient_scales(logits, reference)
-    tolerance = allowance(numeric, scales, settings, rho, eta, unit=reference_loss.scale)
-    del scales
-    checks = [
-        compare("gradient", analytic, numeric, tolerance, settings.rtol,
-                description="dL/dz, analytic vs finite differences"),
-        _JACOBIAN_CHECKS[reference_loss.activation](analytic_s, reference, logits, settings, rho),
-    ]
-    del tolerance
+    # computed by compare beside the shares, a block at a time (the same numbers as allowance())
+    tolerance = Allowance(numeric, reference_loss.gradient_scales(logits, reference), settings, rho, eta,
+                          unit=reference_loss.scale)
+    checks = [compare("gradient", analytic, numeric, tolerance, settings.rtol,
+                      description="dL/dz, analytic vs finite differences")]
+    del tolerance  # its scales: as big as the batch
+    checks.append(_JACOBIAN_CHECKS[reference_loss.activation](analytic_s, reference, logits, settings, rho))
     if settings.order == 2:
         checks.append(hessian_check(analytic_loss, reference_loss, low, logits, analytic_s, reference, settings, rho))
     return _Piece(checks, analytic_loss.row_losses(low, analytic_s), analytic_s, analytic, numeric, reference, rho)
+
+
+def _softmax(loss: Loss, logits: np.ndarray, out: Softmax | None) -> Softmax:
+    return loss.softmax(logits) if out is None else loss.softmax_into(logits, out)
 
 
 def _rows_of(batch: Batch, start: int, stop: int) -> Batch:
@@ -124,21 +145,24 @@ def _rows_of(batch: Batch, start: int, stop: int) -> Batch:
 
 def _by_blocks(batch: Batch, low: np.ndarray, logits: np.ndarray, settings: Settings, kind: LossKind,
               normalizer: float, step: int) -> _Piece:
-    """The checks of the batch's rows `step` at a time, merged; each block's arrays are copied into the batch's as
-    it is done (its temporaries go, so memory is the results' and one block's)."""
+    """The checks of the batch's rows `step` at a time, merged. The first block's arrays give the batch's their
+    dtypes; every later block writes its big ones straight into its rows of them and the small ones are copied
+    (its temporaries go, so memory is the results' and one block's)."""
     checks: list[CheckResult | None] = []
     arrays: list[np.ndarray] = []
     same = True
     for start in range(0, batch.rows, step):
         stop = min(start + step, batch.rows)
+        out = _outputs(arrays, same, start, stop) if arrays else None
         piece = _check_piece(_rows_of(batch, start, stop), low[start:stop], logits[start:stop], settings, kind,
-                             normalizer)
+                             normalizer, out=out)
         if not arrays:
             checks = [None] * len(piece.checks)
             same = piece.reference is piece.analytic_s  # float64: the analytic softmax is the reference
             arrays = [np.empty((batch.rows, *a.shape[1:]), dtype=a.dtype) for a in _arrays(piece, same)]
         for whole, part in zip(arrays, _arrays(piece, same), strict=True):
-            whole[start:stop] = part
+            if not np.may_share_memory(whole, part):  # written there already (out)
+                whole[start:stop] = part
         checks = [merge(earlier, check, (start,) + (0,) * (len(check.worst_index) - 1))
                   for earlier, check in zip(checks, piece.checks, strict=True)]
     row_losses, *rest = arrays
@@ -146,6 +170,15 @@ def _by_blocks(batch: Batch, low: np.ndarray, logits: np.ndarray, settings: Sett
     analytic_s, (analytic, numeric), rest = Softmax(*rest[:fields]), rest[fields:fields + 2], rest[fields + 2:]
     reference = analytic_s if same else Softmax(*rest[:fields])
     return _Piece([c for c in checks if c is not None], row_losses, analytic_s, analytic, numeric, reference, rest[-1])
+
+
+def _outputs(arrays: list[np.ndarray], same: bool, start: int, stop: int) -> _Outputs:
+    """Rows start to stop of the batch's arrays (in _arrays' order), as the places a block writes its big ones."""
+    fields = len(Softmax._fields)
+    rows = [array[start:stop] for array in arrays]
+    analytic_s, (analytic, numeric) = Softmax(*rows[1:1 + fields]), rows[1 + fields:3 + fields]
+    reference = None if same else Softmax(*rows[3 + fields:3 + 2 * fields])
+    return _Outputs(analytic_s, reference, analytic, numeric)
 
 
 def _arrays(piece: _Piece, same: bool) -> list[np.ndarray]:

@@ -20,6 +20,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from gradcheck_cli.errors import InputError
+from gradcheck_cli.numerics.in_place import factors_in_blocks, in_place, scaled_into
 from gradcheck_cli.numerics.softmax import Softmax, softmax_parts
 from gradcheck_cli.settings import Settings
 
@@ -243,14 +244,8 @@ def _stencil(perturb: Perturbation, step: np.ndarray, method: str) -> np.ndarray
         else:
             value += term
     assert value is not None
-    return _in_place(np.divide, value, step)
+    return in_place(np.divide, value, step)
 
-
-def _in_place(operation: np.ufunc, value: np.ndarray, by: float | np.ndarray) -> np.ndarray:
-    """operation(value, by), into value when that is its result's type and shape (numpy's promotion rules)."""
-    if np.result_type(value, by) == value.dtype and np.broadcast_shapes(value.shape, np.shape(by)) == value.shape:
-        return operation(value, by, out=value)
-    return operation(value, by)
 
 
 def differentiate(perturb: Perturbation, h: np.ndarray, method: str) -> np.ndarray:
@@ -296,18 +291,22 @@ class Differentiable(Protocol):
 
 
 def numeric_gradient(
-    loss: Differentiable, logits: np.ndarray, eps: float, method: str, given: Softmax | None = None
+    loss: Differentiable, logits: np.ndarray, eps: float, method: str, given: Softmax | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Finite differences of each row's own loss, scaled by the reduction as the analytic gradient is.
 
     Differencing the row losses rather than the batch total keeps the rounding error of one row from
     swamping the others, and costs the same. A loss with an exact `perturbation` is evaluated through it,
-    every column at once, with one step for all (`given` is its softmax, if the caller has it).
+    every column at once, with one step for all (`given` is its softmax, if the caller has it). `out`, an
+    array of the result's shape and dtype, receives the result (the same numbers, written there last).
     """
     make = getattr(loss, "perturbation", None)
-    if make is not None:
-        return _in_place(np.multiply, _stencil(make(logits, given), exact_step(eps), method), loss.scale)
-    return differentiate(column_perturbation(loss.row_losses, logits), steps(logits, eps), method) * loss.scale
+    value = _stencil(make(logits, given), exact_step(eps), method) if make is not None else differentiate(
+        column_perturbation(loss.row_losses, logits), steps(logits, eps), method)
+    if out is not None:
+        return scaled_into(value, loss.scale, out)
+    return in_place(np.multiply, value, loss.scale) if make is not None else value * loss.scale
 
 
 def numeric_hessian(gradient_change: Perturbation, classes: int, eps: float, method: str) -> np.ndarray:
@@ -340,6 +339,9 @@ def softmax_derivative_factors(
         moved = s * q
         others = moved / (1.0 + moved)
         return -others.imag / h, (others * complement).imag / h
+    if np.ndim(h) == 0 and s.dtype == complement.dtype == np.float64 and s.shape == complement.shape:
+        changes = [(np.expm1(o * h / temperature), w) for o, w in zip(spec.offsets, spec.weights, strict=True)]
+        return factors_in_blocks(np.ascontiguousarray(s), np.ascontiguousarray(complement), h, changes)
     factor, own = np.zeros(s.shape), np.zeros(s.shape)
     others, mine = np.empty(s.shape), np.empty(s.shape)
     for offset, weight in zip(spec.offsets, spec.weights, strict=True):

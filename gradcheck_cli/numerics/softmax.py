@@ -29,7 +29,7 @@ class Softmax(NamedTuple):
         return self.shifted - self.log_total
 
 
-def softmax_parts(logits: np.ndarray) -> Softmax:
+def softmax_parts(logits: np.ndarray, out: Softmax | None = None) -> Softmax:
     """softmax(z), 1 - softmax(z) and log-softmax(z) row-wise, stable for any finite logits.
 
     1 - s_j computed by subtraction keeps only about 1e-16 / (1 - s_j) of its digits: for a confident row
@@ -37,19 +37,23 @@ def softmax_parts(logits: np.ndarray) -> Softmax:
     diagonal. So the row's largest class (exp(0) = 1 exactly) gets the sum of the others' terms, all
     positive; for every other class j the others' sum includes that 1 and exp(z_j - m) <= 1, so
     total - exp(z_j - m) cancels at most one bit.
+
+    `out` (C-contiguous arrays of the results' shapes and dtypes) receives s, complement and shifted, the same
+    numbers written where the caller keeps them (checks/rows.py: a chunk's arrays), not copied there after.
     """
     shape, classes = logits.shape, logits.shape[-1]
     z = np.ascontiguousarray(logits.reshape(-1, classes))  # flat writes below need a contiguous copy or view
+    into = (None, None, None) if out is None else tuple(_rows(x, classes) for x in (out.shifted, out.s, out.complement))
     largest = z.argmax(axis=1)
     # Flat positions of each row's largest logit: faster than take_along_axis/put_along_axis on short rows.
     at_largest = np.arange(z.shape[0]) * classes + largest
-    shifted = z - z.reshape(-1)[at_largest][:, None]
-    exps = np.exp(shifted)
+    shifted = np.subtract(z, z.reshape(-1)[at_largest][:, None], out=into[0])
+    exps = np.exp(shifted, out=into[1])
     exps.reshape(-1)[at_largest] = 0.0
     rest = exps.sum(axis=1, keepdims=True)  # the others' sum of each row's largest class
     exps.reshape(-1)[at_largest] = 1.0
     total = rest + 1.0
-    others = total - exps
+    others = np.subtract(total, exps, out=into[2])
     others.reshape(-1)[at_largest] = rest[:, 0]
     # In place: exps and others become s and 1 - s (no more temporaries than the results).
     return Softmax(
@@ -59,6 +63,12 @@ def softmax_parts(logits: np.ndarray) -> Softmax:
         log_total=np.log(total).reshape((*shape[:-1], 1)),
         largest=largest.reshape(shape[:-1]),
     )
+
+
+def _rows(array: np.ndarray, classes: int) -> np.ndarray:
+    """An output array as rows of `classes` (a view: the writes through it must land in the array)."""
+    assert array.flags.c_contiguous, "softmax_parts writes into C-contiguous arrays only"
+    return array.reshape(-1, classes)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

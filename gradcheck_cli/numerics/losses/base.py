@@ -35,6 +35,7 @@ from gradcheck_cli.batch import Batch
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.numerics.differences import METHODS, Perturbation
 from gradcheck_cli.numerics.exact import exact_sum
+from gradcheck_cli.numerics.in_place import scaled_into
 from gradcheck_cli.numerics.precision import FORMATS
 from gradcheck_cli.numerics.softmax import Softmax, softmax_parts
 from gradcheck_cli.settings import Settings
@@ -55,7 +56,10 @@ def unit_roundoff(dtype: str | np.dtype) -> float:
 
 def rounding_factor(logits: np.ndarray, temperature: float) -> np.ndarray:
     """rho per row (N x 1): twice the worst relative rounding of softmax(z / T) and what is built on it, in u."""
-    largest = np.abs(logits).max(axis=-1, keepdims=True) if logits.size else np.zeros((*logits.shape[:-1], 1))
+    if not logits.size:
+        return 2.0 * (8.0 * np.zeros((*logits.shape[:-1], 1)) / temperature + 2.0 * logits.shape[-1] + 16.0)
+    # max |z| by two reductions, without an |z| array: the same number (a NaN propagates through both)
+    largest = np.maximum(logits.max(axis=-1, keepdims=True), -logits.min(axis=-1, keepdims=True))
     return 2.0 * (8.0 * largest / temperature + 2.0 * logits.shape[-1] + 16.0)
 
 
@@ -69,28 +73,83 @@ def allowance(
     comes from (inf for a value compared with the analytic reference: no differences, nothing truncated),
     `unit` what a row's terms are multiplied by (the reduction's scale, for a gradient).
     """
-    assert settings.atol is not None and settings.rtol is not None
-    stencil = sum(abs(w) for w in METHODS[settings.method].weights)
-    tiny = FORMATS[settings.dtype].smallest_subnormal
-    units = scales.row + unit / settings.temperature
-    floor = 4.0 * tiny * (1.0 + units) + 4.0 * stencil * 2.0**-1074 / eta * units  # per row
-    # In place: on a streamed file this runs over every gradient and Jacobian element.
-    tolerance = np.subtract(scales.scale, np.abs(expected))
-    np.maximum(tolerance, 0.0, out=tolerance)
-    tolerance *= settings.rtol
-    width = unit_roundoff(settings.dtype) * rho
-    if scales.gross is scales.scale:  # max(S, S) is S: one pass less (the Jacobian's off-diagonal elements)
-        rounding = np.multiply(scales.scale, width, out=np.empty_like(scales.scale))  # in S's dtype, as *= is
-    else:
-        rounding = np.maximum(scales.gross, scales.scale)
-        rounding *= width
-    tolerance += rounding
-    tolerance += settings.atol + floor
-    # An allowance that overflowed would pass anything: keep it finite (the values are then huge or not finite).
-    # Looked for first: a read-only pass, and a NaN (max gives it, > does not) is left NaN by minimum anyway.
-    if tolerance.size and tolerance.max() > np.finfo(np.float64).max:
-        np.minimum(tolerance, np.finfo(np.float64).max, out=tolerance)
-    return tolerance
+    return Allowance(expected, scales, settings, rho, eta, unit).whole()
+
+
+class Allowance:
+    """allowance(), not yet computed: compare() computes it a block at a time beside the shares, where its
+    passes read and write a block in the caches rather than the whole array, then reads it again (whole()
+    is allowance's value, block() the same numbers of a block, operation for operation)."""
+
+    __slots__ = ("_views", "expected", "offset", "rtol", "scales", "width")
+
+    def __init__(self, expected: np.ndarray, scales: Scales, settings: Settings, rho: np.ndarray,
+                 eta: float = math.inf, unit: float = 1.0) -> None:
+        assert settings.atol is not None and settings.rtol is not None
+        stencil = sum(abs(w) for w in METHODS[settings.method].weights)
+        tiny = FORMATS[settings.dtype].smallest_subnormal
+        units = scales.row + unit / settings.temperature
+        floor = 4.0 * tiny * (1.0 + units) + 4.0 * stencil * 2.0**-1074 / eta * units  # per row
+        self.expected, self.scales, self.rtol = expected, scales, settings.rtol
+        self.width = unit_roundoff(settings.dtype) * rho
+        self.offset = settings.atol + floor
+        self._views: tuple[np.ndarray, ...] = ()
+
+    def whole(self) -> np.ndarray:
+        scales = self.scales
+        # In place: on a streamed file this runs over every gradient and Jacobian element.
+        tolerance = np.subtract(scales.scale, np.abs(self.expected))
+        np.maximum(tolerance, 0.0, out=tolerance)
+        tolerance *= self.rtol
+        if scales.gross is scales.scale:  # max(S, S) is S: one pass less (the Jacobian's off-diagonal elements)
+            rounding = np.multiply(scales.scale, self.width, out=np.empty_like(scales.scale))  # in S's dtype, as *= is
+        else:
+            rounding = np.maximum(scales.gross, scales.scale)
+            rounding *= self.width
+        tolerance += rounding
+        tolerance += self.offset
+        # An allowance that overflowed would pass anything: keep it finite (the values are then huge or not finite).
+        # Looked for first: a read-only pass, and a NaN (max gives it, > does not) is left NaN by minimum anyway.
+        if tolerance.size and tolerance.max() > np.finfo(np.float64).max:
+            np.minimum(tolerance, np.finfo(np.float64).max, out=tolerance)
+        return tolerance
+
+    def blocks_with(self, expected: np.ndarray, shape: tuple[int, ...]) -> bool:
+        """Whether block() gives whole()'s numbers for a comparison with `expected` of this shape: the same
+        expected, every part float64 (whole()'s dtype throughout) and within its shape. Then it gets ready."""
+        parts = (self.expected, self.scales.scale, self.scales.gross, self.width, self.offset)
+        if expected is not self.expected or shape != self.expected.shape:
+            return False
+        if any(np.asarray(x).dtype != np.float64 for x in parts) or _broadcast_shape(parts) != shape:
+            return False
+        self._views = tuple(x if np.shape(x) == shape else np.broadcast_to(x, shape) for x in parts[1:])
+        return True
+
+    def block(self, index: tuple[slice, ...], magnitude: np.ndarray, out: np.ndarray, spare: np.ndarray) -> np.ndarray:
+        """whole()[index], given |expected[index]| (float64), into out (spare a buffer as big)."""
+        scale, gross, width, offset = self._views
+        scale, gross, width, offset = scale[index], gross[index], width[index], offset[index]
+        tolerance = np.subtract(scale, magnitude, out=out)
+        np.maximum(tolerance, 0.0, out=tolerance)
+        tolerance *= self.rtol
+        if self.scales.gross is self.scales.scale:
+            rounding = np.multiply(scale, width, out=spare)
+        else:
+            rounding = np.maximum(gross, scale, out=spare)
+            rounding *= width
+        tolerance += rounding
+        tolerance += offset
+        if tolerance.size and np.maximum.reduce(tolerance, axis=None) > _LARGEST:  # ndarray.max, without its wrapper
+            np.minimum(tolerance, _LARGEST, out=tolerance)
+        return tolerance
+
+
+_LARGEST = float(np.finfo(np.float64).max)
+
+
+def _broadcast_shape(arrays: tuple[np.ndarray, ...]) -> tuple[int, ...]:
+    shapes = {np.shape(x) for x in arrays}
+    return shapes.pop() if len(shapes) == 1 else np.broadcast_shapes(*shapes)
 
 
 def upstream_gradient(settings: Settings, rows: int) -> np.ndarray:
@@ -140,6 +199,16 @@ class Loss:
             return given
         return softmax_parts(logits if self.temperature == 1 else logits / self.temperature)  # z / 1 is z: no copy
 
+    def softmax_into(self, logits: np.ndarray, out: Softmax) -> Softmax:
+        """softmax(logits), its big arrays (s, complement, shifted) written into out's (see softmax_parts): the
+        same numbers as softmax(logits). A loss with a softmax of its own has it copied there."""
+        if type(self).softmax is Loss.softmax:
+            return softmax_parts(logits if self.temperature == 1 else logits / self.temperature, out)
+        parts = self.softmax(logits)
+        for kept, part in zip((out.s, out.complement, out.shifted), parts[:3], strict=True):
+            kept[...] = part
+        return parts._replace(s=out.s, complement=out.complement, shifted=out.shifted)
+
     def row_losses(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
         raise NotImplementedError
 
@@ -160,9 +229,13 @@ class Loss:
     def hessian(self, logits: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def gradient(self, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray:
-        """dL/dz for mean and sum; for none, the gradient of the sum of rows (each row's own)."""
-        return self.row_gradients(logits, given) * self.scale
+    def gradient(self, logits: np.ndarray, given: Softmax | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        """dL/dz for mean and sum; for none, the gradient of the sum of rows (each row's own). `out`, an array of
+        the result's shape and dtype, receives it (the same numbers, written where the caller keeps them)."""
+        rows = self.row_gradients(logits, given)
+        if out is None:
+            return rows * self.scale
+        return scaled_into(rows, self.scale, out)
 
     def perturbation(self, base: np.ndarray, given: Softmax | None = None) -> Perturbation:
         """l(z + d e_j) - l(z) for every row, exactly: what finite differences of the gradient evaluate."""

@@ -73,14 +73,14 @@ class CrossEntropy(Loss):
         # cancels catastrophically at the label of a confident row.
         parts = self.softmax(logits, given)
         a = self.coefficients
-        others = a.sum(axis=-1, keepdims=True) - a
+        total = a.sum(axis=-1, keepdims=True)
         at = self._sparse(parts.s)
         if at is None:
+            others = total - a
             gradient = (parts.s * others - a * parts.complement) / self.temperature
         else:  # a_j (1 - s_j) is +0 off the labels, and x - 0 is x: those elements are s_j (A - a_j) alone
-            labels = parts.s[at] * others[at] - a[at] * parts.complement[at]
-            own = others.dtype == np.result_type(parts.s, others)  # others holds the product exactly as a new array
-            gradient = np.multiply(parts.s, others, out=others if own else None)
+            labels = parts.s[at] * _others_at(total, a, at) - a[at] * parts.complement[at]
+            gradient = _times_others(parts.s, total, a)
             gradient[at] = labels
             if self.temperature != 1:  # x / 1 is x: that pass is skipped
                 gradient /= self.temperature
@@ -103,7 +103,7 @@ class CrossEntropy(Loss):
         parts = self.softmax(base, given)
         s, complement = parts.s, parts.complement
         a = self.coefficients
-        others = a.sum(axis=-1, keepdims=True) - a
+        total = a.sum(axis=-1, keepdims=True)
 
         z_weights = self.z_weights
         lse = None if z_weights is None else log_sum_exp(base, parts, self.temperature)
@@ -111,15 +111,19 @@ class CrossEntropy(Loss):
         # With class labels a row has one non-zero a_j: the a-term of every other element is 0, so for one step
         # over every column it is computed only where a_j is not (a quarter of the numeric gradient's time).
         labelled = self._sparse(s)
+        others = None if labelled is not None else total - a  # A - a_j: made whole only where a is dense
 
         def perturb(column: int | slice, offsets: np.ndarray) -> np.ndarray:
             u = offsets / self.temperature
             lift = np.log1p(s[:, column] * np.expm1(u))  # the change of lse
             if labelled is not None and np.ndim(u) == 0 and column == slice(None):
-                change = others * lift
-                change[labelled] += a[labelled] * np.log1p(complement[labelled] * np.expm1(-u))
+                at_labels = _others_at(total, a, labelled) * lift[labelled]
+                change = _times_others(lift, total, a, own=z_weights is None)  # the z-loss needs lift below
+                change[labelled] = at_labels + a[labelled] * np.log1p(complement[labelled] * np.expm1(-u))
             else:
-                change = others[:, column] * lift + a[:, column] * np.log1p(complement[:, column] * np.expm1(-u))
+                near = others[:, column] if others is not None else np.broadcast_to(total, a.shape)[:, column] - a[
+                    :, column]
+                change = near * lift + a[:, column] * np.log1p(complement[:, column] * np.expm1(-u))
             if z_weights is None or lse is None:
                 return change
             # S (lse + d)^2 - S lse^2 = S d (2 lse + d): proportional to the change, as the rest
@@ -211,6 +215,21 @@ class CrossEntropy(Loss):
         return Scales(np.abs(self.row_losses(logits, parts)), gross, gross)
 
 
+def _others_at(total: np.ndarray, a: np.ndarray, at: tuple[np.ndarray, ...]) -> np.ndarray:
+    """A - a_j (A a row's summed coefficients, N x 1) at the places `at` of a (the non-zero coefficients)."""
+    return np.broadcast_to(total, a.shape)[at] - a[at]
+
+
+def _times_others(values: np.ndarray, total: np.ndarray, a: np.ndarray, own: bool = False) -> np.ndarray:
+    """values_j (A - a_j) right off the non-zero coefficients, as a new array (or in `values` itself, if `own`):
+    there a_j is +0 or -0 and A - a_j is A exactly (A = a.sum, which numpy starts from +0: never -0), so the
+    A - a array is not made; where every A is 1 (class labels), x times 1 is x and that pass goes too."""
+    fits = np.result_type(values, total) == values.dtype
+    if fits and bool((total == 1.0).all()):
+        return values if own else values.copy()
+    return np.multiply(values, total, out=values if own and fits else None)
+
+
 def cross_entropy(targets: np.ndarray, reduction: str = "mean", temperature: float = 1.0) -> CrossEntropy:
     """Plain categorical cross-entropy -sum_i y_i log s_i, averaged over rows for reduction=mean."""
     return CrossEntropy(reduction, float(targets.shape[0]), temperature, coefficients=targets)
@@ -281,7 +300,9 @@ def build(batch: Batch, settings: Settings, dtype: np.dtype) -> Loss:
     if settings.z_loss:
         kept = divisor_rows(batch, settings._replace(weights=None))  # 1 on rows not ignored, unweighted by class
         z_weights = (settings.z_loss * kept).astype(dtype)
-    exact = replace(loss, coefficients=loss.coefficients.astype(dtype), z_weights=z_weights, method=settings.method)
+    # The coefficients were made just now, for this loss alone: in float64 they are kept as they are (no copy).
+    exact = replace(loss, coefficients=loss.coefficients.astype(dtype, copy=False), z_weights=z_weights,
+                    method=settings.method)
     if settings.logit_scale == 1.0 and settings.softcap is None:
         return exact
     from gradcheck_cli.numerics.losses.transformed import transformed  # here: start-up pays only when used
