@@ -72,8 +72,8 @@ z = jax.random.normal(jax.random.PRNGKey(0), (rows, classes))
 y = jax.nn.one_hot(jnp.arange(rows) % classes, classes)
 check_grads(lambda z: -(y * jax.nn.log_softmax(z)).sum() / rows, (z,), order=1)
 """
-# Two calls of the user's function on the input (what --impl needs at least: the determinism check calls it
-# twice), timed inside one process: the "user's own function time" of the --impl target.
+# The user's function called COUNT times on the input, timed inside one process: "the user's own function time"
+# of the --impl target, read two ways (implementation() below).
 OWN_FUNCTION = """
 import importlib.util, json, sys, time
 import numpy as np
@@ -83,10 +83,15 @@ document = json.load(open(sys.argv[2]))
 logits = np.array(document["logits"], dtype=np.float64)
 targets = np.eye(logits.shape[1])[document["labels"]]
 start = time.perf_counter()
-for _ in range(2):
+for _ in range(int(sys.argv[4])):
     getattr(module, sys.argv[3])(logits, targets)
 print(time.perf_counter() - start)
 """
+# The calls a default --impl check of a cross-entropy makes where a call moves more than 2K = 32 logits (both
+# sizes below): 2 on the logits (the reference and determinism checks), the directional check's point on its
+# grid and 2 per direction (16), the Taylor check's loss at uniform logits and its 48 points (its loss at the
+# logits is the first call's). tests/test_impl_calls_ahead.py counts them on a real run.
+IMPL_CALLS = 2 + 1 + 2 * 16 + 1 + 48
 
 
 class Run(NamedTuple):
@@ -259,10 +264,15 @@ def jsonl_input(bench: Bench, rows: int) -> Path:
 
 
 def startup(bench: Bench) -> None:
+    """The row given as arguments, then as a JSON file (`-i`: a short option, and the json module)."""
     print("start-up: a one-row check with tables vs importing numpy, click, rich.console and rich.table")
-    ours, floor = bench.alternate([GRADCHECK, "check", "--logits", "1.1,2.2,0.2,-1.7", "--labels", "2"],
-                                  IMPORT_FLOOR, pairs=bench.size(20, 3))
-    bench.ratio("gradcheck check (1 row, tables)", ours, floor, 1.15)
+    one_row = bench.work / "one_row.json"
+    one_row.write_text(json.dumps({"logits": [[1.1, 2.2, 0.2, -1.7]], "labels": [2]}))
+    for name, given in (("arguments", ["--logits", "1.1,2.2,0.2,-1.7", "--labels", "2"]),
+                        ("-i one_row.json", ["-i", str(one_row)])):
+        ours, floor = bench.alternate([GRADCHECK, "check", *given], IMPORT_FLOOR,
+                                      pairs=bench.size(max(20, bench.args.repeats), 3))
+        bench.ratio(f"gradcheck check (1 row, tables; {name})", ours, floor, 1.15)
 
 
 def explain(bench: Bench) -> None:
@@ -316,19 +326,32 @@ def same_input_ratios(bench: Bench) -> None:
         bench.ratio(f"sweep on {rows}x{classes}", ours, check, 3.0)
 
 
+def _own_seconds(command: list[str], calls: int) -> float:
+    """The user's function called `calls` times in a process of its own (OWN_FUNCTION): seconds inside the calls."""
+    return float(subprocess.run([*command, str(calls)], capture_output=True, text=True, check=True).stdout)
+
+
 def implementation(bench: Bench) -> None:
     print("--impl: the user's function checked (<= 3x the check plus two calls of the function itself)")
     source, function = EXAMPLES / "my_softmax.py", "softmax_cross_entropy"
     for rows, classes in ((bench.size(1024, 256), 100), (8, bench.size(50_257, 5_000))):
         path = json_input(bench, rows, classes)
-        own = subprocess.run([PY, "-c", OWN_FUNCTION, str(source), str(path), function], capture_output=True,
-                             text=True, check=True)
-        own_seconds = float(own.stdout)
+        own = [PY, "-c", OWN_FUNCTION, str(source), str(path), function]
+        before = [_own_seconds(own, calls) for calls in (2, IMPL_CALLS)]
         ours, check = bench.alternate([GRADCHECK, "check", "-i", str(path), "--impl", f"{source}:{function}"],
                                       [GRADCHECK, "check", "-i", str(path)])
-        allowed = 3 * check.seconds + own_seconds
-        print(f"  (the check: {check.seconds:.2f} s; the function, called twice: {own_seconds:.3f} s)")
-        bench.absolute(f"--impl on {rows}x{classes}", ours, allowed)
+        # the function's own time: the mean of a measurement before the runs and one after (the load moves)
+        twice, every = ((first + _own_seconds(own, calls)) / 2 for first, calls in zip(before, (2, IMPL_CALLS),
+                                                                                         strict=True))
+        print(f"  (the check: {check.seconds:.2f} s; the function, called twice: {twice:.3f} s, called "
+              f"{IMPL_CALLS} times as the check calls it: {every:.2f} s; means of a run before and after)")
+        bench.absolute(f"--impl on {rows}x{classes}", ours, 3 * check.seconds + twice)
+        # The other reading of "the user's own function time": every call the check needs. Shown, not judged:
+        # the verdict above keeps the rule it has always had.
+        allowed = 3 * check.seconds + every
+        within = ours.finished() and ours.seconds < allowed
+        print(f"  {'  reading its own time as all ' + str(IMPL_CALLS) + ' calls':58} {ours.seconds:7.2f} s "
+              f"(< {allowed:.2f} s): {'within' if within else 'over'} (not a verdict)")
 
 
 def output_formats(bench: Bench) -> None:
@@ -338,6 +361,10 @@ def output_formats(bench: Bench) -> None:
         ours, tables = bench.alternate([GRADCHECK, "check", "-i", str(path), "-f", "ndjson"],
                                        [GRADCHECK, "check", "-i", str(path)])
         bench.ratio(f"-f ndjson on {rows:,} x 10", ours, tables, 1.5)
+        # What the two runs cost in CPU (both processes): on a loaded machine the wall ratio follows the longer of
+        # the checking process's work (check + formatting) and the reader's (parsing), and CPU shows which moved.
+        if ours.finished() and tables.finished():
+            print(f"  CPU {ours.cpu:.2f} s / {tables.cpu:.2f} s = {ours.cpu / tables.cpu:.2f}x")
     print("-f json --full (every array, written as it goes) vs the table run of the same JSON input")
     for rows in (bench.size(20_000, 5_000), bench.size(100_000, 20_000)):
         path = json_input(bench, rows, 10)
