@@ -144,6 +144,27 @@ def test_a_loss_without_the_structure_is_refused_up_front(gradcheck, tmp_path, r
     assert f"{rows * classes**2:,} elements" in run.stderr
 
 
+@pytest.mark.parametrize("options", [{"loss": "mse"}, {"z_loss": 1e-4}])
+def test_a_wide_hessian_without_the_structure_is_refused_before_any_check(monkeypatch, options):
+    """The refusal comes before the batch's other checks (the gradient's finite differences, the Jacobian),
+    which at 8 x 50,257 took longer than the refusal's whole point: saying at once what to do instead."""
+    from gradcheck_cli.batch import Batch
+    from gradcheck_cli.checks.rows import check_rows
+    from gradcheck_cli.errors import InputError
+    from gradcheck_cli.numerics.losses import accepted_kind
+
+    def no_check(*args, **kwargs):
+        raise AssertionError("a check ran before the refusal")
+
+    monkeypatch.setattr(differences, "numeric_gradient", no_check)
+    rng = np.random.default_rng(5)
+    logits, labels = rng.standard_normal((8, 1000)), rng.integers(0, 1000, 8)
+    batch = Batch(logits=logits, labels=labels, targets=np.eye(1000)[labels])
+    settings = differences.resolve(Settings(order=2, **options))
+    with pytest.raises(InputError, match="give at most 4 rows per input"):
+        check_rows(batch, settings, accepted_kind(settings), 8.0)
+
+
 def test_a_loss_without_the_structure_is_still_checked_below_the_bound(gradcheck, tmp_path):
     """Under the bound the generic path runs as before: mse's Hessian checked element by element."""
     run = gradcheck("check", "-i", str(_write(tmp_path / "small.json", 3, 30)), "--order", "2", "--loss", "mse")

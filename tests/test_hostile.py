@@ -251,6 +251,26 @@ def test_logits_at_the_limit_still_check(gradcheck):
     assert run.exit_code == 0, run
 
 
+def test_the_logit_range_is_decided_at_its_bound_and_names_the_first_logit_beyond_it():
+    """The range check decides the usual batch by its smallest and largest logit: a logit exactly at the bound is
+    taken, the next float beyond it is refused (either sign), naming the first such logit in row-major order."""
+    import numpy as np
+
+    from gradcheck_cli.errors import InputError
+    from gradcheck_cli.inputs.numbers import LARGEST_LOGIT, check_logit_range
+
+    def where(n: int) -> str:
+        return f"row {n}"
+
+    check_logit_range(np.array([[LARGEST_LOGIT, -LARGEST_LOGIT], [0.0, 1.0]]), where)
+    check_logit_range(np.empty((0, 3)), where)
+    beyond = np.nextafter(LARGEST_LOGIT, np.inf)
+    logits = np.zeros((3, 4))
+    logits[1, 2], logits[2, 0] = -beyond, beyond
+    with pytest.raises(InputError, match=r"^row 1: logit -1000000000\.0000001 of class 2 is beyond"):
+        check_logit_range(logits, where)
+
+
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_finite_row_losses_whose_sum_overflows_are_a_failed_check_not_a_crash(gradcheck, reduction):
     """Each row's loss fits in float64 but their exact sum does not: it rounds to inf, the loss check fails."""

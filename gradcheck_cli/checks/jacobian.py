@@ -1,8 +1,6 @@
 """The Jacobian check, and the Hessian check of a loss whose Hessian is a per-row multiple of it: every element
 of m (diag(s) - s s^T) / T against finite differences, without building N x C x C arrays."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -348,11 +346,8 @@ def hessian_check(analytic_loss: Loss, reference_loss: Loss, low: np.ndarray, lo
     refused above HESSIAN_ELEMENTS per batch.
     """
     assert settings.eps is not None and settings.rtol is not None
-    analytic_multiple = getattr(analytic_loss, "hessian_multiple", None)
-    reference_multiple = getattr(reference_loss, "hessian_multiple", None)
-    multiples = None if analytic_multiple is None or reference_multiple is None else (
-        analytic_multiple(low, analytic_s), reference_multiple(logits, reference))
-    if multiples is not None and multiples[0] is not None and multiples[1] is not None:
+    multiples = hessian_multiple(analytic_loss, low, analytic_s), hessian_multiple(reference_loss, logits, reference)
+    if multiples[0] is not None and multiples[1] is not None:
         sides = jacobian_sides(analytic_s, reference, settings, multiples)
         return structured_check(sides, logits, settings, rho, HESSIAN)
     refuse_wide_hessian(logits.shape, settings)
@@ -363,6 +358,12 @@ def hessian_check(analytic_loss: Loss, reference_loss: Loss, low: np.ndarray, lo
     eta = float(differences.exact_step(settings.eps)) / settings.temperature
     tolerance = allowance(numeric, scales, settings, rho[:, :, None], eta)
     return compare(HESSIAN[0], hessian, numeric, tolerance, settings.rtol, description=HESSIAN[1])
+
+
+def hessian_multiple(loss: Loss, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray | None:
+    """m per row where the loss's Hessian is m ds/dz (see hessian_check), or None: it has no such form."""
+    multiple = getattr(loss, "hessian_multiple", None)
+    return None if multiple is None else multiple(logits, given)  # type: ignore[no-any-return]
 
 
 def refuse_wide_hessian(shape: tuple[int, ...], settings: Settings) -> None:

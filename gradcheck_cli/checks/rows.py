@@ -5,8 +5,6 @@ Every tolerance is the error analysis' (losses/base.py and differences.py), elem
 scales carry the temperature, weights, smoothing and reduction, the rounding allowance the dtype.
 """
 
-from __future__ import annotations
-
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -14,7 +12,13 @@ import numpy as np
 
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.checks.compare import compare, merge
-from gradcheck_cli.checks.jacobian import hessian_check, jacobian_check, jacobian_scales
+from gradcheck_cli.checks.jacobian import (
+    hessian_check,
+    hessian_multiple,
+    jacobian_check,
+    jacobian_scales,
+    refuse_wide_hessian,
+)
 from gradcheck_cli.checks.precision import (
     baseline_value,
     half_precision_checks,
@@ -79,6 +83,8 @@ def _check_rows(batch: Batch, settings: Settings, kind: LossKind, normalizer: fl
     logits = low.astype(np.float64, copy=False)
     _refuse_overflow(batch.logits, logits, settings.temperature, held.dtype)
     reference_loss = replace(kind.build(batch, settings, np.dtype(np.float64)), normalizer=normalizer)
+    if settings.order == 2 and hessian_multiple(reference_loss, logits) is None:
+        refuse_wide_hessian(logits.shape, settings)  # before any check: its Hessian would be built whole
     step = max(1, BLOCK_ELEMENTS // max(1, batch.classes))
     if settings.order == 2 or batch.rows <= step:  # the Hessian's refusal counts the whole batch's elements
         piece = _check_piece(batch, low, logits, settings, kind, normalizer, reference_loss)

@@ -107,7 +107,9 @@ def make_batch(
         labels = given.values
         kept = labels != ignore_index if ignore_index is not None else np.ones(logits.shape[0], dtype=bool)
         # An ignored row has no target: its label may be out of range (torch's default -100).
-        targets = one_hot(np.where(kept, labels, 0), logits.shape[1]) * kept[:, None]
+        targets = one_hot(np.where(kept, labels, 0), logits.shape[1])
+        if not kept.all():  # a pass over N x C only where a row is ignored
+            targets *= kept[:, None]
     else:
         _validate_targets(given, logits)
         targets = given.values

@@ -8,8 +8,6 @@ even, twice): the logits a user's framework sees after its cast are the ones gra
 is done on a float32 copy (its bit patterns, rounded in place), never with float64 frexp/ldexp temporaries.
 """
 
-from __future__ import annotations
-
 import functools
 from typing import NamedTuple
 

@@ -4,8 +4,6 @@ Arrays in, arrays out. Every function works on a whole batch (N x C, one sample 
 here loops over rows, prints, or knows about click or rich.
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 import numpy as np

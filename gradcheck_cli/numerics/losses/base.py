@@ -263,7 +263,7 @@ class Loss:
 
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)  # compared by identity: each generated method costs start-up
 class LossKind:
     """A loss as the registry knows it: how it builds itself for a batch, and what the mean divides by.
 
