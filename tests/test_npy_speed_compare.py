@@ -321,3 +321,28 @@ def test_the_jacobian_diagonal_reuses_its_product_only_where_it_is_the_size(sett
     apart = sides._replace(diagonal=sides.diagonal.copy(), diagonal_is_size=False)
     assert repr(jacobian._diagonal(sides, settings, rho, jacobian.JACOBIAN)) == repr(
         jacobian._diagonal(apart, settings, rho, jacobian.JACOBIAN))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_logits_stored_in_the_dtype_are_not_rounded_again(monkeypatch, dtype):
+    """A tensor file's half-precision logits are held as float64 exactly: rounding them to their own dtype is
+    the identity, so the check skips it (0.6 s of a 1,024 x 128,256 bfloat16 check) and reports exactly what
+    rounding them first reports. Logits read as float64 (text) are still rounded."""
+    from gradcheck_cli.numerics.precision import round_to
+
+    rng = np.random.default_rng(11)
+    logits = round_to(rng.standard_normal((6, 40)) * 4, dtype)
+    labels = rng.integers(0, 40, 6)
+    batch = Batch(logits=logits, labels=labels, targets=np.eye(40)[labels], dtype_name=dtype)
+    settings = differences.resolve(Settings(dtype=dtype))
+    kind = accepted_kind(settings)
+    from_text = check_rows(replace(batch, dtype_name="float64"), settings, kind, 6.0)
+    calls = []
+    monkeypatch.setattr(rows_module, "round_to", lambda *args: calls.append(args) or round_to(*args))
+    from_file = check_rows(batch, settings, kind, 6.0)
+    assert calls == []
+    check_rows(replace(batch, dtype_name="float64"), settings, kind, 6.0)
+    assert len(calls) == 1
+    assert from_file.checks == from_text.checks
+    for name in ("analytic_gradient", "numeric_gradient", "row_losses", "logits"):
+        assert np.array_equal(getattr(from_file, name), getattr(from_text, name)), name

@@ -77,7 +77,9 @@ def _check_rows(batch: Batch, settings: Settings, kind: LossKind, normalizer: fl
     if settings.dtype in LOW_PRECISION:  # at the logits rounded to it: see checks/precision.py
         settings = settings._replace(dtype="float64")
     dtype = np.dtype(settings.dtype)
-    low = round_to(batch.logits, held.dtype) if held is not settings else batch.logits.astype(dtype, copy=False)
+    low = batch.logits.astype(dtype, copy=False)
+    if held is not settings and batch.dtype_name != held.dtype:  # a file's bfloat16 logits are already rounded
+        low = round_to(batch.logits, held.dtype)
     if held is not settings and batch.teacher_logits is not None:  # the teacher's are inputs too, seen in the dtype
         batch = replace(batch, teacher_logits=round_to(batch.teacher_logits, held.dtype).astype(np.float64))
     logits = low.astype(np.float64, copy=False)
