@@ -346,9 +346,10 @@ def hessian_check(analytic_loss: Loss, reference_loss: Loss, low: np.ndarray, lo
     refused above HESSIAN_ELEMENTS per batch.
     """
     assert settings.eps is not None and settings.rtol is not None
-    multiples = hessian_multiple(analytic_loss, low, analytic_s), hessian_multiple(reference_loss, logits, reference)
-    if multiples[0] is not None and multiples[1] is not None:
-        sides = jacobian_sides(analytic_s, reference, settings, multiples)
+    analytic_multiple = hessian_multiple(analytic_loss, low, analytic_s)
+    reference_multiple = hessian_multiple(reference_loss, logits, reference)
+    if analytic_multiple is not None and reference_multiple is not None:
+        sides = jacobian_sides(analytic_s, reference, settings, (analytic_multiple, reference_multiple))
         return structured_check(sides, logits, settings, rho, HESSIAN)
     refuse_wide_hessian(logits.shape, settings)
     hessian = analytic_loss.hessian(low)
@@ -363,7 +364,7 @@ def hessian_check(analytic_loss: Loss, reference_loss: Loss, low: np.ndarray, lo
 def hessian_multiple(loss: Loss, logits: np.ndarray, given: Softmax | None = None) -> np.ndarray | None:
     """m per row where the loss's Hessian is m ds/dz (see hessian_check), or None: it has no such form."""
     multiple = getattr(loss, "hessian_multiple", None)
-    return None if multiple is None else multiple(logits, given)  # type: ignore[no-any-return]
+    return None if multiple is None else multiple(logits, given)
 
 
 def refuse_wide_hessian(shape: tuple[int, ...], settings: Settings) -> None:
