@@ -42,10 +42,8 @@ def compare(
     # The worst share is the first NaN if there is one, else the largest (inf if any): so it decides both.
     all_finite = bool(np.isfinite(worst_share))
     passed = all_finite and worst_share <= 1.0
-    if not passed and lazy is not None:  # every share is needed now: the allowance whole, as given
-        atol = np.broadcast_to(lazy.whole(), actual.shape)
-    mismatches, worst = (0, ()) if passed else _mismatches(_shares(actual, expected, atol, rtol), actual, expected,
-                                                           scalar)
+    mismatches, worst = (0, ()) if passed else _mismatches(_shares(actual, expected, atol, rtol, lazy), actual,
+                                                           expected, scalar)
     return CheckResult(
         name=name,
         passed=passed,
@@ -91,12 +89,14 @@ def _broadcast(actual: np.ndarray, expected: np.ndarray, atol: float | np.ndarra
                  for x in (actual, expected, given))
 
 
-def _scan(actual: np.ndarray, expected: np.ndarray, atol: np.ndarray, rtol: float, lazy: Allowance | None) -> _Scan:
+def _scan(actual: np.ndarray, expected: np.ndarray, atol: np.ndarray, rtol: float, lazy: Allowance | None,
+          kept: np.ndarray | None = None) -> _Scan:
     """Each element's share of its tolerance, |a - e| / (rtol |e| + atol), and its relative error
     |a - e| / max(|e|, |a|), all in float64, a block at a time, keeping only the worst share and the largest
-    errors: nothing as big as the inputs is made (atol too, when it is an Allowance: `lazy`). Every value is
-    the one a whole-array computation gives, operation for operation. The largest errors are meaningful only
-    where every share is finite (a NaN or infinite error makes its share so)."""
+    errors: nothing as big as the inputs is made (atol too, when it is an Allowance: `lazy`), unless `kept`
+    (the inputs' shape) is given to receive every share. Every value is the one a whole-array computation
+    gives, operation for operation. The largest errors are meaningful only where every share is finite (a NaN
+    or infinite error makes its share so)."""
     if actual.size == 0:
         np.argmax(np.empty(0))  # an empty input: argmax says so, as ever
     bound = None if lazy is not None else _scalar_bound(atol)
@@ -109,6 +109,8 @@ def _scan(actual: np.ndarray, expected: np.ndarray, atol: np.ndarray, rtol: floa
                 buffers = next(iter(views.values()), ()) or tuple(np.empty(a.size) for _ in range(5))
                 views[a.shape] = tuple(b.reshape(-1)[: a.size].reshape(a.shape) for b in buffers)
             error, magnitude, share, other, spare = views[a.shape]
+            if kept is not None:
+                share = kept[index]
             np.subtract(a, e, out=error, dtype=np.float64)
             np.abs(error, out=error)
             np.abs(e, out=magnitude, dtype=np.float64)
@@ -159,17 +161,11 @@ def _blocks(shape: tuple[int, ...]) -> Iterator[tuple[int, tuple[slice, ...]]]:
         yield start * width, (slice(start, start + rows),)
 
 
-def _shares(actual: np.ndarray, expected: np.ndarray, atol: np.ndarray, rtol: float) -> np.ndarray:
+def _shares(actual: np.ndarray, expected: np.ndarray, atol: np.ndarray, rtol: float, lazy: Allowance | None
+            ) -> np.ndarray:
     """Every element's share of its tolerance (a failing check counts them): _scan's values, kept."""
     share = np.empty(actual.shape)
-    bound = _scalar_bound(atol)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        for _, index in _blocks(actual.shape):
-            a, e, out = actual[index], expected[index], share[index]
-            error = np.abs(np.subtract(a, e, dtype=np.float64))
-            np.multiply(np.abs(e, dtype=np.float64), rtol, out=out)
-            out += bound if bound is not None else np.add(atol[index], _TINY, out=np.empty(a.shape))
-            np.divide(error, out, out=out)
+    _scan(actual, expected, atol, rtol, lazy, kept=share)
     return share
 
 
