@@ -14,7 +14,7 @@ from gradcheck_cli import terminal as terminal_room
 from gradcheck_cli.checks import runner
 from gradcheck_cli.checks.runner import Keep
 from gradcheck_cli.errors import InputError
-from gradcheck_cli.inputs import fork_safety, readahead, source
+from gradcheck_cli.inputs import fork_safety, pipes, readahead, source
 from gradcheck_cli.inputs.gather import InputRequest
 from gradcheck_cli.settings import Settings
 
@@ -251,7 +251,7 @@ def test_a_batch_crosses_the_read_ahead_pipe_as_raw_bytes_not_pickled(tmp_path):
     try:
         for item in (batch, InputError("data.csv:9: a bad cell"), None):
             readahead._write_item(fd, item)
-        (header,) = readahead._LENGTH.unpack(os.pread(fd, readahead._LENGTH.size, 0))
+        (header,) = pipes.LENGTH.unpack(os.pread(fd, pipes.LENGTH.size, 0))
         os.lseek(fd, 0, os.SEEK_SET)
         received, error, end = (readahead._read_item(fd) for _ in range(3))
         with pytest.raises(EOFError):  # the pipe's end, where a frame should begin

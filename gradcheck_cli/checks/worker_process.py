@@ -34,11 +34,10 @@ from gradcheck_cli.checks.worker_wire import (
     close_all,
     decode,
     encode,
-    framed,
     read_frame,
-    write_all,
 )
 from gradcheck_cli.errors import InputError
+from gradcheck_cli.inputs.pipes import framed, write_all
 
 Handler = Callable[[Any], Any]
 _GRACE = 2.0  # seconds an ended worker's exit status is waited for after its answer pipe closed

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gradcheck_cli.checks.worker_process import Handler, WorkerProcess, fork_worker, make_pipes, ready, worker_main
-from gradcheck_cli.checks.worker_wire import Frames, encode, framed, read_frame, write_all
+from gradcheck_cli.checks.worker_wire import Frames, encode, read_frame
 from gradcheck_cli.inputs import fork_safety
+from gradcheck_cli.inputs.pipes import framed, write_all
 
 # Seconds a new interpreter has to import numpy and gradcheck and say it has started (a cold, loaded CI machine).
 START_TIMEOUT = 120.0

@@ -11,10 +11,10 @@ from __future__ import annotations
 import mmap
 import os
 import pickle
-import struct
 from typing import Any
 
-LENGTH = struct.Struct("<Q")
+from gradcheck_cli.inputs.pipes import LENGTH, write_all
+
 PIPE_BYTES = 1 << 20  # asked of the kernel for each pipe, so that a gradient crosses in a few reads
 SHARED_BYTES = 1 << 20  # arrays from this size cross in a memory file; a pickle through the pipe costs less below
 
@@ -32,10 +32,6 @@ def encode(message: Any) -> tuple[bytes, list[int]]:
 
     inner = pickle.dumps(message, protocol=5, buffer_callback=in_band)
     return pickle.dumps((os.getpid(), shared, inner), protocol=5), [fd for fd, _ in shared]
-
-
-def framed(payload: bytes) -> bytes:
-    return LENGTH.pack(len(payload)) + payload
 
 
 def decode(payload: bytes) -> Any:
@@ -80,9 +76,3 @@ class Frames:
         frame = bytes(self.buffer[LENGTH.size:end])
         del self.buffer[:end]
         return frame
-
-
-def write_all(fd: int, data: memoryview | bytes) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        view = view[os.write(fd, view):]

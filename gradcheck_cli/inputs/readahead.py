@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.errors import InputError
+from gradcheck_cli.inputs.pipes import LENGTH, framed, write_all
 
 if TYPE_CHECKING:
     import queue
@@ -19,8 +19,6 @@ if TYPE_CHECKING:
 # How often the reader looks whether the checking process is still there while its queue is full, and how
 # long the checking process waits for a reader that ended to be reaped.
 _POLL_SECONDS = 0.5
-# A frame's header length (readahead's pipe: _write_item).
-_LENGTH = struct.Struct("<Q")
 
 
 @contextmanager
@@ -134,9 +132,9 @@ def _write_item(sending: int, item: Batch | Exception | None) -> None:
     inner = pickle.dumps(item, protocol=5, buffer_callback=arrays.append)
     views = [array.raw() for array in arrays]
     header = pickle.dumps(([view.nbytes for view in views], inner), protocol=5)
-    _write_all(sending, _LENGTH.pack(len(header)) + header)
+    write_all(sending, framed(header))
     for view in views:
-        _write_all(sending, view)
+        write_all(sending, view)
 
 
 def _read_item(receiving: int) -> Batch | Exception | None:
@@ -144,7 +142,7 @@ def _read_item(receiving: int) -> Batch | Exception | None:
     pipe ends first."""
     import pickle
 
-    (length,) = _LENGTH.unpack(_read_exactly(receiving, _LENGTH.size))
+    (length,) = LENGTH.unpack(_read_exactly(receiving, LENGTH.size))
     sizes, inner = pickle.loads(_read_exactly(receiving, length))
     arrays = [_read_exactly(receiving, size) for size in sizes]  # writable: the arrays made on them are
     item: Batch | Exception | None = pickle.loads(inner, buffers=arrays)
@@ -164,14 +162,6 @@ def _read_exactly(receiving: int, size: int) -> memoryview:
             raise EOFError
         view = view[count:]
     return into
-
-
-def _write_all(sending: int, data: bytes | memoryview) -> None:
-    import os
-
-    view = memoryview(data).cast("B")
-    while view:
-        view = view[os.write(sending, view):]
 
 
 def _follow_parent(parent: int) -> None:
