@@ -9,6 +9,7 @@ import json
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -246,15 +247,28 @@ def test_a_function_in_this_process_is_never_called_ahead() -> None:
     {"dtype": "float32"}, {"dtype": "bfloat16"}, {"dtype": "float16"}, {"dtype": "bfloat16", "temperature": 64.0},
 ])
 def test_the_taylor_calls_are_asked_exactly_where_the_taylor_check_runs(options: dict[str, Any]) -> None:
-    """Protects taylor.taylor_plan against drifting from users.taylor_check's own tests (_taylor_applies,
-    _steps_resolved) and scale: what impl.Session asks ahead is what the check will ask for (a drift would
-    spend 49 calls for nothing, or ask for none)."""
+    """Protects taylor.taylor_plan against drifting from what users.taylor_check does: the check calls the user's
+    function exactly where the plan says it will, at the plan's scale (a drift would spend 49 calls asked ahead
+    for nothing, or ask for none)."""
     from gradcheck_cli.checks import users
-    from gradcheck_cli.checks.taylor import taylor_plan
+    from gradcheck_cli.checks.taylor import taylor_plan, taylor_points
     from gradcheck_cli.settings import Settings
 
     settings = Settings(**options)
     logits = np.array([[3.0, -1.0, 0.5], [0.25, 2.0, -7.5]])
-    scale = settings.temperature / abs(settings.logit_scale)
-    runs = users._taylor_applies(settings) and users._steps_resolved(logits, settings.dtype, scale)
-    assert taylor_plan(logits, settings) == (scale if runs else None)
+    asked: list[Any] = []
+
+    class Counting:
+        def answer(self, point, targets, reduction, loss_only=False):
+            asked.append("answer")
+            return SimpleNamespace(loss=np.float64(1.0))
+
+        def losses(self, base, targets, reduction, points):
+            asked.extend(points)
+            return [np.float64(1.0)] * len(points)
+
+    users.taylor_check(Counting(), logits, TARGETS, settings, {"gradient": np.zeros_like(logits)}, 1e-16, [])
+    scale = taylor_plan(logits, settings)
+    assert (scale is not None) == bool(asked)
+    if scale is not None:
+        assert [point for point in asked if point != "answer"] == taylor_points(scale)

@@ -189,7 +189,7 @@ def test_the_float64_inner_product_is_within_its_bound() -> None:
 
 
 def test_taylor_is_not_run_where_the_dtype_rounds_its_steps_away(gradcheck, tmp_path) -> None:
-    """Protects users._steps_resolved: at --dtype bfloat16 the smallest step (T / 4096) is below the spacing of
+    """Protects taylor.steps_resolved: at --dtype bfloat16 the smallest step (T / 4096) is below the spacing of
     logits of size 3 (2^-6), so the 48 calls would only read rounding: a note instead of the check. At float32
     the same input is still judged."""
     import json

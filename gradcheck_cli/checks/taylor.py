@@ -130,22 +130,38 @@ def taylor_test(
 
 
 def taylor_plan(logits: np.ndarray, settings: Settings) -> float | None:
-    """The scale users.taylor_check runs taylor_test at on these logits (T / |logit scale|: where the softmax moves
-    by O(1)), or None where it does not run: a loss not of the form the module docstring bounds (cross-entropy
-    and forward KL without z-loss, soft-capping, --grad-output, focal or binary options), or a --dtype whose
-    spacing at the largest logit is above the smallest step (the moved logits would round the step away).
-    The same tests as users._taylor_applies and users._steps_resolved, which impl.Session reads here to ask the
-    Taylor calls ahead (importing users.py from impl.py would be an import cycle)."""
+    """The scale users.taylor_check runs taylor_test at on these logits (taylor_scale), or None where it does
+    not run (taylor_applies, steps_resolved); impl.Session reads it to ask the Taylor calls ahead."""
+    scale = taylor_scale(settings)
+    return scale if taylor_applies(settings) and steps_resolved(logits, settings.dtype, scale) else None
+
+
+def taylor_scale(settings: Settings) -> float:
+    """T / |logit scale|: the size of a move of the logits that moves the softmax by O(1)."""
+    return settings.temperature / abs(getattr(settings, "logit_scale", 1.0))
+
+
+def taylor_applies(settings: Settings) -> bool:
+    """Whether this module's bound on the third derivative holds: a loss sum_n w_n (A_n lse(u_n) - <a_n, u_n>),
+    w_n >= 0, u = A z / T (cross-entropy with weights, smoothing, ignored rows; forward KL, T^2 scaled or not).
+    The squared error, focal and binary losses, reverse KL, JSD, a z-loss or soft-capping are not of that form:
+    a correct gradient of a non-convex loss can show local slopes far from 2 (examples/my_softmax.py's mse,
+    1.77 on examples/batch.json), so they are not judged by it."""
+    if settings.loss not in ("cross_entropy", "kl"):
+        return False
+    plain = {"z_loss": 0.0, "softcap": None, "grad_output": None, "gamma": None, "pos_weight": None}
+    return all(getattr(settings, name, unset) == unset for name, unset in plain.items())
+
+
+def steps_resolved(logits: np.ndarray, dtype: str, scale: float) -> bool:
+    """Whether taylor_test's smallest step, scale TOP_STEP / 2^HALVINGS, is at least the spacing of --dtype at the
+    largest logit: below it the moved logits the user's function is given in that dtype round the step away (at
+    bfloat16 the spacing at 8 is 2^-4, the step T / 4096), the remainders no longer scale as t^2, and their floor
+    (the rounding of the user's bfloat16 values) is above every remainder anyway: 48 calls for no verdict."""
     from gradcheck_cli.numerics.precision import spacing
 
-    plain = {"z_loss": 0.0, "softcap": None, "grad_output": None, "gamma": None, "pos_weight": None}
-    if settings.loss not in ("cross_entropy", "kl") or any(
-            getattr(settings, name, unset) != unset for name, unset in plain.items()):
-        return None
-    scale = settings.temperature / abs(getattr(settings, "logit_scale", 1.0))
     largest = float(np.max(np.abs(logits), initial=0.0))
-    resolved = settings.dtype == "float64" or spacing(largest, settings.dtype) <= scale * TOP_STEP / 2**HALVINGS
-    return scale if resolved else None
+    return bool(dtype == "float64" or spacing(largest, dtype) <= scale * TOP_STEP / 2**HALVINGS)
 
 
 def taylor_steps(scale: float, halvings: int = HALVINGS) -> np.ndarray:

@@ -227,15 +227,23 @@ def taylor_check(implementation: Implementation, logits: np.ndarray, targets: np
     """The step-free verdict (taylor.py): the slopes of the Taylor remainder of the user's own loss with their own
     gradient; passes when every direction's slope is at least PASSING_SLOPE. No fitted slope (a loss that is not
     finite, or remainders under the rounding floor) is no evidence either way: a note, and no check."""
-    from gradcheck_cli.checks.taylor import HALVINGS, PASSING_SLOPE, TOP_STEP, taylor_test
+    from gradcheck_cli.checks.taylor import (
+        HALVINGS,
+        PASSING_SLOPE,
+        TOP_STEP,
+        steps_resolved,
+        taylor_applies,
+        taylor_scale,
+        taylor_test,
+    )
 
-    if not _taylor_applies(settings):
+    if not taylor_applies(settings):
         notes.append(f"impl taylor: not run for --loss {settings.loss} with these options (its error analysis, "
                      "checks/taylor.py, covers cross-entropy and forward KL without z-loss, soft-capping or "
                      "--grad-output)")
         return []
-    scale = settings.temperature / abs(getattr(settings, "logit_scale", 1.0))  # where the softmax moves by O(1)
-    if not _steps_resolved(logits, settings.dtype, scale):
+    scale = taylor_scale(settings)
+    if not steps_resolved(logits, settings.dtype, scale):
         smallest = scale * TOP_STEP / 2**HALVINGS
         notes.append(f"impl taylor: not run at --dtype {settings.dtype}: its smallest step ({smallest:.2g}) "
                      f"is below the spacing of {settings.dtype} at your largest logit, so your function would see "
@@ -264,27 +272,3 @@ def taylor_check(implementation: Implementation, logits: np.ndarray, targets: np
     return [CheckResult("impl taylor", passed, abs(2.0 - low), abs(2.0 - low) / 2.0, (), low, 2.0, description,
                         worst_share=(2.0 - low) / (2.0 - PASSING_SLOPE), elements=len(slopes),
                         mismatches=sum(slope < PASSING_SLOPE for slope in slopes))]
-
-
-def _steps_resolved(logits: np.ndarray, dtype: str, scale: float) -> bool:
-    """Whether taylor_test's smallest step, scale TOP_STEP / 2^HALVINGS, is at least the spacing of --dtype at the
-    largest logit: below it the moved logits the user's function is given in that dtype round the step away (at bfloat16
-    the spacing at 8 is 2^-4, the step T / 4096), the remainders no longer scale as t^2, and their floor (the
-    rounding of the user's bfloat16 values) is above every remainder anyway: 48 calls for no verdict."""
-    from gradcheck_cli.checks.taylor import HALVINGS, TOP_STEP
-    from gradcheck_cli.numerics.precision import spacing
-
-    largest = float(np.max(np.abs(logits), initial=0.0))
-    return bool(dtype == "float64" or spacing(largest, dtype) <= scale * TOP_STEP / 2**HALVINGS)
-
-
-def _taylor_applies(settings: Settings) -> bool:
-    """Whether taylor.py's bound on the third derivative holds: a loss sum_n w_n (A_n lse(u_n) - <a_n, u_n>), w_n
-    >= 0, u = A z / T (cross-entropy with weights, smoothing, ignored rows; forward KL, T^2 scaled or not). The
-    squared error, focal and binary losses, reverse KL, JSD, a z-loss or soft-capping are not of that form: a
-    correct gradient of a non-convex loss can show local slopes far from 2 (examples/my_softmax.py's mse, 1.77
-    on examples/batch.json), so they are not judged by it."""
-    if settings.loss not in ("cross_entropy", "kl"):
-        return False
-    plain = {"z_loss": 0.0, "softcap": None, "grad_output": None, "gamma": None, "pos_weight": None}
-    return all(getattr(settings, name, unset) == unset for name, unset in plain.items())
