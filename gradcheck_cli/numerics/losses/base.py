@@ -96,23 +96,10 @@ class Allowance:
         self._views: tuple[np.ndarray, ...] = ()
 
     def whole(self) -> np.ndarray:
-        scales = self.scales
         # In place: on a streamed file this runs over every gradient and Jacobian element.
-        tolerance = np.subtract(scales.scale, np.abs(self.expected))
-        np.maximum(tolerance, 0.0, out=tolerance)
-        tolerance *= self.rtol
-        if scales.gross is scales.scale:  # max(S, S) is S: one pass less (the Jacobian's off-diagonal elements)
-            rounding = np.multiply(scales.scale, self.width, out=np.empty_like(scales.scale))  # in S's dtype, as *= is
-        else:
-            rounding = np.maximum(scales.gross, scales.scale)
-            rounding *= self.width
-        tolerance += rounding
-        tolerance += self.offset
-        # An allowance that overflowed would pass anything: keep it finite (the values are then huge or not finite).
-        # Looked for first: a read-only pass, and a NaN (max gives it, > does not) is left NaN by minimum anyway.
-        if tolerance.size and tolerance.max() > np.finfo(np.float64).max:
-            np.minimum(tolerance, np.finfo(np.float64).max, out=tolerance)
-        return tolerance
+        scales = self.scales
+        return _tolerance(scales.scale, scales.gross, np.abs(self.expected), self.rtol, self.width, self.offset,
+                          same=scales.gross is scales.scale)
 
     def blocks_with(self, expected: np.ndarray, shape: tuple[int, ...]) -> bool:
         """Whether block() gives whole()'s numbers for a comparison with `expected` of this shape: the same
@@ -127,21 +114,31 @@ class Allowance:
 
     def block(self, index: tuple[slice, ...], magnitude: np.ndarray, out: np.ndarray, spare: np.ndarray) -> np.ndarray:
         """whole()[index], given |expected[index]| (float64), into out (spare a buffer as big)."""
-        scale, gross, width, offset = self._views
-        scale, gross, width, offset = scale[index], gross[index], width[index], offset[index]
-        tolerance = np.subtract(scale, magnitude, out=out)
-        np.maximum(tolerance, 0.0, out=tolerance)
-        tolerance *= self.rtol
-        if self.scales.gross is self.scales.scale:
-            rounding = np.multiply(scale, width, out=spare)
-        else:
-            rounding = np.maximum(gross, scale, out=spare)
-            rounding *= width
-        tolerance += rounding
-        tolerance += offset
-        if tolerance.size and np.maximum.reduce(tolerance, axis=None) > _LARGEST:  # ndarray.max, without its wrapper
-            np.minimum(tolerance, _LARGEST, out=tolerance)
-        return tolerance
+        scale, gross, width, offset = (x[index] for x in self._views)
+        return _tolerance(scale, gross, magnitude, self.rtol, width, offset, self.scales.gross is self.scales.scale,
+                          out, spare)
+
+
+def _tolerance(scale: np.ndarray, gross: np.ndarray, magnitude: np.ndarray, rtol: float, width: np.ndarray,
+               offset: np.ndarray, same: bool, out: np.ndarray | None = None, spare: np.ndarray | None = None
+               ) -> np.ndarray:
+    """rtol max(S - |e|, 0) + u rho max(G, S) + atol + floor, kept finite: allowance's numbers, of whole arrays or
+    of a block (into out, with spare a buffer as big; else new arrays, each in the dtype numpy gives it)."""
+    tolerance = np.subtract(scale, magnitude, out=out)
+    np.maximum(tolerance, 0.0, out=tolerance)
+    tolerance *= rtol
+    if same:  # max(S, S) is S: one pass less (the Jacobian's off-diagonal elements)
+        rounding = np.multiply(scale, width, out=np.empty_like(scale) if spare is None else spare)  # in S's dtype
+    else:
+        rounding = np.maximum(gross, scale, out=spare)
+        rounding *= width
+    tolerance += rounding
+    tolerance += offset
+    # An allowance that overflowed would pass anything: keep it finite (the values are then huge or not finite).
+    # Looked for first: a read-only pass, and a NaN (max gives it, > does not) is left NaN by minimum anyway.
+    if tolerance.size and np.maximum.reduce(tolerance, axis=None) > _LARGEST:  # ndarray.max, without its wrapper
+        np.minimum(tolerance, _LARGEST, out=tolerance)
+    return tolerance
 
 
 _LARGEST = float(np.finfo(np.float64).max)
