@@ -253,6 +253,143 @@ def test_the_reader_stops_waiting_to_send_when_its_parent_is_gone():
     assert time.monotonic() - start < 5 * readahead._POLL_SECONDS
 
 
+# --- the ndjson rows' formatter (render/forked_writer.py) -------------------------------------------------------
+
+# More than the first batch's records (about 10,000 rows of ~1 KB each on big_csv): read that much, and the
+# checking process has moved on to its second batch, which the forked formatter writes.
+FIRST_BATCH_BYTES = 16 << 20
+
+
+def _read_at_least(stream: io.BufferedReader, size: int, seconds: float = 60.0) -> int:
+    got, deadline = 0, time.monotonic() + seconds
+    while got < size and time.monotonic() < deadline:
+        if select.select([stream], [], [], 1.0)[0]:
+            piece = os.read(stream.fileno(), 1 << 20)
+            assert piece, "gradcheck's stdout ended early"
+            got += len(piece)
+    return got
+
+
+def _formatting(start, big: Path) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """gradcheck -f ndjson on big, its first batch's records read, then its stdout left unread: the read-ahead
+    and the formatter (writing the second batch's records, stalled) are its two children."""
+    process = start("check", "-i", str(big), "-f", "ndjson")
+    assert process.stdout is not None
+    assert _read_at_least(process.stdout, FIRST_BATCH_BYTES) >= FIRST_BATCH_BYTES
+    assert _until(lambda: len([child for child, parent in _parents().items()
+                               if parent == process.pid and _alive(child)]) == 2, 20), "no formatter was forked"
+    return process, [child for child, parent in _parents().items() if parent == process.pid]
+
+
+@LINUX
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_signal_while_the_formatter_writes_leaves_no_process(started, big_csv, private_tmp, stop):
+    """From the second batch on, ndjson records are written by a forked formatter; stopped then, the check
+    leaves neither it nor the reader behind, and nobody holds its stdout open."""
+    process, children = _formatting(started, big_csv)
+    os.kill(process.pid, stop)
+    assert process.wait(timeout=20) == (-stop if stop == signal.SIGKILL else 128 + stop)
+    assert process.stdout is not None and process.stderr is not None
+    assert _read_to_end(process.stdout, 10) is not None, "something still holds gradcheck's stdout open"
+    assert _until(lambda: not any(_alive(child) for child in children), 10), "a child outlived the check"
+    assert os.listdir(private_tmp) == []
+    stderr = _read_to_end(process.stderr, 10)
+    assert stderr is not None and (stop == signal.SIGKILL or stderr.strip() == b""), stderr
+
+
+@LINUX
+def test_a_reader_of_ndjson_that_leaves_ends_the_formatting_quietly(started, big_csv):
+    """`gradcheck ... -f ndjson | head`: the formatter meets the closed pipe and ends; the check goes on without
+    formatting and exits with its verdict (0), saying nothing."""
+    process, children = _formatting(started, big_csv)
+    assert process.stdout is not None
+    process.stdout.close()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0 and stderr == b"", stderr
+    assert _until(lambda: not any(_alive(child) for child in children), 10)
+
+
+@LINUX
+def test_ndjson_records_written_by_the_formatter_are_those_written_in_process(gradcheck, tmp_path):
+    """A streamed file's records (9 MB: 9 batches) through the forked formatter (stdout a file) are byte for byte
+    those the checking process writes itself (in-process stdout: no descriptor to hand over), the report last."""
+    rng = np.random.default_rng(5)
+    path = tmp_path / "rows.csv"
+    np.savetxt(path, np.column_stack([rng.standard_normal((90_000, 10)) * 3, rng.integers(0, 10, 90_000)]),
+               fmt=["%.6f"] * 10 + ["%d"], delimiter=",", header=",".join([*(f"z{c}" for c in range(10)), "label"]),
+               comments="")
+    with (tmp_path / "out.ndjson").open("wb") as out:
+        run = subprocess.run([sys.executable, "-m", "gradcheck_cli", "check", "-i", str(path), "-f", "ndjson"],
+                             stdout=out, stderr=subprocess.PIPE, check=False)
+    assert run.returncode == 0 and run.stderr == b"", run.stderr
+    in_process = gradcheck("check", "-i", str(path), "-f", "ndjson")
+    assert in_process.exit_code == 0, in_process
+    written = (tmp_path / "out.ndjson").read_text()
+    assert path.stat().st_size > source.STREAM_ABOVE_BYTES
+    assert written.count("\n") == 90_001 and written == in_process.stdout
+
+
+@LINUX
+def test_rows_checked_before_an_input_error_are_all_written_by_the_formatter(gradcheck, tmp_path):
+    """A bad cell in a streamed file's seventh batch: exit 2 with its line, after every record of the batches
+    before it, as when the checking process writes them itself (the formatter is let finish, not killed)."""
+    rng = np.random.default_rng(6)
+    rows = [",".join(f"{value:.6f}" for value in row) + f",{label}"
+            for row, label in zip(rng.standard_normal((90_000, 10)) * 3, rng.integers(0, 10, 90_000), strict=True)]
+    rows[66_000] = "oops" + rows[66_000][rows[66_000].index(","):]
+    path = tmp_path / "bad.csv"
+    path.write_text(",".join([*(f"z{c}" for c in range(10)), "label"]) + "\n" + "\n".join(rows) + "\n")
+    with (tmp_path / "out.ndjson").open("wb") as out:
+        run = subprocess.run([sys.executable, "-m", "gradcheck_cli", "check", "-i", str(path), "-f", "ndjson"],
+                             stdout=out, stderr=subprocess.PIPE, check=False)
+    in_process = gradcheck("check", "-i", str(path), "-f", "ndjson")
+    assert run.returncode == in_process.exit_code == 2
+    assert run.stderr.decode() == in_process.stderr and "66002" in in_process.stderr
+    written = (tmp_path / "out.ndjson").read_text()
+    assert written == in_process.stdout and written.count("\n") > 50_000
+
+
+FORMATTED = """
+import multiprocessing, os, sys
+from gradcheck_cli.render.forked_writer import forked_writer
+from gradcheck_cli.terminal import Output
+
+def write(stream, item):
+    if item == int(sys.argv[1]):
+        raise ValueError("a bug in the formatting")
+    stream.write(f"{item} {os.getpid()}\\n")
+
+try:
+    with forked_writer(Output(), write) as send:
+        for item in range(6):
+            send(item)
+finally:
+    print("children", len(multiprocessing.active_children()), os.getpid(), file=sys.stderr)
+"""
+
+
+@LINUX
+def test_the_first_item_is_written_here_the_rest_in_order_by_one_formatter():
+    """The first batch is written by the checking process (nothing to overlap yet), every later one by one forked
+    process, in the order sent; on leaving, that process has ended."""
+    run = subprocess.run([sys.executable, "-c", FORMATTED, "-1"], capture_output=True, text=True, check=True)
+    lines = [line.split() for line in run.stdout.splitlines()]
+    (_, children, parent), = [run.stderr.split()]
+    assert [int(item) for item, _ in lines] == list(range(6)) and children == "0"
+    assert lines[0][1] == parent and len({pid for _, pid in lines[1:]}) == 1 and lines[1][1] != parent
+
+
+@LINUX
+def test_a_formatter_that_fails_is_an_error_of_the_run_not_silence():
+    """A bug in the forked formatting is not taken for a reader that left: the run fails with a RuntimeError
+    (exit 3 from the command line), after the records written before it, and no process is left."""
+    run = subprocess.run([sys.executable, "-c", FORMATTED, "3"], capture_output=True, text=True, check=False)
+    assert run.returncode == 1
+    assert "RuntimeError: the process writing the rows failed (exit code 70)" in run.stderr
+    assert "children 0" in run.stderr
+    assert [line.split()[0] for line in run.stdout.splitlines()] == ["0", "1", "2"]
+
+
 # --- files that change while they are read ------------------------------------------------------------------
 
 

@@ -250,12 +250,12 @@ def test_a_batch_crosses_the_read_ahead_pipe_as_raw_bytes_not_pickled(tmp_path):
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
     try:
         for item in (batch, InputError("data.csv:9: a bad cell"), None):
-            readahead._write_item(fd, item)
+            pipes.send_item(fd, item)
         (header,) = pipes.LENGTH.unpack(os.pread(fd, pipes.LENGTH.size, 0))
         os.lseek(fd, 0, os.SEEK_SET)
-        received, error, end = (readahead._read_item(fd) for _ in range(3))
+        received, error, end = (pipes.receive_item(fd) for _ in range(3))
         with pytest.raises(EOFError):  # the pipe's end, where a frame should begin
-            readahead._read_item(fd)
+            pipes.receive_item(fd)
     finally:
         os.close(fd)
     assert end is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -49,8 +50,8 @@ def check(impl: str | None, impl_timeout: float, framework: str, device: str, fu
             watch.lap(f"read {opened.whole.rows} x {opened.whole.classes} logits from {opened.name or 'arguments'}")
         else:
             watch.lap(f"opened {opened.name} ({opened.size} bytes): read in chunks while it is checked")
-        with terminal.progress(opened.size, opened.format, opened.count_rows) as advance:
-            rows_out = render.rows_writer(out) if spec.streams_rows else None
+        streamed = render.rows_writer(out) if spec.streams_rows else nullcontext(None)
+        with terminal.progress(opened.size, opened.format, opened.count_rows) as advance, streamed as rows_out:
 
             def on_rows(start: int, batch: Batch, part: RowChecks) -> None:
                 if rows_out is not None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.errors import InputError
-from gradcheck_cli.inputs.pipes import LENGTH, framed, write_all
+from gradcheck_cli.inputs.pipes import receive_item, send_item
 
 if TYPE_CHECKING:
     import queue
@@ -68,7 +68,7 @@ def _received(receiving: int, reader: BaseProcess) -> Iterator[Batch]:
     """The batches the reader sends, until its None; its error raised in turn; a reader gone is an error."""
     while True:
         try:
-            item = _read_item(receiving)
+            item: Batch | Exception | None = receive_item(receiving)
         except EOFError:  # the pipe ended, even inside a batch: nobody writes to it any more
             raise _ended(reader) from None
         if item is None:
@@ -90,7 +90,9 @@ def _send_batches(batches: Iterator[Batch], receiving: int, sending: int, depth:
     import queue
     import threading
 
-    _follow_parent(parent)
+    from gradcheck_cli.inputs.fork_safety import follow_parent
+
+    follow_parent(parent)
     os.close(receiving)  # a checking process gone then ends the pipe: writing to it fails instead of waiting
     parsed: queue.Queue[Batch | Exception | None] = queue.Queue(depth)
     writer = threading.Thread(target=_write_items, args=(parsed, sending), daemon=True)
@@ -116,76 +118,11 @@ def _write_items(parsed: queue.Queue[Batch | Exception | None], sending: int) ->
     while True:
         item = parsed.get()
         try:
-            _write_item(sending, item)
+            send_item(sending, item)
         except OSError:  # the checking process is gone (EPIPE): the parsing thread sees this thread end
             return
         if item is None or isinstance(item, Exception):
             return
-
-
-def _write_item(sending: int, item: Batch | Exception | None) -> None:
-    """A frame: the length of a pickle of (the sizes of its arrays, the item pickled without them), that
-    pickle, then each array's bytes as they are in memory."""
-    import pickle
-
-    arrays: list[pickle.PickleBuffer] = []
-    inner = pickle.dumps(item, protocol=5, buffer_callback=arrays.append)
-    views = [array.raw() for array in arrays]
-    header = pickle.dumps(([view.nbytes for view in views], inner), protocol=5)
-    write_all(sending, framed(header))
-    for view in views:
-        write_all(sending, view)
-
-
-def _read_item(receiving: int) -> Batch | Exception | None:
-    """The next frame's item, its arrays made on the bytes read for them (see _write_item); EOFError if the
-    pipe ends first."""
-    import pickle
-
-    (length,) = LENGTH.unpack(_read_exactly(receiving, LENGTH.size))
-    sizes, inner = pickle.loads(_read_exactly(receiving, length))
-    arrays = [_read_exactly(receiving, size) for size in sizes]  # writable: the arrays made on them are
-    item: Batch | Exception | None = pickle.loads(inner, buffers=arrays)
-    return item
-
-
-def _read_exactly(receiving: int, size: int) -> memoryview:
-    """size bytes from the pipe, in memory not written before (numpy's: a bytearray would be zeroed first)."""
-    import os
-
-    import numpy as np
-
-    into = view = np.empty(size, dtype=np.uint8).data
-    while view:
-        count = os.readv(receiving, [view])
-        if count == 0:
-            raise EOFError
-        view = view[count:]
-    return into
-
-
-def _follow_parent(parent: int) -> None:
-    """Make this forked reader end with the checking process, however that ends.
-
-    Ctrl-C is the checking process's to handle; SIGTERM and SIGHUP (which it turns into a clean exit, and
-    sends on leaving) end this one at once; the kernel sends SIGKILL when the parent dies (PR_SET_PDEATHSIG),
-    and a parent that died before that was asked for is caught by getppid(). stdout is let go, so a reader
-    of our output (`| jq`) never waits on this process.
-    """
-    import ctypes
-    import os
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for stop in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(stop, signal.SIG_DFL)
-    with suppress(OSError, AttributeError):  # no prctl: _put still notices a parent gone
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        os._exit(0)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.close(devnull)
 
 
 def _put(parsed: queue.Queue[Batch | Exception | None], item: Batch | Exception | None, parent: int) -> bool:

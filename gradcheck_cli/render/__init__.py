@@ -1,8 +1,8 @@
 """The output-format registry: each format is one module here and one line below.
 
-A format module offers write(report, out, color, quiet); one that streams rows also offers rows_writer(out),
-which the runner calls with each checked batch. Kept free of numpy and rich, so the command line builds its
---format choice from RENDERERS at start-up.
+A format module offers write(report, out, color, quiet); one that streams rows also offers rows_writer(out), a
+context manager giving what the runner calls with each checked batch. Kept free of numpy and rich, so the
+command line builds its --format choice from RENDERERS at start-up.
 """
 
 # No `from __future__ import annotations`: typing.NamedTuple compiles each string annotation (start-up time).

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -28,16 +29,47 @@ def write(report: Report, out: Output, color: str, quiet: bool) -> None:
     out.echo(render_json(report))
 
 
-def rows_writer(out: Output) -> OnRows:
-    """What the runner calls with each checked batch: its rows, written as they are done."""
+@contextmanager
+def rows_writer(out: Output) -> Iterator[OnRows]:
+    """What the runner calls with each checked batch: its rows, written as they are done (from the second batch
+    on by a forked process, render/forked_writer.py, while this one checks the next); all out on leaving."""
+    from gradcheck_cli.render.forked_writer import forked_writer
 
-    def on_rows(start: int, batch: Batch, part: RowChecks) -> None:
-        out.write(lambda: write_rows(sys.stdout, start, batch, part))
+    with forked_writer(out, write_records) as send:
 
-    return on_rows
+        def on_rows(start: int, batch: Batch, part: RowChecks) -> None:
+            send(records_of(start, batch, part))
+
+        yield on_rows
+
+
+class Records(NamedTuple):
+    """A checked batch's records, as arrays (what crosses to the formatting process): the first row's number in
+    the whole input, the file lines the rows came from (None: no file), and the values of the records' fields in
+    order: row losses, probabilities, the log-sum-exp (not for bce), analytic and numeric gradients."""
+
+    start: int
+    lines: np.ndarray | None
+    values: list[np.ndarray]
+
+
+def records_of(start: int, batch: Batch, part: RowChecks) -> Records:
+    from gradcheck_cli.checks.runner import row_lse
+
+    values = [part.row_losses, part.probabilities, part.analytic_gradient, part.numeric_gradient]
+    lse = row_lse(part, part.reference_loss.temperature)
+    if lse is not None:  # not for bce, which has no softmax
+        values.insert(2, lse)
+    lines = None if batch.row_lines is None else np.asarray(batch.row_lines, dtype=np.int64)
+    return Records(start, lines, values)
 
 
 def write_rows(stream: IO[str], start: int, batch: Batch, part: RowChecks) -> None:
+    """A batch's records written to `stream` in this process (write_records)."""
+    write_records(stream, records_of(start, batch, part))
+
+
+def write_records(stream: IO[str], records: Records) -> None:
     """One JSON object per sample: its loss, probabilities, gradients and how far they disagree.
 
     Each array of a block of rows is formatted by one call, then cut into rows, and the records are the
@@ -45,28 +77,24 @@ def write_rows(stream: IO[str], start: int, batch: Batch, part: RowChecks) -> No
     number. Formatting is the cost of this format (json.dumps takes ~1 us a number); the optional orjson
     takes a tenth of that, and its records go out as the bytes it wrote, compact as it writes them.
     """
-    from gradcheck_cli.checks.runner import row_lse
-
-    error = np.abs(part.analytic_gradient - part.numeric_gradient).max(axis=1)
-    values = [part.row_losses, part.probabilities, part.analytic_gradient, part.numeric_gradient, error]
-    lse = row_lse(part, part.reference_loss.temperature)
-    if lse is not None:  # not for bce, which has no softmax
-        values.insert(2, lse)
+    analytic, numeric = records.values[-2:]
+    values = [*records.values, np.abs(analytic - numeric).max(axis=1)]
     orjson = orjson_module()
     binary = None if orjson is None else getattr(stream, "buffer", None)
     if binary is not None:
         stream.flush()  # what went to the text layer before goes out first
-    lines = None if batch.row_lines is None else np.asarray(batch.row_lines, dtype=np.int64)
-    for rows in _blocks(batch.rows, batch.classes):
-        block = _Rows(np.arange(start + rows.start, start + rows.stop), None if lines is None else lines[rows])
+    lines, (rows, classes) = records.lines, analytic.shape
+    for block in _blocks(rows, classes):
+        numbers = _Rows(np.arange(records.start + block.start, records.start + block.stop),
+                        None if lines is None else lines[block])
         if orjson is None:
-            stream.write(_plain_records(block, [array[rows] for array in values]))
+            stream.write(_plain_records(numbers, [array[block] for array in values]))
             continue
-        records = _orjson_records(orjson, block, [array[rows] for array in values])
+        text = _orjson_records(orjson, numbers, [array[block] for array in values])
         if binary is None:
-            stream.write(records.decode("ascii"))
+            stream.write(text.decode("ascii"))
         else:
-            binary.write(records)
+            binary.write(text)
 
 
 # A block's records are built in about this many bytes. The pieces a block is cut into (a bytes object a
