@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import struct
+from contextlib import suppress
 from typing import Any
 
 LENGTH = struct.Struct("<Q")
@@ -19,6 +20,15 @@ def write_all(fd: int, data: memoryview | bytes) -> None:
     view = memoryview(data).cast("B")
     while view:
         view = view[os.write(fd, view):]
+
+
+def widen(pipe: int) -> None:
+    """A 1 MB pipe where Linux allows it (F_SETPIPE_SZ), not 64 KB: a batch's few MB cross in a few writes, not
+    fifty wake-ups of each process (measured at 1,000,000 x 10 ndjson: the formatter's extra CPU 0.65 -> 0.35 s)."""
+    import fcntl
+
+    with suppress(OSError):  # above /proc/sys/fs/pipe-max-size for this user: the default stays
+        fcntl.fcntl(pipe, 1031, 1 << 20)  # 1031: F_SETPIPE_SZ
 
 
 def send_item(fd: int, item: Any) -> None:

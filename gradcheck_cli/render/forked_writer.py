@@ -19,7 +19,7 @@ from contextlib import contextmanager, suppress
 from typing import IO, TYPE_CHECKING, Any
 
 from gradcheck_cli.inputs.fork_safety import follow_parent, fork_is_safe
-from gradcheck_cli.inputs.pipes import receive_item, send_item
+from gradcheck_cli.inputs.pipes import receive_item, send_item, widen
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -100,6 +100,7 @@ class _Writer:
 
         sys.stdout.flush()  # nothing this process buffered may be written twice
         receiving, sending = os.pipe()
+        widen(sending)
         try:
             self.process = multiprocessing.get_context("fork").Process(
                 target=_format, args=(self.write, receiving, sending, os.getpid()), daemon=True)
