@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gradcheck_cli.batch import Batch
@@ -32,14 +31,16 @@ TORCH_IGNORE_INDEX = -100
 DEFAULT_SEED = 0
 
 
-@dataclass(eq=False)
 class CheckJob:
-    """An opened input and how to check it; run() does the work."""
+    """An opened input and how to check it; run() does the work. A plain class: making a dataclass costs every
+    run's start-up a few tenths of a millisecond (its methods generated and compiled)."""
 
-    input: Input
-    settings: Settings
-    implementation: Implementation | None
-    notes: list[str] = field(default_factory=list)  # what opening decided (defaults taken), for the report
+    __slots__ = ("implementation", "input", "notes", "settings")
+
+    def __init__(self, input: Input, settings: Settings, implementation: Implementation | None,
+                 notes: list[str] | None = None) -> None:
+        self.input, self.settings, self.implementation = input, settings, implementation
+        self.notes = [] if notes is None else notes  # what opening decided (defaults taken), for the report
 
     def run(self, keep: Keep = KEEP_ALL, on_rows: OnRows | None = None) -> Report:
         with self.input.reading() as batches:  # a chunked input is parsed ahead while the divisor is found

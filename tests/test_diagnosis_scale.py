@@ -255,9 +255,9 @@ def test_an_impl_over_the_limit_is_diagnosed(gradcheck, tmp_path) -> None:
 def test_a_shrunk_limit_samples_through_the_runner(gradcheck, tmp_path, monkeypatch) -> None:
     """Protects the runner's use of the sample: with the limit shrunk, a 1,200 x 50 input with the 1/N forgotten
     in its supplied gradient is named missing-mean (N = 1200) on a sample of at most 40 rows, and a note says so."""
-    from gradcheck_cli.checks import runner
+    from gradcheck_cli.checks import users
 
-    monkeypatch.setattr(runner, "UsersValues", partial(UsersValues, limit=LIMIT, sample_logits=SAMPLE))
+    monkeypatch.setattr(users, "UsersValues", partial(UsersValues, limit=LIMIT, sample_logits=SAMPLE))
     z, y = labelled(seed=10)
     path = tmp_path / "shrunk.npz"
     np.savez(path, logits=z, labels=y, gradient=plain_gradient(z, y))
@@ -272,9 +272,9 @@ def test_a_reduced_loss_is_diagnosed_on_a_sample(gradcheck, tmp_path, monkeypatc
     """Protects a loss of one number at size: its reference and tolerance are its check's (the sample's rows
     cannot sum the input's loss); the sum where the mean was asked is missing-mean (N = 1200), and the
     hypotheses that recompute the whole loss are not tried on a sample (none of them is listed)."""
-    from gradcheck_cli.checks import runner
+    from gradcheck_cli.checks import users
 
-    monkeypatch.setattr(runner, "UsersValues", partial(UsersValues, limit=LIMIT, sample_logits=SAMPLE))
+    monkeypatch.setattr(users, "UsersValues", partial(UsersValues, limit=LIMIT, sample_logits=SAMPLE))
     z, y = labelled(seed=14)
     summed = -np.log(softmax(z)[np.arange(N), y]).sum()  # the mean's 1/N forgotten
     path = tmp_path / "loss.json"

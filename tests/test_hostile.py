@@ -257,7 +257,7 @@ def test_the_logit_range_is_decided_at_its_bound_and_names_the_first_logit_beyon
     import numpy as np
 
     from gradcheck_cli.errors import InputError
-    from gradcheck_cli.inputs.numbers import LARGEST_LOGIT, check_logit_range
+    from gradcheck_cli.inputs.limits import LARGEST_LOGIT, check_logit_range
 
     def where(n: int) -> str:
         return f"row {n}"

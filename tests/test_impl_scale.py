@@ -209,7 +209,7 @@ _PEAK = textwrap.dedent("""
     runner.CHUNK_LOGITS = 1 << 14
     own_loss.BLOCK = 1 << 14
     if "sample_logits" in inspect.signature(users.UsersValues).parameters:  # the diagnosis' sample, as small
-        runner.UsersValues = functools.partial(users.UsersValues, sample_logits=1 << 14)
+        users.UsersValues = functools.partial(users.UsersValues, sample_logits=1 << 14)
     rows, classes = 16, 32_768
     settings = Settings(dtype="bfloat16", directions=2)
     with Implementation.load(sys.argv[1]) as implementation:

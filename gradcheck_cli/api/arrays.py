@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from gradcheck_cli.errors import InputError
-from gradcheck_cli.inputs.numbers import LARGEST_LABEL
+from gradcheck_cli.inputs.limits import LARGEST_LABEL
 
 # The package an array type comes from -> the framework a user's function is written for.
 FRAMEWORKS = {"torch": "torch", "jax": "jax", "jaxlib": "jax"}

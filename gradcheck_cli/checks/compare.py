@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
 
 import numpy as np
 
@@ -66,14 +65,16 @@ def compare(
 _BLOCK = 1 << 14
 
 
-class _Scan(NamedTuple):
+class _Scan:
     """What a passing check needs of its shares: the worst one (numpy.argmax's pick over all of them: the first
-    NaN, else the first largest) and the largest absolute and relative errors."""
+    NaN, else the first largest) and the largest absolute and relative errors. A plain class, as the records
+    below settings.py on a check's path: a NamedTuple costs start-up some 0.2 ms to make."""
 
-    worst: int  # flat index
-    worst_share: float
-    max_abs_error: float
-    max_rel_error: float
+    __slots__ = ("max_abs_error", "max_rel_error", "worst", "worst_share")
+
+    def __init__(self, worst: int, worst_share: float, max_abs_error: float, max_rel_error: float) -> None:
+        self.worst = worst  # flat index
+        self.worst_share, self.max_abs_error, self.max_rel_error = worst_share, max_abs_error, max_rel_error
 
 
 def _broadcast(actual: np.ndarray, expected: np.ndarray, atol: float | np.ndarray | None

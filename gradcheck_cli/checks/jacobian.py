@@ -2,7 +2,6 @@
 of m (diag(s) - s s^T) / T against finite differences, without building N x C x C arrays."""
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 import numpy as np
 
@@ -20,22 +19,33 @@ JACOBIAN = ("jacobian", "ds/dz, analytic vs finite differences")
 HESSIAN = ("hessian", "d2L/dz2, analytic vs finite differences of the gradient")
 
 
-class Sides(NamedTuple):
+class Sides:
     """Both sides of a check of per-row matrices m_n (diag(s) - s s^T) / T, factored (N x C each).
 
     Analytic: a_ij = -low_i column_j off the diagonal, diagonal_j on it. Numeric: n_ij = s_i factor_j off the
     diagonal, own_j on it. `weight` (N x 1) multiplies every scale: 1 for the Jacobian, |m| for a Hessian.
+    `low` is the analytic s in float64 (its dtype's values: exact), `s` the float64 reference; diagonal_is_size:
+    diagonal is s (1 - s) of s and complement itself (float64, T = 1, the Jacobian). A plain class, as this
+    module's other record: a NamedTuple costs start-up some 0.2 ms to make.
     """
 
-    low: np.ndarray  # the analytic s, in float64 (its dtype's values: exact)
-    column: np.ndarray
-    diagonal: np.ndarray
-    s: np.ndarray  # the float64 reference
-    complement: np.ndarray
-    factor: np.ndarray
-    own: np.ndarray
-    weight: np.ndarray
-    diagonal_is_size: bool = False  # diagonal is s (1 - s) of s and complement itself (float64, T = 1, the Jacobian)
+    __slots__ = ("column", "complement", "diagonal", "diagonal_is_size", "factor", "low", "own", "s", "weight")
+
+    def __init__(self, low: np.ndarray, column: np.ndarray, diagonal: np.ndarray, s: np.ndarray,
+                 complement: np.ndarray, factor: np.ndarray, own: np.ndarray, weight: np.ndarray,
+                 diagonal_is_size: bool = False) -> None:
+        self.low, self.column, self.diagonal, self.s, self.complement = low, column, diagonal, s, complement
+        self.factor, self.own, self.weight, self.diagonal_is_size = factor, own, weight, diagonal_is_size
+
+    def _replace(self, **changes: object) -> "Sides":
+        """A copy with these fields changed, as a NamedTuple's _replace."""
+        unknown = set(changes) - set(self.__slots__)
+        if unknown:
+            raise TypeError(f"Sides has no field {sorted(unknown)[0]!r}")
+        copied = object.__new__(Sides)
+        for name in self.__slots__:
+            setattr(copied, name, changes.get(name, getattr(self, name)))
+        return copied
 
 
 def jacobian_sides(analytic_s: Softmax, reference: Softmax, settings: Settings,
@@ -206,13 +216,16 @@ def _at(values: np.ndarray, n: np.ndarray, k: np.ndarray | None) -> np.ndarray:
     return values[:, :, None] if k is None else values[n, k]
 
 
-class _Candidates(NamedTuple):
+class _Candidates:
     """The off-diagonal elements that decide a check (see structured_check and _candidates)."""
 
-    first: np.ndarray  # N x K: classes i whose elements can be the worst of any column but their own
-    second: np.ndarray  # N x K2: with `first`, those that can be for a column among `first`
-    neighbours: np.ndarray  # N x C x k: per (row, column), more (those whose relative error can be the worst)
-    whole: np.ndarray  # N x C: the (row, column) pairs whose own class is among `first`
+    __slots__ = ("first", "neighbours", "second", "whole")
+
+    def __init__(self, first: np.ndarray, second: np.ndarray, neighbours: np.ndarray, whole: np.ndarray) -> None:
+        self.first = first  # N x K: classes i whose elements can be the worst of any column but their own
+        self.second = second  # N x K2: with `first`, those that can be for a column among `first`
+        self.neighbours = neighbours  # N x C x k: per (row, column), more (whose relative error can be the worst)
+        self.whole = whole  # N x C: the (row, column) pairs whose own class is among `first`
 
 
 def _off_diagonal_candidates(sides: Sides, settings: Settings, rho: np.ndarray,

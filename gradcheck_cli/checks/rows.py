@@ -6,7 +6,6 @@ scales carry the temperature, weights, smoothing and reduction, the rounding all
 """
 
 from dataclasses import replace
-from typing import NamedTuple
 
 import numpy as np
 
@@ -18,13 +17,6 @@ from gradcheck_cli.checks.jacobian import (
     jacobian_check,
     jacobian_scales,
     refuse_wide_hessian,
-)
-from gradcheck_cli.checks.precision import (
-    baseline_value,
-    half_precision_checks,
-    half_precision_tolerance,
-    held_lse,
-    plain_baseline,
 )
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.numerics import differences
@@ -60,16 +52,16 @@ def check_rows(batch: Batch, settings: Settings, kind: LossKind, normalizer: flo
 BLOCK_ELEMENTS = 1 << 17
 
 
-class _Piece(NamedTuple):
-    """The checks of some rows, and what the batch's RowChecks and supplied checks need of them."""
+class _Piece:
+    """The checks of some rows, and what the batch's RowChecks and supplied checks need of them. A plain class,
+    as _Outputs: a NamedTuple costs start-up some 0.2 ms to make."""
 
-    checks: list[CheckResult]
-    row_losses: np.ndarray
-    analytic_s: Softmax
-    analytic: np.ndarray
-    numeric: np.ndarray
-    reference: Softmax
-    rho: np.ndarray
+    __slots__ = ("analytic", "analytic_s", "checks", "numeric", "reference", "rho", "row_losses")
+
+    def __init__(self, checks: list[CheckResult], row_losses: np.ndarray, analytic_s: Softmax, analytic: np.ndarray,
+                 numeric: np.ndarray, reference: Softmax, rho: np.ndarray) -> None:
+        self.checks, self.row_losses, self.analytic_s, self.analytic = checks, row_losses, analytic_s, analytic
+        self.numeric, self.reference, self.rho = numeric, reference, rho
 
 
 def _check_rows(batch: Batch, settings: Settings, kind: LossKind, normalizer: float) -> RowChecks:
@@ -97,13 +89,15 @@ def _check_rows(batch: Batch, settings: Settings, kind: LossKind, normalizer: fl
                      reference_loss)
 
 
-class _Outputs(NamedTuple):
+class _Outputs:
     """Where a block's big arrays go (views of its rows of the chunk's arrays): written there, never copied."""
 
-    analytic_s: Softmax
-    reference: Softmax | None  # None where it is the analytic one (float64)
-    analytic: np.ndarray
-    numeric: np.ndarray
+    __slots__ = ("analytic", "analytic_s", "numeric", "reference")
+
+    def __init__(self, analytic_s: Softmax, reference: Softmax | None, analytic: np.ndarray,
+                 numeric: np.ndarray) -> None:
+        self.analytic_s, self.analytic, self.numeric = analytic_s, analytic, numeric
+        self.reference = reference  # None where it is the analytic one (float64)
 
 
 def _check_piece(batch: Batch, low: np.ndarray, logits: np.ndarray, settings: Settings, kind: LossKind,
@@ -248,7 +242,11 @@ def supplied_checks(
     rho = rounding_factor(logits, settings.temperature) if rho is None else rho
     of_rows = [name for name in batch.supplied if name != "loss" or settings.reduction == "none"]
     low = settings.dtype in LOW_PRECISION and bool(of_rows)  # a loss of one number is the runner's to check
-    baseline = plain_baseline(logits, loss, settings) if low else None
+    baseline = None
+    if low:
+        from gradcheck_cli.checks.precision import plain_baseline  # the half precisions' only: not at start-up
+
+        baseline = plain_baseline(logits, loss, settings)
     for name, supplied in batch.supplied.items():
         if name == "loss":
             per_row = settings.reduction == "none"
@@ -288,6 +286,8 @@ def half_precision_verdicts(
     """At --dtype bfloat16 or float16: the dtype's tolerance and the baseline verdict (checks/precision.py) on the
     user's values by name (probabilities, jacobian, gradient, loss: per row, or one number for the input whole),
     `source` how the checks name them ("supplied", "impl"). `baseline` is the plain implementation's, if known."""
+    from gradcheck_cli.checks.precision import baseline_value, half_precision_checks, plain_baseline
+
     baseline = plain_baseline(logits, loss, settings) if baseline is None else baseline
     checks = []
     for name, actual in values.items():
@@ -305,6 +305,8 @@ def _reduced_loss_reference(logits: np.ndarray, reference: Softmax, loss: Loss, 
                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The reduced loss, its tolerance and gross scale: the rows' gross scales summed, times 2 + log2 N for the
     rounding of each row and of their pairwise sum (as the runner's analysis of a supplied total)."""
+    from gradcheck_cli.checks.precision import half_precision_tolerance
+
     rows, scales = _reference("loss", logits, reference, loss, settings.temperature)
     expected = np.asarray(loss.reduce(rows))
     gross = np.asarray(loss.scale * (2.0 + np.log2(max(rows.size, 1))) * float(np.abs(scales.gross).sum()))
@@ -315,6 +317,8 @@ def _half_precision_reference(name: str, logits: np.ndarray, reference: Softmax,
                               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """gradcheck's value of a supplied quantity at --dtype bfloat16 or float16, its whole tolerance, and the
     gross scale of each element (the terms a straightforward computation adds up to it)."""
+    from gradcheck_cli.checks.precision import half_precision_tolerance, held_lse
+
     expected, scales = _upstream(name, *_reference(name, logits, reference, loss, settings.temperature), settings)
     gross = np.broadcast_to(scales.gross, expected.shape)
     lse = held_lse(loss, logits, reference)

@@ -12,7 +12,7 @@ sample of rows (users.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,7 +22,6 @@ from gradcheck_cli.checks.kept import Kept as _Kept
 from gradcheck_cli.checks.kept import Lines as _Lines
 from gradcheck_cli.checks.kept import jacobian_blocks as _jacobian_blocks  # noqa: F401  (where tests look for it)
 from gradcheck_cli.checks.rows import check_rows, row_loss_allowance
-from gradcheck_cli.checks.users import UsersValues, impl_values, taylor_check
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.numerics import differences
 from gradcheck_cli.numerics.exact import ExactSum
@@ -33,6 +32,7 @@ from gradcheck_cli.settings import DIVIDING_REDUCTIONS, LOW_PRECISION, Settings
 
 if TYPE_CHECKING:
     from gradcheck_cli.checks.impl import Implementation
+    from gradcheck_cli.checks.users import UsersValues
 
 # Up to this many logits (rows x classes) the report carries every per-row array, in tables and JSON;
 # above it, a summary (checks, loss, worst rows) unless --full. 20,000 logits with C = 10 is already
@@ -51,13 +51,18 @@ SPILL_RESERVE = 256 << 20
 OnRows = Callable[[int, Batch, RowChecks], None]
 
 
-class Keep(NamedTuple):
-    """Which per-row arrays the report keeps for its output."""
+class Keep:
+    """Which per-row arrays the report keeps for its output. A plain class: a NamedTuple (its string annotations
+    compiled) costs every run's start-up some 0.2 ms to make."""
 
-    arrays: bool = True
-    # The N x C x C Jacobian too, up to this many classes (None: any; the format then needs it with the arrays).
-    jacobian_classes: int | None = None
-    limit: int | None = FULL_LIMIT  # past this many logits nothing is kept; None: keep whatever the size
+    __slots__ = ("arrays", "jacobian_classes", "limit")
+
+    def __init__(self, arrays: bool = True, jacobian_classes: int | None = None, limit: int | None = FULL_LIMIT
+                 ) -> None:
+        self.arrays = arrays
+        # The N x C x C Jacobian too, up to this many classes (None: any; the format then needs it with the arrays).
+        self.jacobian_classes = jacobian_classes
+        self.limit = limit  # past this many logits nothing is kept; None: keep whatever the size
 
     def keeps(self, rows: int, classes: int) -> tuple[bool, bool]:
         """Whether the arrays, and the Jacobian with them, are kept for an input of rows x classes."""
@@ -133,6 +138,7 @@ def _check_implementation(implementation: Implementation, batch: Batch, kind: Lo
     """The function called on the whole batch (its loss is the batch's) and its answer checked a chunk of rows at
     a time beside the reference's checks of those rows (impl.Session); then the checks of its own loss."""
     from gradcheck_cli.checks.impl import Session
+    from gradcheck_cli.checks.users import impl_values, taylor_check
 
     settings = fold.settings
     if not batch.rows:
@@ -200,7 +206,9 @@ class _Fold:
         self.finite_rows: CheckResult | None = None
         self.kept: _Kept | None = _Kept(SPILL_BYTES, SPILL_RESERVE) if keep.arrays else None
         self.lines = _Lines()
-        self.users = UsersValues(settings)  # the user's values, for a diagnosis of their failed checks
+        # The user's values, for a diagnosis of their failed checks: made with the first batch that has any, so
+        # that a plain check does not import users.py (nor its diagnosis machinery).
+        self.users: UsersValues | None = None
         self.notes: list[str] = []
         self.source: str | None = None
 
@@ -234,8 +242,16 @@ class _Fold:
         self.source = batch.source
         self.rows += batch.rows
         self.classes = batch.classes
-        self.users.add(batch, part.logits, impl, checks)  # the checks pick the rows a diagnosis samples
+        if batch.supplied or impl or self.users is not None:  # (a later batch counts once any had values)
+            self._users().add(batch, part.logits, impl, checks)  # the checks pick the rows a diagnosis samples
         self._keep_arrays(part, {"supplied": batch.supplied, "impl": impl})
+
+    def _users(self) -> UsersValues:
+        if self.users is None:
+            from gradcheck_cli.checks import users
+
+            self.users = users.UsersValues(self.settings)
+        return self.users
 
     def _keep_arrays(self, part: RowChecks, users: dict[str, dict[str, np.ndarray]]) -> None:
         if self.kept is None:
@@ -291,13 +307,15 @@ class _Fold:
                                          settings.rtol, description="the loss you supplied vs gradcheck's reference"))
         users = {source: {key.split(" ")[1]: value for key, value in kept.items() if key.startswith(source + " ")}
                  for source in ("supplied", "impl")}
-        for key, value in self.users.scalars.items():  # a reduced loss: one number, kept whatever the size
+        scalars = self.users.scalars if self.users is not None else {}
+        for key, value in scalars.items():  # a reduced loss: one number, kept whatever the size
             users[key.split(" ")[0]]["loss"] = value.reshape(())
         return Report(settings=settings, rows=self.rows, classes=self.classes, loss=loss, checks=checks,
                       probabilities=kept.get("probabilities"), jacobian=kept.get("jacobian"),
                       analytic_gradient=kept.get("analytic_gradient"), numeric_gradient=kept.get("numeric_gradient"),
                       lse=kept.get("lse"), notes=notes, source=self.source, line_of=self.lines.lookup(self.rows),
-                      supplied=users["supplied"], impl=users["impl"], diagnoses=self.users.diagnoses(checks, notes))
+                      supplied=users["supplied"], impl=users["impl"],
+                      diagnoses=self.users.diagnoses(checks, notes) if self.users is not None else [])
 
     def _reduced(self, losses: ExactSum) -> float:
         return self._reduced_sum(losses.value())

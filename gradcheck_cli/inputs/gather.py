@@ -10,14 +10,12 @@ source.py, imported where a file is read: logits given as arguments (a one-row c
 # string (a ForwardRef each), start-up time every run pays; evaluated, they cost next to nothing.
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.errors import InputError
-from gradcheck_cli.inputs.numbers import parse_labels, parse_row, rows_from_args
 from gradcheck_cli.inputs.validate import Answers, Parsed, Teacher, line_answers, make_batch
 
 if TYPE_CHECKING:
@@ -50,19 +48,20 @@ class InputRequest(NamedTuple):
                     or self.teacher_logits_args or self.teacher_path)
 
 
-@dataclass(eq=False)
 class Input:
-    """An opened input: what messages call it, its format and size, and its rows as batches."""
+    """An opened input: what messages call it (name None: the command line), its format and size (bytes of the
+    file, 0 for the command line), and its rows as batches: `whole`, the input as one batch, or None when it is
+    read in chunks from `chunked` (text in chunks of `chunk_bytes`, or a tensor file's rows sliced by `plan`).
+    A plain class: making a dataclass costs every run's start-up some 0.3 ms."""
 
-    name: str | None  # None: the command line
-    format: str | None
-    size: int  # bytes of the file (0 for the command line)
-    whole: Batch | None  # the input as one batch, or None when it is read in chunks from `chunked`
-    chunked: "Source | None" = None
-    chunk_bytes: int | None = None  # text read in chunks (`chunked`, no `plan`): the size of each
-    ignore_index: int | None = None
-    plan: "TensorPlan | None" = None  # a tensor file read in chunks: its rows are sliced, not parsed
-    counted: int | None = field(default=None, repr=False)  # count_rows' answer, once it has been asked
+    __slots__ = ("chunk_bytes", "chunked", "counted", "format", "ignore_index", "name", "plan", "size", "whole")
+
+    def __init__(self, name: str | None, format: str | None, size: int, whole: Batch | None,
+                 chunked: "Source | None" = None, chunk_bytes: int | None = None, ignore_index: int | None = None,
+                 plan: "TensorPlan | None" = None) -> None:
+        self.name, self.format, self.size, self.whole = name, format, size, whole
+        self.chunked, self.chunk_bytes, self.ignore_index, self.plan = chunked, chunk_bytes, ignore_index, plan
+        self.counted: int | None = None  # count_rows' answer, once it has been asked
 
     @contextmanager
     def reading(self) -> Iterator[Iterator[Batch]]:
@@ -111,6 +110,8 @@ def open_input(
     if request.input_path is None:
         if not request.logits_args:
             raise InputError("no logits: give --logits ROW (repeatable) or --input PATH")
+        from gradcheck_cli.inputs.numbers import rows_from_args  # its patterns only for what arguments give
+
         parsed = Parsed(logits=rows_from_args(request.logits_args, "--logits"))
         yield Input(None, None, 0, _batch(parsed, None, request, ignore_index))
         return
@@ -158,6 +159,8 @@ def _teacher_beside(request: InputRequest) -> Teacher | None:
     if request.teacher_logits_args and request.teacher_path is not None:
         raise InputError("give the teacher logits either with --teacher-logits or with --teacher-file, not both")
     if request.teacher_logits_args:
+        from gradcheck_cli.inputs.numbers import rows_from_args
+
         values = rows_from_args(request.teacher_logits_args, "--teacher-logits")
         return Teacher(values, "--teacher-logits", lambda n: f"--teacher-logits[{n}]")
     if request.teacher_path is None:
@@ -172,9 +175,13 @@ def _teacher_beside(request: InputRequest) -> Teacher | None:
 def _answers_beside(request: InputRequest) -> list[Answers]:
     answers = []
     if request.labels_arg is not None:
+        from gradcheck_cli.inputs.numbers import parse_labels
+
         values = np.array(parse_labels(request.labels_arg, "--labels"), dtype=np.int64)
         answers.append(Answers(values, True, "--labels", lambda n: f"--labels[{n}]"))
     if request.targets_args:
+        from gradcheck_cli.inputs.numbers import rows_from_args
+
         values = rows_from_args(request.targets_args, "--targets")
         answers.append(Answers(values, False, "--targets", lambda n: f"--targets[{n}]"))
     for path, are_labels in ((request.labels_path, True), (request.targets_path, False)):
@@ -201,5 +208,7 @@ def _supplied_beside(request: InputRequest) -> dict[str, tuple[np.ndarray, str]]
             text, name = source.read_text(path)
             supplied[key] = (csv_format.read_targets_file(text, name)[0], name)
     if request.loss_value is not None:
+        from gradcheck_cli.inputs.numbers import parse_row
+
         supplied["loss"] = (np.array(parse_row(request.loss_value, "--loss-value")), "--loss-value")
     return supplied

@@ -10,7 +10,7 @@ import numpy as np
 
 from gradcheck_cli.batch import SUPPLIED_KEYS
 from gradcheck_cli.errors import InputError
-from gradcheck_cli.inputs.numbers import LARGEST_LABEL
+from gradcheck_cli.inputs.limits import LARGEST_LABEL
 from gradcheck_cli.inputs.validate import Answers, Parsed, Teacher
 
 _MAY_OVERFLOW = re.compile(r"[eE]\+?0*[1-9]\d{2}")
@@ -91,7 +91,7 @@ def load_json(text: str, name: str) -> object:
     return value
 
 
-_TOKEN = re.compile(r"[^\s,:\[\]{}]{1,20}|\S")
+_TOKEN = r"[^\s,:\[\]{}]{1,20}|\S"  # compiled where a malformed file is described: start-up does without
 # Python's messages (json.decoder), as a person who wrote the file would say them.
 _SAID = {
     "Expecting ':' delimiter": "expected ':' after the key, found {found}",
@@ -109,7 +109,7 @@ def plain_words(error: ValueError) -> str:
 
     assert isinstance(error, json.JSONDecodeError)
     text, at, message = error.doc, error.pos, error.msg
-    token = _TOKEN.match(text, at)
+    token = re.compile(_TOKEN).match(text, at)
     found = "the end of the text" if token is None else repr(token[0])
     if text[:at].rstrip().endswith(",") and text[at:at + 1] in ("]", "}"):  # "Illegal trailing comma" in 3.13
         return f"a trailing comma before '{text[at]}' (JSON allows none)"

@@ -24,7 +24,7 @@ import numpy as np
 
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs.json_format import is_number, json_matrix, load_json, shown
-from gradcheck_cli.inputs.numbers import LARGEST_LABEL
+from gradcheck_cli.inputs.limits import LARGEST_LABEL
 from gradcheck_cli.inputs.validate import Parsed, Teacher, line_answers
 
 # Characters a plain block never holds (its only letters are the keys' and the e of exponents): the u of true

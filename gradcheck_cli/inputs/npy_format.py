@@ -10,7 +10,7 @@ import numpy as np
 
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs import tensors
-from gradcheck_cli.inputs.numbers import LARGEST_LABEL
+from gradcheck_cli.inputs.limits import LARGEST_LABEL
 from gradcheck_cli.inputs.source import Source, open_source
 from gradcheck_cli.inputs.validate import Answers, Parsed
 

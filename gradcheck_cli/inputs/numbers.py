@@ -7,19 +7,17 @@ Positions are counted from 0 and written as indices, `--logits[1][2]` (the secon
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 import numpy as np
 
 from gradcheck_cli.errors import InputError
+from gradcheck_cli.inputs.limits import LARGEST_LABEL
 
 # Exactly what a decimal number looks like: no underscores, no hex, no 'nan' or 'inf' (float() takes all).
 NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z", re.ASCII)
 _INTEGER = re.compile(r"[+-]?\d+\Z", re.ASCII)
 NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)\Z", re.IGNORECASE)
 _SEPARATORS = re.compile(r"[,\s]+")
-# Class indices beyond this are certainly out of range, and would not fit the int64 arrays that hold them.
-LARGEST_LABEL = 2**63
 
 
 def parse_number(text: str, where: str) -> float:
@@ -86,24 +84,3 @@ def rows_from_args(texts: tuple[str, ...], option: str) -> np.ndarray:
     wheres = [f"{option}[{k}]" for k in range(len(texts))]
     rows = [parse_row(text, where) for text, where in zip(texts, wheres, strict=True)]
     return rows_to_matrix(rows, option.lstrip("-"), wheres)
-
-
-
-
-# Beyond this the spacing of float64 at z (2.2e-16 |z|) is larger than any accurate finite-difference step,
-# and z - max(z) can overflow: such a logit cannot be checked, so it is refused. Real logits stay far below.
-LARGEST_LOGIT = 1e9
-
-
-def check_logit_range(logits: np.ndarray, locate: Callable[[int], str]) -> None:
-    # Two reductions decide the usual case without an |z| array (a NaN fails both: looked for below, as ever).
-    if logits.size == 0 or (logits.min() >= -LARGEST_LOGIT and logits.max() <= LARGEST_LOGIT):
-        return
-    huge = np.argwhere(np.abs(logits) > LARGEST_LOGIT)
-    if huge.size:
-        n, c = (int(i) for i in huge[0])
-        raise InputError(
-            f"{locate(n)}: logit {float(logits[n, c])!r} of class {c} is beyond ±{LARGEST_LOGIT:g}; finite "
-            "differences cannot resolve it in float64: shift or scale the logits (softmax ignores a shift)"
-        )
-

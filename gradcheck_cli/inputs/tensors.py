@@ -21,7 +21,7 @@ import numpy as np
 from gradcheck_cli.batch import Batch
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs import TENSOR_NAMES
-from gradcheck_cli.inputs.numbers import LARGEST_LABEL, LARGEST_LOGIT, check_logit_range
+from gradcheck_cli.inputs.limits import LARGEST_LABEL, LARGEST_LOGIT, check_logit_range
 from gradcheck_cli.inputs.source import Source, unchanged
 from gradcheck_cli.inputs.validate import Answers, Parsed, Teacher, make_batch
 

@@ -260,7 +260,6 @@ class Loss:
 
 
 
-@dataclass(frozen=True, eq=False, repr=False)  # compared by identity: each generated method costs start-up
 class LossKind:
     """A loss as the registry knows it: how it builds itself for a batch, and what the mean divides by.
 
@@ -268,26 +267,45 @@ class LossKind:
     chunk of a bigger input replaces `normalizer` with the whole input's). divisor_rows gives each row's share
     of that divisor, so it can be summed over chunks; counts_rows(settings) says when it is simply the number
     of rows, which an input can count without parsing. `options` are the loss options it accepts.
+    `explain` is the loss's part of `gradcheck explain`: (loss, logits z of the row / T, softmax s of them, row)
+    -> lines. `reductions`, the --reduction values it accepts (settings.REDUCTIONS has them all; accepted_kind
+    refuses the others). `needs_teacher`: whether it compares the student's logits with a batch's
+    teacher_logits (which it then requires, and every other loss refuses): checked by build itself, so no caller
+    can skip it. `activation` turns logits into its probabilities: "softmax" (over each row) or "sigmoid" (each
+    logit on its own, a diagonal Jacobian); the tables name them by it.
+
+    Read-only and compared by identity, as a frozen dataclass would be, but a plain class: making a dataclass
+    costs every run's start-up some 0.3 ms.
     """
 
+    __slots__ = ("activation", "build", "counts_rows", "divisor_rows", "explain", "name", "needs_teacher", "options",
+                 "reductions")
     name: str
     options: tuple[str, ...]
     build: Callable[[Batch, Settings, np.dtype], Loss]
     divisor_rows: Callable[[Batch, Settings], np.ndarray]
     counts_rows: Callable[[Settings], bool]
-    # The loss's part of `gradcheck explain`: (loss, logits z of the row / T, softmax s of them, row) -> lines.
     explain: Callable[[Loss, np.ndarray, np.ndarray, int], list[str]]
-    # The --reduction values it accepts (settings.REDUCTIONS has them all); accepted_kind refuses the others.
-    reductions: tuple[str, ...] = ("mean", "sum", "none")
-    # Whether it compares the student's logits with a batch's teacher_logits (which it then requires, and
-    # every other loss refuses): checked by build itself, so no caller can skip it.
-    needs_teacher: bool = False
-    # What turns logits into its probabilities: "softmax" (over each row) or "sigmoid" (each logit on its own,
-    # a diagonal Jacobian); the tables name them by it.
-    activation: str = "softmax"
+    reductions: tuple[str, ...]
+    needs_teacher: bool
+    activation: str
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "build", _teacher_checked(self.build, self.name, self.needs_teacher))
+    def __init__(self, name: str, options: tuple[str, ...], build: Callable[[Batch, Settings, np.dtype], Loss],
+                 divisor_rows: Callable[[Batch, Settings], np.ndarray], counts_rows: Callable[[Settings], bool],
+                 explain: Callable[[Loss, np.ndarray, np.ndarray, int], list[str]],
+                 reductions: tuple[str, ...] = ("mean", "sum", "none"), needs_teacher: bool = False,
+                 activation: str = "softmax") -> None:
+        values = {"name": name, "options": options, "build": _teacher_checked(build, name, needs_teacher),
+                  "divisor_rows": divisor_rows, "counts_rows": counts_rows, "explain": explain,
+                  "reductions": reductions, "needs_teacher": needs_teacher, "activation": activation}
+        for field_name, value in values.items():
+            object.__setattr__(self, field_name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"LossKind is read-only: cannot assign {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"LossKind is read-only: cannot delete {name!r}")
 
 
 def _teacher_checked(build: Callable[[Batch, Settings, np.dtype], Loss], name: str, needs_teacher: bool
