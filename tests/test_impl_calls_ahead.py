@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gradcheck_cli.checks import impl as impl_module
 from gradcheck_cli.checks import worker
 from gradcheck_cli.checks.impl import Implementation
 from gradcheck_cli.checks.returned import Along
@@ -157,6 +158,7 @@ def test_a_check_asks_for_each_call_once_and_uses_every_answer(gradcheck: Callab
     points (asked ahead by impl.Session), the directional check's point on its grid and 2 x 16 directions;
     the Taylor check's loss at the logits is the first call's (no loss-only call there). The verdict is the
     same as the function's called in this process."""
+    monkeypatch.setattr(impl_module, "_spare_cpu", lambda: False)  # one worker's window (two: test_impl_workers.py)
     seen = _watch(monkeypatch)
     got = {"answers": 0}
     get = AnswerQueue.get

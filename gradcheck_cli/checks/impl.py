@@ -7,10 +7,16 @@ gradient (--grad-output), when it comes from autograd or a grad_output parameter
 (g = 1) when the function makes it without g. `Implementation.load(spec)` imports it in a worker
 process (checks/worker.py: its output, exits, crashes, forks and endless loops cannot reach the verdict);
 `Implementation(spec, function)` calls a Python function in this process. Close it (or use it in a `with`).
+
+Where the machine has a core to spare, the Taylor check's calls run on a second worker of the same kind, beside
+the first (Implementation.start_taylor_side: its conditions). Both compute the same function on the same
+points, so the answers, and every verdict and number, are those of one worker; only the time changes.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -19,8 +25,8 @@ import numpy as np
 
 from gradcheck_cli.checks.impl_rows import RowsCompared
 from gradcheck_cli.checks.own_loss import RowLosses, UsersLoss, own_loss_check
-from gradcheck_cli.checks.returned import NUMPY_CALLING, Calling, Returned
-from gradcheck_cli.checks.worker import DEFAULT_TIMEOUT, Caller, Edit, InProcess, start
+from gradcheck_cli.checks.returned import NUMPY_CALLING, Along, Calling, Returned
+from gradcheck_cli.checks.worker import DEFAULT_TIMEOUT, Caller, Edit, InProcess, start, start_another
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.report import CheckResult
 
@@ -28,28 +34,68 @@ if TYPE_CHECKING:
     from gradcheck_cli.numerics.losses.base import Loss
     from gradcheck_cli.settings import Settings
 
+# A second worker holds its own copy of the logits and targets, and makes the user's function's temporaries (a few
+# arrays of the logits' size) beside the first's. Up to 64 MB of logits and targets (8 x 50,257 float64 with
+# their targets is 6.4 MB; 32 rows of 128k classes, 64 MB) that is at most a few hundred MB more, while the
+# check itself already holds several arrays of the logits' size (the gradient, the reference); past it the
+# calls (each as long as the function, which grows with the logits) stay on one worker and memory as it was.
+TAYLOR_SIDE_BYTES = 64 * 2**20
+
+
 class Implementation:
     """The user's FUNCTION(logits, targets) -> (loss, gradient), however it is called, and its checks."""
 
     def __init__(self, spec: str, function: Callable[..., Any] | None = None, caller: Caller | None = None,
-                 calling: Calling = NUMPY_CALLING) -> None:
+                 calling: Calling = NUMPY_CALLING, another: Callable[[], Caller | None] | None = None) -> None:
         if caller is None:
             if function is None:
                 raise TypeError("Implementation needs the function, or a caller that runs it")
             caller = InProcess(spec, function, calling=calling)
         self.spec, self.function, self.caller = spec, function, caller
+        self.another = another  # starts a second worker (None: the function has only `caller`)
+        self.taylor_caller: Caller | None = None  # that second worker, once started: the Taylor check's calls
         self.calls = 0
         self.first: Returned | None = None  # what the last checks() was answered: the values it judged
 
     @classmethod
     def load(cls, spec: str, timeout: float | None = None, calling: Calling = NUMPY_CALLING) -> Implementation:
         """Import MODULE:FUNCTION (or path/to/file.py:FUNCTION) in a worker; `timeout` bounds the import and
-        each call (None: DEFAULT_TIMEOUT); `calling` says with what it is called (--framework, --device)."""
-        return cls(spec, caller=start(spec, DEFAULT_TIMEOUT if timeout is None else timeout, calling))
+        each call (None: DEFAULT_TIMEOUT); `calling` says with what it is called (--framework, --device). A second
+        worker may be started for the numpy calling only: torch's and JAX's own threads and device memory are
+        not doubled."""
+        seconds = DEFAULT_TIMEOUT if timeout is None else timeout
+        another = functools.partial(start_another, spec, seconds, calling) if calling.framework == "numpy" else None
+        return cls(spec, caller=start(spec, seconds, calling), another=another)
 
     def close(self) -> None:
-        """Stop the worker, if the function runs in one."""
-        self.caller.close()
+        """Stop the workers, if the function runs in any."""
+        try:
+            if self.taylor_caller is not None:
+                self.taylor_caller.close()
+        finally:
+            self.caller.close()
+
+    def start_taylor_side(self, logits: np.ndarray, targets: np.ndarray) -> bool:
+        """Start the second worker the Taylor check's calls go to (asked ahead with `taylor`, then answered there),
+        where all hold: a worker can be forked for it (worker.start_another; `another`: the numpy calling), at
+        least 2 CPUs are ours, and the logits and targets are at most TAYLOR_SIDE_BYTES. Whether it runs."""
+        if self.taylor_caller is None and self.another is not None and _spare_cpu() and \
+                logits.nbytes + targets.nbytes <= TAYLOR_SIDE_BYTES:
+            self.taylor_caller = self.another()
+        return self.taylor_caller is not None
+
+    def _on(self, logits: np.ndarray, targets: np.ndarray, at: Edit | None, loss_only: bool) -> Caller:
+        """Where a call goes: the Taylor check's (_taylor_ahead: its points, and its loss at uniform logits if
+        asked there) to the second worker, if one runs; every other to the first, as with one worker. Only the
+        time depends on it: each worker answers any call, asked ahead or not, with the same function."""
+        side = self.taylor_caller
+        if side is None or not loss_only:
+            return self.caller
+        if isinstance(at, Along):  # a Taylor point: only the Taylor check moves the logits along one
+            return side
+        # the uniform logits' call: zeros tested first, which costs less than the worker's fingerprints
+        uniform = at is None and not logits.any() and side.waiting(logits, targets, at)
+        return side if uniform else self.caller
 
     def __enter__(self) -> Implementation:
         return self
@@ -75,7 +121,8 @@ class Implementation:
         self.calls += 1
         if upstream is None and not loss_only:
             upstream = np.ones(logits.shape[0]) if reduction == "none" else np.ones(())
-        answer = self._checked(self.caller.call(logits, targets, at, loss_only, upstream), logits, reduction)
+        caller = self._on(logits, targets, at, loss_only)
+        answer = self._checked(caller.call(logits, targets, at, loss_only, upstream), logits, reduction)
         if narrow or answer.gradient is None or answer.gradient.dtype == np.float64:
             return answer
         return answer._replace(gradient=answer.gradient.astype(np.float64))
@@ -87,16 +134,20 @@ class Implementation:
 
     def arriving(self, logits: np.ndarray, targets: np.ndarray, reduction: str,
                  edits: Sequence[Edit]) -> Iterator[np.ndarray]:
-        """losses(), each as it comes: the caller works on one while the function computes the next."""
+        """losses(), each as it comes: the caller works on one while the function computes the next. All go where
+        the first was asked ahead (_on)."""
         self.calls += len(edits)
-        answers = self.caller.arriving(logits, targets, list(edits))
+        caller = self._on(logits, targets, edits[0], True) if edits else self.caller
+        answers = caller.arriving(logits, targets, list(edits))
         return (self._checked(answer, logits, reduction).loss for answer in answers)
 
     def ahead(self, logits: np.ndarray, targets: np.ndarray, edits: Sequence[Edit | None], loss_only: bool,
-              upstream: np.ndarray | None = None) -> None:
+              upstream: np.ndarray | None = None, taylor: bool = False) -> None:
         """Calls a check will ask for later with these same arguments (answer(), arriving()), started now where
-        the function runs in a worker: it computes them while this process does its own arithmetic."""
-        self.caller.ahead(logits, targets, list(edits), loss_only, upstream)
+        the function runs in a worker: it computes them while this process does its own arithmetic. `taylor`:
+        on the second worker, where one runs (loss-only calls: they are answered from where they were asked)."""
+        caller = self.taylor_caller if taylor and self.taylor_caller is not None else self.caller
+        caller.ahead(logits, targets, list(edits), loss_only, upstream)
 
     def _checked(self, answer: Returned, logits: np.ndarray, reduction: str) -> Returned:
         loss, gradient = answer.loss, answer.gradient
@@ -199,16 +250,23 @@ class Session:
 def _taylor_ahead(implementation: Implementation, logits: np.ndarray, targets: np.ndarray,
                   settings: Settings) -> None:
     """The calls users.taylor_check will make, when it will run (taylor.taylor_plan): the loss at uniform logits,
-    then the Taylor points. Its loss at the logits is the first call's (worker.py). Were it to ask for other
-    calls, these would be answered and never used: time lost, never a wrong answer (each answer is kept under
-    everything it depends on)."""
+    then the Taylor points, on a second worker where one can start (Implementation.start_taylor_side). Its loss at
+    the logits is the first call's (worker.py), on the first worker. Were it to ask for other calls, these would
+    be answered and never used: time lost, never a wrong answer (each answer is kept under everything it
+    depends on)."""
     from gradcheck_cli.checks.taylor import taylor_plan, taylor_points
 
     scale = taylor_plan(logits, settings)
     if scale is None:
         return
-    implementation.ahead(np.zeros_like(logits), targets, [None], loss_only=True)
-    implementation.ahead(logits, targets, taylor_points(scale), loss_only=True)
+    implementation.start_taylor_side(logits, targets)
+    implementation.ahead(np.zeros_like(logits), targets, [None], loss_only=True, taylor=True)
+    implementation.ahead(logits, targets, taylor_points(scale), loss_only=True, taylor=True)
+
+
+def _spare_cpu() -> bool:
+    """At least 2 CPUs this process may run on (its affinity, not the machine's count: a container's limit)."""
+    return hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) >= 2
 
 
 _SAME_TWICE = "two calls on the same input give identical loss and gradient"

@@ -251,6 +251,8 @@ def taylor_check(implementation: Implementation, logits: np.ndarray, targets: np
         return []
     reduction = settings.reduction
 
+    # Answered where impl._taylor_ahead asked them: the loss at the logits is the first call's (the first worker),
+    # the loss at uniform logits and the points the second worker's, where one runs (Implementation._on).
     def users_loss(point: np.ndarray) -> np.ndarray:
         return implementation.answer(point, targets, reduction, loss_only=True).loss
 

@@ -45,6 +45,7 @@ _CRASHED = 70  # the worker's own exit status when its loop itself fails (EX_SOF
 # Requests sent ahead of their answers: enough that the worker does not wait between calls, few enough that
 # their answers (a loss each, a few hundred bytes) fit in the smallest pipe (64 KB) several times over.
 AHEAD = 32
+_STOPPED = "--impl {spec}: its process was stopped after an earlier error"
 
 
 class WorkerProcess:
@@ -65,10 +66,11 @@ class WorkerProcess:
         self.in_flight: deque[list[int]] = deque()  # each request's memory files, until its answer came
         self.closed = False
         self.spawned: subprocess.Popen[bytes] | None = None  # a spawned worker is reaped through its Popen
+        self.unready: str | None = None  # started without waiting: its setup's answer, read before the first answer
 
     def _send(self, message: Any, activity: str) -> None:
         if self.closed:
-            raise InputError(f"--impl {self.spec}: its process was stopped after an earlier error")
+            raise InputError(_STOPPED.format(spec=self.spec))
         payload, files = encode(message)
         self.in_flight.append(files)
         self.outgoing += framed(payload)
@@ -101,6 +103,11 @@ class WorkerProcess:
     def outcome(self, activity: str, timeout: float | None = None) -> tuple[str, Any]:
         """The next answer as (kind, value): an "error" answer (the user's code failed; the worker goes on) is
         returned, not raised; a timeout or the worker's end still raises (and closes it)."""
+        if self.closed:  # an answer asked for after close (another worker's error ended the check)
+            raise InputError(_STOPPED.format(spec=self.spec))
+        if self.unready is not None:  # the setup's answer comes first (its requests wait in the pipe meanwhile)
+            activity_ready, self.unready = self.unready, None
+            _await_ready(self, activity_ready)
         kind, value = decode(self._read_answer(activity, self.timeout if timeout is None else timeout))
         if self.in_flight and kind not in ("ready", "started"):  # the worker has mapped what the request sent
             close_all(self.in_flight.popleft())
@@ -201,10 +208,13 @@ def _kill_group(pid: int) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def fork_worker(setup: Callable[[], Handler], timeout: float, activity: str, spec: str) -> WorkerProcess | None:
+def fork_worker(setup: Callable[[], Handler], timeout: float, activity: str, spec: str,
+                wait: bool = True) -> WorkerProcess | None:
     """Fork a worker that runs `setup()` (the import) and then answers each request with the handler it returns.
 
-    Returns once the worker is ready; raises the InputError of a failed setup; None if no process can be made.
+    Returns once the worker is ready (without `wait`: at once, requests may be sent, and the setup's answer is
+    read before the first answer, its failure raised there); raises the InputError of a failed setup; None if no
+    process can be made.
     """
     pipes = make_pipes()
     (requests_read, requests), (answers, answers_write), (output, output_write) = pipes
@@ -227,7 +237,13 @@ def fork_worker(setup: Callable[[], Handler], timeout: float, activity: str, spe
         os.close(fd)
     with contextlib.suppress(OSError):  # also done by the worker: whichever runs first
         os.setpgid(pid, pid)
-    return ready(WorkerProcess(spec, pid, requests, answers, output, timeout), activity)
+    process = WorkerProcess(spec, pid, requests, answers, output, timeout)
+    if wait:
+        return ready(process, activity)
+    os.set_blocking(process.output, False)
+    os.set_blocking(process.requests, False)
+    process.unready = activity
+    return process
 
 
 def make_pipes() -> list[tuple[int, int]]:
@@ -256,6 +272,18 @@ def ready(process: WorkerProcess, activity: str, started: float | None = None) -
     return process
 
 
+def _await_ready(process: WorkerProcess, activity: str) -> None:
+    """The setup's answer of a worker started without waiting (fork_worker): ready, or its failure raised."""
+    try:
+        kind, value = decode(process._read_answer(activity, process.timeout))
+        if kind == "error":
+            raise InputError(value)
+        process._relay_waiting()
+    except BaseException:
+        process.close()
+        raise
+
+
 # --- in the worker ---------------------------------------------------------------------------------------------
 
 
@@ -267,6 +295,7 @@ def worker_main(setup: Callable[[], Handler], spec: str, parent: int, ends: tupl
     try:
         requests, answers, output = ends
         _isolate(parent, output)
+        _keep_freed_memory()
         me = os.getpid()
         if announce:
             _send(answers, ("started", None))
@@ -293,6 +322,28 @@ def worker_main(setup: Callable[[], Handler], spec: str, parent: int, ends: tupl
         status = _CRASHED
     finally:
         os._exit(status)
+
+
+# glibc gives a freed block back to the kernel (munmap, or a trim of the heap's top) until its dynamic thresholds
+# have risen, and the next call's page faults take it again: the user's temporaries of the logits' size, every
+# call. In a fresh process (a spawned worker; one forked before this process freed large arrays itself) that is
+# 2,300 faults and 40-45% of a numpy cross-entropy call at 8 x 50,257 on our 2-core VM (1.08 s for 40 calls,
+# 0.53 s without). A worker forked by the CLI inherits thresholds already raised (the same faults either way at
+# the benchmark's sizes); this makes the behaviour the same for every worker. It keeps blocks up to
+# M_MMAP_THRESHOLD's largest, 32 MB (a 32 x 128k float64 array), in its heap, and up to 256 MB of freed memory
+# there: the memory of its own last calls, never more than its peak. The values the function computes do not
+# change (a np.empty is not zero-filled by the kernel: as in a long-running program).
+_MALLOPT = ((-3, 32 * 2**20), (-1, 256 * 2**20))  # (M_MMAP_THRESHOLD, bytes), (M_TRIM_THRESHOLD, bytes)
+
+
+def _keep_freed_memory() -> None:
+    """The worker's malloc keeps what the function frees for its next call (_MALLOPT); nothing outside glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+        for parameter, value in _MALLOPT:
+            mallopt(parameter, value)
 
 
 def _message(error: BaseException, spec: str) -> str:
