@@ -175,11 +175,17 @@ def test_a_signal_mid_stream_leaves_no_process_no_file_and_no_open_stdout(starte
     kernel ends the reader (PR_SET_PDEATHSIG). Either way `| jq` sees the end of its input at once, and a
     spooled stdin leaves no file (it never had a name)."""
     process, readers = _stalled_check(started, big_csv, stdin_pipe)
+    _stopped_cleanly(process, readers, private_tmp, stop)
+
+
+def _stopped_cleanly(process: subprocess.Popen[bytes], children: list[int], private_tmp: Path, stop: int) -> None:
+    """`stop` sent: exit 128 + it (killed, for SIGKILL), no child of it alive, its stdout at its end, nothing in
+    TMPDIR, and not a word on stderr (but after SIGKILL)."""
     os.kill(process.pid, stop)
     assert process.wait(timeout=20) == (-stop if stop == signal.SIGKILL else 128 + stop)
     assert process.stdout is not None and process.stderr is not None
     assert _read_to_end(process.stdout, 10) is not None, "something still holds gradcheck's stdout open"
-    assert _until(lambda: not any(_alive(reader) for reader in readers), 10), "the read-ahead process outlived it"
+    assert _until(lambda: not any(_alive(child) for child in children), 10), "a child process outlived it"
     assert os.listdir(private_tmp) == []
     stderr = _read_to_end(process.stderr, 10)
     assert stderr is not None and (stop == signal.SIGKILL or stderr.strip() == b""), stderr
@@ -287,14 +293,7 @@ def test_a_signal_while_the_formatter_writes_leaves_no_process(started, big_csv,
     """From the second batch on, ndjson records are written by a forked formatter; stopped then, the check
     leaves neither it nor the reader behind, and nobody holds its stdout open."""
     process, children = _formatting(started, big_csv)
-    os.kill(process.pid, stop)
-    assert process.wait(timeout=20) == (-stop if stop == signal.SIGKILL else 128 + stop)
-    assert process.stdout is not None and process.stderr is not None
-    assert _read_to_end(process.stdout, 10) is not None, "something still holds gradcheck's stdout open"
-    assert _until(lambda: not any(_alive(child) for child in children), 10), "a child outlived the check"
-    assert os.listdir(private_tmp) == []
-    stderr = _read_to_end(process.stderr, 10)
-    assert stderr is not None and (stop == signal.SIGKILL or stderr.strip() == b""), stderr
+    _stopped_cleanly(process, children, private_tmp, stop)
 
 
 @LINUX
