@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -67,3 +69,52 @@ def passing_json_report(gradcheck: Callable[..., Run], tmp_path) -> Callable[...
         return report
 
     return run
+
+
+# A user's module of numpy softmax cross-entropies, right and with planted slips, for the --impl tests.
+PLANTED_SLIPS = textwrap.dedent("""
+    import numpy as np
+
+    def _correct(z, t):
+        m = z.max(1, keepdims=True)
+        ls = z - m - np.log(np.exp(z - m).sum(1, keepdims=True))
+        return -(t * ls).sum() / len(z), (np.exp(ls) - t) / len(z)
+
+    def one_element(z, t):  # one gradient element off by one part in 10^4
+        loss, gradient = _correct(z, t)
+        gradient[-1, -1] *= 1.0001
+        return loss, gradient
+
+    def loss_scaled(z, t):  # the loss 1% too large, the gradient right
+        loss, gradient = _correct(z, t)
+        return 1.01 * loss, gradient
+
+    def rows(z, t, grad_output):  # reduction none, the gradient weighted by g
+        m = z.max(1, keepdims=True)
+        ls = z - m - np.log(np.exp(z - m).sum(1, keepdims=True))
+        return -(t * ls).sum(1), (np.exp(ls) - t) * grad_output[:, None]
+
+    def rows_slip(z, t, grad_output):
+        loss, gradient = rows(z, t, grad_output)
+        gradient[0, 1] *= 1.001
+        return loss, gradient
+
+    def in_float32(z, t):  # computed in float32: the check's grid z~ and steps of float32
+        z, t = z.astype(np.float32), t.astype(np.float32)
+        m = z.max(1, keepdims=True)
+        ls = z - m - np.log(np.exp(z - m).sum(1, keepdims=True))
+        return -(t * ls).sum() / np.float32(len(z)), (np.exp(ls) - t) / np.float32(len(z))
+
+    def in_float32_slip(z, t):
+        loss, gradient = in_float32(z, t)
+        gradient[1, 2] *= np.float32(1.01)
+        return loss, gradient
+""")
+
+
+@pytest.fixture
+def planted_slips(tmp_path) -> Path:
+    """PLANTED_SLIPS written as a module: its path, for `--impl PATH:FUNCTION`."""
+    path = tmp_path / "planted_slips.py"
+    path.write_text(PLANTED_SLIPS)
+    return path

@@ -132,25 +132,6 @@ def _started(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 # --- the same calls, the same answers: the same reports ---------------------------------------------------------
 
-SLIPS = textwrap.dedent("""
-    import numpy as np
-
-    def _correct(z, t):
-        m = z.max(1, keepdims=True)
-        ls = z - m - np.log(np.exp(z - m).sum(1, keepdims=True))
-        return -(t * ls).sum() / len(z), (np.exp(ls) - t) / len(z)
-
-    def one_element(z, t):  # one gradient element off by one part in 10^4
-        loss, gradient = _correct(z, t)
-        gradient[-1, -1] *= 1.0001
-        return loss, gradient
-
-    def loss_scaled(z, t):  # the loss 1% too large, the gradient right
-        loss, gradient = _correct(z, t)
-        return 1.01 * loss, gradient
-""")
-
-
 @TWO_CPUS
 @pytest.mark.parametrize("function", [
     f"{EXAMPLE}:softmax_cross_entropy", f"{EXAMPLE}:forgot_one_over_n", f"{EXAMPLE}:naive_softmax_cross_entropy",
@@ -159,13 +140,12 @@ SLIPS = textwrap.dedent("""
 @pytest.mark.parametrize("shape", [(2, 40), (3, 7)])
 def test_one_and_two_workers_give_byte_identical_reports(gradcheck: Callable[..., Any], tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch, function: str,
-                                                         shape: tuple[int, int]) -> None:
+                                                         shape: tuple[int, int], planted_slips: Path) -> None:
     """Protects "nothing changes but the time": the JSON report of a check with the Taylor calls on a second
     worker is byte for byte the one-worker report, for a passing function and planted slips (examples/my_softmax.py's
-    and this file's), with the directional check (2 x 40) and the elementwise one (3 x 7); the second worker did
+    and conftest's), with the directional check (2 x 40) and the elementwise one (3 x 7); the second worker did
     start, and the Taylor check ran."""
-    (tmp_path / "slips.py").write_text(SLIPS)
-    function = function.replace("slips:", f"{tmp_path / 'slips.py'}:")
+    function = function.replace("slips:", f"{planted_slips}:")
     path = _json_input(tmp_path, *shape, scale=300.0 if "naive" in function else 3.0)  # naive overflows there
     arguments = ("check", "-i", str(path), "--impl", function, "-f", "json")
     started = _started(monkeypatch)
@@ -182,10 +162,11 @@ def test_one_and_two_workers_give_byte_identical_reports(gradcheck: Callable[...
 @TWO_CPUS
 def test_the_taylor_calls_run_on_the_second_worker_and_every_other_on_the_first(
         gradcheck: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Protects the routing: of the 84 calls of a 2 x 40 check, the Taylor check's 49 (its loss at uniform logits
-    and 48 points) are sent to the second worker, and the 35 others (the two at the logits, the directional
-    check's point and 2 x 16 directions) to the first; no call is made twice (the Taylor check's loss at the
-    logits is still the first call's)."""
+    """Protects the routing: of the 84 calls of a 2 x 40 check, 41 of the Taylor check's 49 (its loss at uniform
+    logits and the 40 points along v1, v2, -v2, v3, -v3) are sent to the second worker, and 43 to the first: the two
+    at the logits, the directional check's point and 2 x 16 directions, then the 8 Taylor points along -v1
+    (impl.FIRST_WORKER_TAYLOR: both workers end about together), in that order; no call is made twice (the Taylor
+    check's loss at the logits is still the first call's)."""
     sent: dict[int, list[Any]] = {}
     send = WorkerProcess.send
 
@@ -197,9 +178,10 @@ def test_the_taylor_calls_run_on_the_second_worker_and_every_other_on_the_first(
     run = gradcheck("check", "-i", str(_json_input(tmp_path, 2, 40)), "--impl", f"{EXAMPLE}:softmax_cross_entropy")
     assert run.exit_code == 0, run
     first, second = sent.values()  # in the order each worker was first sent a request
-    assert len(first) == 35 and len(second) == 49
-    assert not any(isinstance(message[2], Along) for message in first)
-    assert sum(isinstance(message[2], Along) for message in second) == 48
+    assert len(first) == 43 and len(second) == 41
+    assert not any(isinstance(message[2], Along) for message in first[:35])
+    assert all(isinstance(message[2], Along) and message[2].position == 1 for message in first[35:])
+    assert sum(isinstance(message[2], Along) and message[2].position != 1 for message in second) == 40
     uniform = second[0]  # the loss at uniform logits, loss only, asked first
     assert uniform[2] is None and uniform[3] and not np.any(uniform[0])
 

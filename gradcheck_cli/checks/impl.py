@@ -9,8 +9,10 @@ process (checks/worker.py: its output, exits, crashes, forks and endless loops c
 `Implementation(spec, function)` calls a Python function in this process. Close it (or use it in a `with`).
 
 Where the machine has a core to spare, the Taylor check's calls run on a second worker of the same kind, beside
-the first (Implementation.start_taylor_side: its conditions). Both compute the same function on the same
-points, so the answers, and every verdict and number, are those of one worker; only the time changes.
+the first (Implementation.start_taylor_side: its conditions), but for the share that evens out the two
+(FIRST_WORKER_TAYLOR); the first computes the directional check's calls while the reference is checked
+(Session). Both compute the same function on the same points, so the answers, and every verdict and number, are
+those of one worker; only the time changes.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gradcheck_cli.checks.impl_rows import RowsCompared
-from gradcheck_cli.checks.own_loss import RowLosses, UsersLoss, own_loss_check
+from gradcheck_cli.checks.own_loss import DirectionalPlan, directional_plan, own_loss_check
+from gradcheck_cli.checks.own_loss_model import RowLosses, UsersLoss
 from gradcheck_cli.checks.returned import NUMPY_CALLING, Along, Calling, Returned
 from gradcheck_cli.checks.worker import DEFAULT_TIMEOUT, Caller, Edit, InProcess, start, start_another
 from gradcheck_cli.errors import InputError
@@ -40,6 +43,11 @@ if TYPE_CHECKING:
 # check itself already holds several arrays of the logits' size (the gradient, the reference); past it the
 # calls (each as long as the function, which grows with the logits) stay on one worker and memory as it was.
 TAYLOR_SIDE_BYTES = 64 * 2**20
+# The Taylor points along these signed directions (taylor_points' positions: v1, -v1, v2, ... ) go to the first
+# worker even where a second runs: 8 of the 48, asked after the directional check's calls, which leaves 43 calls
+# on the first worker and 41 on the second (35 and 49 without), so that both end about together. -v1: its v is
+# the first draw of the directions' generator, so the first worker draws no other to reach it (returned.Points).
+FIRST_WORKER_TAYLOR = frozenset({1})
 
 
 class Implementation:
@@ -92,7 +100,7 @@ class Implementation:
         if side is None or not loss_only:
             return self.caller
         if isinstance(at, Along):  # a Taylor point: only the Taylor check moves the logits along one
-            return side
+            return self.caller if _first_worker_taylor(at) else side
         # the uniform logits' call: zeros tested first, which costs less than the worker's fingerprints
         uniform = at is None and not logits.any() and side.waiting(logits, targets, at)
         return side if uniform else self.caller
@@ -134,12 +142,14 @@ class Implementation:
 
     def arriving(self, logits: np.ndarray, targets: np.ndarray, reduction: str,
                  edits: Sequence[Edit]) -> Iterator[np.ndarray]:
-        """losses(), each as it comes: the caller works on one while the function computes the next. All go where
-        the first was asked ahead (_on)."""
+        """losses(), each as it comes: the caller works on one while the function computes the next. Each goes
+        where it was asked ahead (_on: the Taylor points split between the workers), read in the order given."""
         self.calls += len(edits)
-        caller = self._on(logits, targets, edits[0], True) if edits else self.caller
-        answers = caller.arriving(logits, targets, list(edits))
-        return (self._checked(answer, logits, reduction).loss for answer in answers)
+        callers = [self._on(logits, targets, at, True) for at in edits]
+        streams = {id(caller): caller.arriving(logits, targets, [at for at, to in zip(edits, callers, strict=True)
+                                                                 if to is caller])
+                   for caller in {id(caller): caller for caller in callers}.values()}  # each worker's, in order
+        return (self._checked(next(streams[id(caller)]), logits, reduction).loss for caller in callers)
 
     def ahead(self, logits: np.ndarray, targets: np.ndarray, edits: Sequence[Edit | None], loss_only: bool,
               upstream: np.ndarray | None = None, taylor: bool = False) -> None:
@@ -188,7 +198,7 @@ class Session:
     """
 
     def __init__(self, implementation: Implementation, logits: np.ndarray, targets: np.ndarray, settings: Settings,
-                 notes: list[str], taylor: bool = True) -> None:
+                 notes: list[str], taylor: bool = True, rows: RowLosses | None = None) -> None:
         from gradcheck_cli.numerics.losses.base import upstream_gradient
 
         assert settings.atol is not None and settings.rtol is not None
@@ -198,9 +208,15 @@ class Session:
         # Both calls on the logits, and (`taylor`: runner.py runs the Taylor check after these) its calls, asked
         # now: the worker computes them while this process checks the reference a chunk at a time.
         implementation.ahead(logits, targets, [None, None], loss_only=False, upstream=upstream)
-        if taylor:
-            _taylor_ahead(implementation, logits, targets, settings)
+        taylor_later = _taylor_ahead(implementation, logits, targets, settings) if taylor else []
         first = implementation.first = implementation.answer(logits, targets, reduction, upstream=upstream, narrow=True)
+        self.g = upstream if first.weighted else np.ones_like(upstream)
+        self.planned: tuple[RowLosses, DirectionalPlan] | None = None  # the plan asked ahead, what it was made of
+        if rows is not None:  # the reference's row losses, known now: the directional check's calls asked too
+            plan = _directional_ahead(implementation, logits, targets, first, rows, settings, self.g, upstream)
+            self.planned = None if plan is None else (rows, plan)
+        if taylor_later:  # the first worker's share of the Taylor points, after the directional check's calls
+            implementation.ahead(logits, targets, taylor_later, loss_only=True)
         # The second answer is let go at once: at 128k classes its gradient is half a GB or more.
         self.determinism = _determinism(first, implementation.answer(logits, targets, reduction, upstream=upstream,
                                                                      narrow=True))
@@ -209,9 +225,19 @@ class Session:
             notes.append(f"--impl: {implementation.spec} makes its gradient itself and takes no grad_output "
                          f"parameter, so it is checked as the gradient of the plain sum of its losses "
                          f"(--grad-output ones)")
-        self.g = upstream if first.weighted else np.ones_like(upstream)
         self.compared = RowsCompared(first, settings, self.g, logits.shape[0])
         self.rows = RowLosses(np.zeros(logits.shape[0]), np.zeros(logits.shape[0]), 1.0)
+
+    def _plan_ahead(self) -> DirectionalPlan | None:
+        """The directional plan made in __init__, where the chunks gave the row losses it was made of (then it is
+        the plan own_loss_check would make: the same computation on the same numbers); else None (made anew)."""
+        if self.planned is None:
+            return None
+        rows, plan = self.planned
+        self.planned = None  # its point is the size of the logits: not kept past the check
+        same = rows.scale == self.rows.scale and np.array_equal(rows.uniform, self.rows.uniform) \
+            and np.array_equal(rows.losses, self.rows.losses)
+        return plan if same else None
 
     @property
     def first(self) -> Returned:
@@ -243,25 +269,51 @@ class Session:
         )
         settings = self.settings
         own = own_loss_check(users_loss, self.logits, self.first, self.rows, settings, notes, self.g,
-                             settings.directions, settings.seed or 0)  # None: the command line's default seed, 0
+                             settings.directions, settings.seed or 0,  # None: the command line's default seed, 0
+                             plan=self._plan_ahead())
         return [*self.compared.finish(gradient), own, self.determinism]
 
 
 def _taylor_ahead(implementation: Implementation, logits: np.ndarray, targets: np.ndarray,
-                  settings: Settings) -> None:
+                  settings: Settings) -> list[Along]:
     """The calls users.taylor_check will make, when it will run (taylor.taylor_plan): the loss at uniform logits,
-    then the Taylor points, on a second worker where one can start (Implementation.start_taylor_side). Its loss at
-    the logits is the first call's (worker.py), on the first worker. Were it to ask for other calls, these would
-    be answered and never used: time lost, never a wrong answer (each answer is kept under everything it
-    depends on)."""
+    then the Taylor points, on a second worker where one can start (Implementation.start_taylor_side), but for
+    those along FIRST_WORKER_TAYLOR's directions: returned, for the first worker, to be asked after the calls
+    the check makes first. Its loss at the logits is the first call's (worker.py), on the first worker. Were it
+    to ask for other calls, these would be answered and never used: time lost, never a wrong answer (each answer
+    is kept under everything it depends on)."""
     from gradcheck_cli.checks.taylor import taylor_plan, taylor_points
 
     scale = taylor_plan(logits, settings)
     if scale is None:
-        return
-    implementation.start_taylor_side(logits, targets)
+        return []
+    two = implementation.start_taylor_side(logits, targets)
+    points = taylor_points(scale)
+    later = [point for point in points if two and _first_worker_taylor(point)]
     implementation.ahead(np.zeros_like(logits), targets, [None], loss_only=True, taylor=True)
-    implementation.ahead(logits, targets, taylor_points(scale), loss_only=True, taylor=True)
+    implementation.ahead(logits, targets, [point for point in points if point not in later], loss_only=True,
+                         taylor=True)
+    return later
+
+
+def _directional_ahead(implementation: Implementation, logits: np.ndarray, targets: np.ndarray, first: Returned,
+                       rows: RowLosses, settings: Settings, g: np.ndarray,
+                       upstream: np.ndarray) -> DirectionalPlan | None:
+    """The calls of the directional check (own_loss.directional_plan: the gradient at z~, then 2 per direction),
+    asked ahead of the reference's chunks on the first worker, where the check will ask for them. `rows` are the
+    reference's row losses the chunks will give Session.finish (runner.reference_rows): the same plan then, and
+    were they to differ, these calls would be answered and never used (time lost, never a wrong answer)."""
+    plan = directional_plan(logits, first, rows, settings, g, settings.directions, settings.seed or 0)
+    if plan is not None:
+        if not np.array_equal(plan.point, logits):
+            implementation.ahead(plan.point, targets, [None], loss_only=False, upstream=upstream)
+        implementation.ahead(plan.point, targets, plan.moves(plan.seeds, 0, plan.point.size), loss_only=True)
+    return plan
+
+
+def _first_worker_taylor(at: Edit | None) -> bool:
+    """A Taylor point answered by the first worker where a second runs (FIRST_WORKER_TAYLOR)."""
+    return isinstance(at, Along) and at.position in FIRST_WORKER_TAYLOR
 
 
 def _spare_cpu() -> bool:
@@ -272,12 +324,16 @@ def _spare_cpu() -> bool:
 _SAME_TWICE = "two calls on the same input give identical loss and gradient"
 
 
+def _identical(one: np.ndarray, other: np.ndarray) -> bool:
+    """array_equal with NaN equal to NaN: the plain comparison first (one pass, where the NaN-aware one makes four
+    at 8 x 50,257), which says True only where the NaN-aware one does."""
+    return np.array_equal(one, other) or np.array_equal(one, other, equal_nan=True)
+
+
 def _determinism(first: Returned, again: Returned) -> CheckResult:
     """Two calls on the same input must give identical loss and gradient (as torch's nondet_tol = 0 would)."""
     assert first.gradient is not None and again.gradient is not None
-    same = np.array_equal(first.loss, again.loss, equal_nan=True) and np.array_equal(
-        first.gradient, again.gradient, equal_nan=True
-    )
+    same = _identical(first.loss, again.loss) and _identical(first.gradient, again.gradient)
     if same:  # what follows would find every change 0, and the first element the worst: said without N x C arrays
         corner = (0,) * first.gradient.ndim
         value = float(first.gradient[corner]) if first.gradient.size else float("nan")

@@ -48,34 +48,21 @@ h^(q+1) = Σ|w_k| δ T^(q+1) / (q κ B r_n), rounded down to a power of two: at 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from gradcheck_cli.checks.compare import compare
+from gradcheck_cli.checks.own_loss_elements import element_check
+from gradcheck_cli.checks.own_loss_model import FLOAT32_EPSILON, Edit, RowLosses, UsersLoss, _Model
 from gradcheck_cli.checks.returned import FLOAT64_EPSILON, Direction, Returned, rademacher
 from gradcheck_cli.numerics import differences
 from gradcheck_cli.report import CheckResult, Element
 
 if TYPE_CHECKING:
-    from gradcheck_cli.numerics.losses.base import Loss
     from gradcheck_cli.settings import Settings
 
-Edit = tuple[np.ndarray, np.ndarray] | Direction  # flat indices into the logits and their values, or a direction
-FLOAT32_EPSILON = 2.0**-23
-_PRECISION_NAMES = {2.0**-52: "float64", FLOAT32_EPSILON: "float32", 2.0**-10: "float16", 2.0**-7: "bfloat16"}
-_TRUNCATION = {"forward": 1 / 2, "backward": 1 / 2, "central": 1 / 6, "five-point": 1 / 30,
-               "richardson": 1 / (5040 * 64)}  # its two extrapolations leave 1/64 of central's h^6 f^(7) / 5040
-_DERIVATIVE_BOUND = {2: 0.5, 3: 0.4, 5: 1.1, 7: 5.6}  # B by derivative order: twice the largest found
 BLOCK = 1 << 20  # elements worked on at once where whole-array expressions would make N x C temporaries
-
-
-class UsersLoss(NamedTuple):
-    """The user's function as the check calls it."""
-
-    losses_at: Callable[[np.ndarray, list[Edit]], Iterable[np.ndarray]]  # the loss with each edit set in a copy
-    answer_at: Callable[[np.ndarray], Returned]  # loss and gradient at the logits
 
 
 def detected_precision(answer: Returned) -> float:
@@ -96,168 +83,72 @@ def detected_precision(answer: Returned) -> float:
     return FLOAT32_EPSILON if seen and not in_float16 else answer.precision
 
 
-def precision_name(precision: float) -> str:
-    return _PRECISION_NAMES.get(precision, f"epsilon {precision:.3g}")
-
-
-class RowLosses(NamedTuple):
-    """What the error bounds take from gradcheck's reference loss, per row (N each): |l_n| at uniform
-    probabilities (zero logits) and at the logits, and the reduction's scale. Filled a chunk of rows at a time."""
-
-    uniform: np.ndarray
-    losses: np.ndarray
-    scale: float
-
-
 def own_loss_check(
     user: UsersLoss, logits: np.ndarray, first: Returned, reference: RowLosses, settings: Settings,
     notes: list[str], upstream: np.ndarray | None = None, directions: int = 16, seed: int = 0,
+    plan: DirectionalPlan | None = None,
 ) -> CheckResult:
     """The user's gradient against finite differences of their own loss, on every element.
 
     `upstream` is g (one number, or one per row for reduction none; None: 1): the user's gradient is taken to
     be sum_n g_n grad l_n. Each element is differenced when a call has at most 2 `directions` elements to
-    move (C for reduction none, N C otherwise); otherwise the directions, seeded with `seed`.
+    move (C for reduction none, N C otherwise); otherwise the directions, seeded with `seed`: along `plan`
+    where given, which must be directional_plan's with these same arguments (made earlier, not made twice).
     """
     assert settings.eps is not None and settings.atol is not None and settings.rtol is not None
     assert first.gradient is not None
-    method = settings.method
-    if differences.METHODS[method].complex_step:  # user code is not expected to accept complex logits
-        method = "central"
+    method = _method(settings)
+    if method != settings.method:  # user code is not expected to accept complex logits
         notes.append("--impl: complex-step needs complex arithmetic in your code; its own loss used central")
+    directional = _directional(logits, first, reference, settings, upstream, directions, seed)
+    if isinstance(directional, _Directional):
+        return directional.check(user, first, plan or directional.plan(first, directions), directions, notes)
+    model, weight = directional
+    return element_check(user, model, first, settings, notes, weight, method)
+
+
+class DirectionalPlan(NamedTuple):
+    """Where the directional check evaluates the user's function (own_loss_check with the same arguments): its
+    gradient at `point` (z~; one call unless z~ is the logits) and the loss along each seed's direction, +-h."""
+
+    point: np.ndarray
+    h: float
+    seeds: list[int]
+
+    def moves(self, seeds: list[int], start: int, stop: int) -> list[Edit]:
+        """The two calls of each of these seeds' directions over the support start..stop-1, in the order made."""
+        return [Direction(seed, sign * self.h, start, stop) for seed in seeds for sign in (1.0, -1.0)]
+
+
+def directional_plan(logits: np.ndarray, first: Returned, reference: RowLosses, settings: Settings,
+                     upstream: np.ndarray | None, directions: int, seed: int) -> DirectionalPlan | None:
+    """The calls own_loss_check will make with these same arguments, before any (None: it differences each
+    element instead), so that they can be asked ahead: the same computation, the same plan."""
+    directional = _directional(logits, first, reference, settings, upstream, directions, seed)
+    return directional.plan(first, directions) if isinstance(directional, _Directional) else None
+
+
+def _method(settings: Settings) -> str:
+    """The method differencing the user's loss: central for complex-step (their code takes real logits)."""
+    return "central" if differences.METHODS[settings.method].complex_step else settings.method
+
+
+def _directional(logits: np.ndarray, first: Returned, reference: RowLosses, settings: Settings,
+                 upstream: np.ndarray | None, directions: int, seed: int) -> _Directional | tuple[_Model, np.ndarray]:
+    """The directional check where a call moves more than 2 `directions` elements; else the model and weight the
+    element-by-element check takes."""
     with _quiet():  # a loss that overflowed gives NaN bounds, and the check fails on them
-        model = _Model(logits, reference, settings, method, detected_precision(first))
+        model = _Model(logits, reference, settings, _method(settings), detected_precision(first))
     g = np.ones(()) if upstream is None else upstream
     weight = g.reshape(-1, 1) if model.per_row else g  # g_n per row, as the model's arrays are laid out
     per_call = logits.shape[1] if model.per_row else logits.size
     if per_call > 2 * directions:  # up to 2K elements a call: each differenced with the method, a tighter bound
-        return _Directional(user, model, settings, weight, seed).check(first, directions, notes)
-    point, h = logits, differences.steps(logits, settings.eps)
-    if model.coarse and np.isfinite(first.loss).all():
-        with _quiet():
-            point, h = model.exact_stencil(model.balanced_steps(np.abs(first.loss)))
-        notes.append(model.note(h, settings.dtype))
-    answer = first if np.array_equal(point, logits) else user.answer_at(point)
-    assert answer.gradient is not None
-    rows = logits.shape[0]
-    with _quiet():  # an infinite loss differences to NaN: a failed check, not a warning
-        numeric = _differences(user, point, h, method, rows, settings.reduction == "none") * weight
-        allowance = settings.atol + model.allowance(np.abs(answer.loss), np.abs(answer.gradient), h, np.abs(weight))
-    return compare("impl gradient vs its own loss", answer.gradient, numeric, atol=allowance,
-                   rtol=settings.rtol, description="your gradient vs finite differences of your own loss")
+        return _Directional(model, settings, weight, seed)
+    return model, weight
 
 
 def _quiet() -> np.errstate:
     return np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore")
-
-
-def _differences(user: UsersLoss, point: np.ndarray, h: np.ndarray, method: str, rows: int,
-                 per_row: bool) -> np.ndarray:
-    """The method's stencil on the user's loss around `point` (the first `rows` rows), all its calls at once.
-
-    Row losses (per_row): one call per column and offset moves that column of every row, each row answering
-    for itself. A scalar loss gives one number per call, so each element and offset is a call of its own.
-    """
-    spec = differences.METHODS[method]
-    offsets, weights = np.asarray(spec.offsets), np.asarray(spec.weights)
-    classes = point.shape[1]
-    if per_row:
-        columns = np.arange(point.shape[0])[:, None] * classes + np.arange(classes)  # flat index of each logit
-        edits: list[Edit] = [(columns[:, j], point[:, j] + offset * h[:, j]) for j in range(classes)
-                             for offset in offsets]
-        values = np.array(list(user.losses_at(point, edits))).reshape(classes, offsets.size, -1)
-        return np.einsum("jkn,k->nj", values, weights) / h
-    flat = np.repeat(np.arange(rows * classes), offsets.size)
-    moved = point.flat[flat] + np.tile(offsets, rows * classes) * h.flat[flat]
-    values = np.array(list(user.losses_at(point, [(flat[k : k + 1], moved[k : k + 1]) for k in range(flat.size)])))
-    return (values.reshape(rows * classes, offsets.size) @ weights).reshape(rows, classes) / h[:rows]
-
-
-class _Model:
-    """The error bounds of the module docstring, for one batch, precision and method."""
-
-    def __init__(self, logits: np.ndarray, reference: RowLosses | Loss, settings: Settings, method: str,
-                 precision: float):
-        if not isinstance(reference, RowLosses):  # the loss itself, for these rows at once
-            reference = RowLosses(np.abs(reference.row_losses(np.zeros_like(logits))),
-                                  np.abs(reference.row_losses(logits)), reference.scale)
-        self.logits, self.precision, self.spec = logits, precision, differences.METHODS[method]
-        self.coarse = precision > FLOAT64_EPSILON
-        self.per_row = settings.reduction == "none"
-        self.temperature = min(settings.temperature, 1.0)
-        rows, classes = logits.shape
-        self.log_classes = float(np.log(max(classes, 2)))
-        self.weights = (reference.scale * np.maximum(1.0, reference.uniform / self.log_classes))[:, None]  # r_n
-        terms = reference.losses * reference.scale
-        self.terms = terms[:, None] if self.per_row else float(terms.sum())
-        # max |z| per row (N x 1), without an N x C temporary: the rounding bounds ask for it again and again
-        self.largest = np.maximum(logits.max(axis=1, initial=-np.inf), -logits.min(axis=1, initial=np.inf))[:, None] \
-            if logits.size else np.zeros((rows, 1))
-        self.count = 2 * classes if self.per_row else 2 * rows * classes
-        self.stencil_weight = sum(abs(w) for w in self.spec.weights)
-        self.reach = max(abs(o) for o in self.spec.offsets)
-        self.truncation = _TRUNCATION[method] * _DERIVATIVE_BOUND[self.spec.order + 1]
-
-    def _spread(self, h: np.ndarray | float) -> np.ndarray:
-        """2 + log C + 2 |u_n|max, the stencil's reach included (N x 1)."""
-        largest = self.largest + self.reach * np.max(h, axis=1, keepdims=True)
-        return 2.0 + self.log_classes + 2.0 * largest / self.temperature
-
-    def rounding(self, loss: np.ndarray, h: np.ndarray | float) -> np.ndarray:
-        """δ: the rounding of one evaluation of the loss, per row (N x 1); a scalar's includes its sum's."""
-        summed = np.maximum(loss.reshape(-1, 1), self.terms) if self.per_row else max(float(loss), self.terms)
-        return 2 * self.precision * (np.log2(self.count) * summed + self.weights * self._spread(h))
-
-    def balanced_steps(self, loss: np.ndarray) -> np.ndarray:
-        """The power-of-two step that balances the rounding of the differences against their truncation."""
-        q = self.spec.order
-        zero = np.zeros((self.logits.shape[0], 1))
-        balance = self.stencil_weight * self.rounding(loss, zero) / (q * self.truncation * self.weights)
-        ideal = balance ** (1 / (q + 1))
-        return np.broadcast_to(np.exp2(np.floor(np.log2(self.temperature * ideal))), self.logits.shape)
-
-    def exact_stencil(self, h: np.ndarray, logits: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The logits (or these rows of them) on a grid, and steps of at least 4 spacings, so that every stencil
-        point is exact in ε."""
-        logits = self.logits if logits is None else logits
-        for _ in range(2):  # a longer step can widen the reach: the second pass settles it
-            grid = self._ulp(4.0 * np.maximum(np.abs(logits), self.reach * h))
-            h = np.maximum(h, 4.0 * grid)
-        return np.round(logits / grid) * grid, h
-
-    def exact_point(self, h: float) -> tuple[np.ndarray, float]:
-        """exact_stencil with the step h everywhere, a block of rows at a time (only the point is N x C): the
-        point, and the largest step settled on (h if there are no logits)."""
-        point, largest = np.empty_like(self.logits), h
-        step = max(1, BLOCK // max(self.logits.shape[1], 1))
-        for start in range(0, self.logits.shape[0], step):
-            rows = self.logits[start:start + step]
-            point[start:start + step], steps = self.exact_stencil(np.full(rows.shape, h), rows)
-            largest = max(largest, float(steps.max(initial=h)))
-        return point, largest
-
-    def _ulp(self, x: np.ndarray) -> np.ndarray:
-        """The spacing of the user's precision at x (a power of two)."""
-        return np.ldexp(self.precision, np.frexp(x)[1] - 1)
-
-    def allowance(self, loss: np.ndarray, gradient: np.ndarray, h: np.ndarray,
-                  weight: np.ndarray | float = 1.0) -> np.ndarray:
-        """G + |g| (Σ|w| δ / h + κ B h^q r / T^(q+1)), element by element; |g| the upstream gradient's size (its
-        row's, or the one number), which multiplies the differences and the rounding of the user's gradient."""
-        q, temperature = self.spec.order, self.temperature
-        spread = self._spread(h)
-        own = 2 * self.precision * (weight * self.weights / temperature + gradient * spread)
-        differenced = self.stencil_weight * self.rounding(loss, h) / h
-        truncated = self.truncation * h**q * self.weights / temperature ** (q + 1)
-        return own + weight * (differenced + truncated)
-
-    def note(self, h: np.ndarray, dtype: str) -> str:
-        name = precision_name(self.precision)
-        advice = ""
-        if dtype == "float64" and self.precision == FLOAT32_EPSILON:
-            advice = "; --dtype float32 holds it to float32's tolerances against the reference"
-        return (f"--impl returns {name} values: its own loss was differenced at logits exact in {name}, with steps "
-                f"up to {float(h.max()):.3g} instead of float64's{advice}")
 
 
 # B_v: a bound on |d^3 phi / dt^3| along a direction v with |v_i| <= 1 in u = z / T, per unit of the row
@@ -281,40 +172,51 @@ class _Directional:
     of _Model.exact_stencil, so z~ +- h v is exact in the user's precision.
     """
 
-    def __init__(self, user: UsersLoss, model: _Model, settings: Settings, weight: np.ndarray, seed: int) -> None:
-        self.user, self.model, self.settings, self.seed = user, model, settings, seed
+    def __init__(self, model: _Model, settings: Settings, weight: np.ndarray, seed: int) -> None:
+        self.model, self.settings, self.seed = model, settings, seed
         self.signed = weight  # g_n (N x 1) for reduction none, else the one number
         self.weight = np.abs(weight)
         self.curvature = float(np.sum(self.weight * model.weights)) * _DIRECTION_BOUND / 6 / model.temperature**3
-        self.h, self.point = 1.0, model.logits
+        self.plan_made = DirectionalPlan(model.logits, 1.0, [])
         self.gradient, self.loss, self.spread = model.logits, np.zeros(()), np.zeros((model.logits.shape[0], 1))
         self.supports: dict[tuple[int, int], float] = {}
 
-    def check(self, first: Returned, directions: int, notes: list[str]) -> CheckResult:
-        model = self.model
+    def plan(self, first: Returned, directions: int) -> DirectionalPlan:
+        """h, z~ and the seeds, from the first answer's loss and the model alone (no call)."""
         with _quiet():
             ideal = (self._rounding(np.abs(first.loss), 0.0) / (2 * self.curvature)) ** (1 / 3)
             finite = bool(np.isfinite(ideal) and ideal > 0)
             h = float(np.exp2(np.floor(np.log2(ideal)))) if finite else 1.0
-            self.point, self.h = model.exact_point(h)
-        point = self.point
-        answer = first if np.array_equal(point, model.logits) else self.user.answer_at(point)
+            point, h = self.model.exact_point(h, BLOCK)
+        return DirectionalPlan(point, h, [self.seed * 1_000_003 + k for k in range(directions)])
+
+    def check(self, user: UsersLoss, first: Returned, plan: DirectionalPlan, directions: int,
+              notes: list[str]) -> CheckResult:
+        self.user, self.plan_made, point, seeds = user, plan, plan.point, plan.seeds
+        answer = first if np.array_equal(point, self.model.logits) else user.answer_at(point)
         assert answer.gradient is not None
         self.gradient, self.loss = answer.gradient, np.abs(answer.loss)
-        self.spread = model._spread(np.full((point.shape[0], 1), self.h))
-        seeds = [self.seed * 1_000_003 + k for k in range(directions)]
+        self.spread = self.model._spread(np.full((point.shape[0], 1), plan.h))
         with _quiet():
             measured = np.array(self._measure(seeds, 0, point.size))
         notes.append(f"--impl: your own loss was differenced along {directions} random directions, each moving all "
-                     f"{point.size:,} logits (2 calls each; --directions), step {self.h:.3g}, seed {self.seed}")
+                     f"{point.size:,} logits (2 calls each; --directions), step {plan.h:.3g}, seed {self.seed}")
         result = compare("impl gradient vs its own loss", measured[:, 0], np.zeros(directions), measured[:, 1], 0.0,
                          description="your gradient vs directional differences of your own loss")
         return self._located(result, seeds, measured[:, 0])
 
+    @property
+    def point(self) -> np.ndarray:
+        return self.plan_made.point
+
+    @property
+    def h(self) -> float:
+        return self.plan_made.h
+
     def _measure(self, seeds: list[int], start: int, stop: int) -> list[tuple[float, float]]:
         """<G, v> - D over the support start..stop-1 of each direction, and its tolerance; all the calls sent
         at once (the worker goes from one to the next without waiting for this process)."""
-        moves: list[Edit] = [Direction(seed, sign * self.h, start, stop) for seed in seeds for sign in (1.0, -1.0)]
+        moves = self.plan_made.moves(seeds, start, stop)
         losses = iter(self.user.losses_at(self.point, moves))  # each gap worked out while the next calls run
         return [self._gap(seed, start, stop, next(losses), next(losses)) for seed in seeds]
 

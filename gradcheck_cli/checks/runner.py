@@ -32,6 +32,7 @@ from gradcheck_cli.settings import DIVIDING_REDUCTIONS, LOW_PRECISION, Settings
 
 if TYPE_CHECKING:
     from gradcheck_cli.checks.impl import Implementation
+    from gradcheck_cli.checks.own_loss_model import RowLosses
     from gradcheck_cli.checks.users import UsersValues
 
 # Up to this many logits (rows x classes) the report carries every per-row array, in tables and JSON;
@@ -144,7 +145,8 @@ def _check_implementation(implementation: Implementation, batch: Batch, kind: Lo
     if not batch.rows:
         return  # nothing to call the function on: the report says there are no data rows
     logits = rounded_logits(batch.logits, settings.dtype)
-    session = Session(implementation, logits, batch.targets, settings, fold.notes)
+    rows_ahead = reference_rows(batch, logits, kind, settings, fold.normalizer)
+    session = Session(implementation, logits, batch.targets, settings, fold.notes, rows=rows_ahead)
     for rows in row_chunks(batch.rows, batch.classes):
         chunk = rows_of(batch, rows)
         part = check_rows(chunk, settings, kind, fold.normalizer)
@@ -158,6 +160,34 @@ def _check_implementation(implementation: Implementation, batch: Batch, kind: Lo
     checks += taylor_check(implementation, logits, batch.targets, settings, impl, precision, fold.notes)
     for check in checks:
         fold.merged[check.name] = check
+
+
+def reference_rows(batch: Batch, logits: np.ndarray, kind: LossKind, settings: Settings,
+                   normalizer: float) -> RowLosses | None:
+    """The reference's |row loss| at zero logits and at `logits` (rounded as check_rows rounds them), and its
+    scale, built as check_rows builds its reference a chunk at a time (float64, a teacher rounded to a half
+    precision): what impl.Session.chunk will take from those chunks, known before them, so that the directional
+    check's calls can be asked ahead. None where the reference cannot be built (check_rows will say why)."""
+    from dataclasses import replace
+
+    from gradcheck_cli.checks.own_loss_model import RowLosses
+    from gradcheck_cli.numerics.precision import round_to
+
+    held, uniform, losses, scale = settings.dtype, np.empty(batch.rows), np.empty(batch.rows), 1.0
+    settings = settings._replace(dtype="float64") if held in LOW_PRECISION else settings
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            for rows in row_chunks(batch.rows, batch.classes):
+                chunk = rows_of(batch, rows)
+                if held in LOW_PRECISION and chunk.teacher_logits is not None:
+                    chunk = replace(chunk, teacher_logits=round_to(chunk.teacher_logits, held).astype(np.float64))
+                loss = replace(kind.build(chunk, settings, np.dtype(np.float64)), normalizer=normalizer)
+                uniform[rows] = np.abs(loss.row_losses(np.zeros_like(logits[rows])))
+                losses[rows] = np.abs(loss.row_losses(logits[rows]))
+                scale = loss.scale
+    except InputError:
+        return None
+    return RowLosses(uniform, losses, scale)
 
 
 def row_chunks(rows: int, classes: int) -> list[slice]:
