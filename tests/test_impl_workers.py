@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from gradcheck_cli.checks.impl import Implementation
 from gradcheck_cli.checks.returned import Along, Calling
 from gradcheck_cli.checks.worker_process import WorkerProcess
 from gradcheck_cli.errors import InputError
+from gradcheck_cli.inputs import fork_safety
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "my_softmax.py"
@@ -130,6 +132,14 @@ def _started(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return started
 
 
+@pytest.fixture(autouse=True)
+def _forkable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests watch forked workers running numpy functions. A torch or JAX imported by an earlier test of the
+    session (in CI, the tensor-file and framework tests) makes fork_is_safe() say no to every fork, as it must for
+    a user's process; here no thread but this one runs, and the forked workers never touch torch."""
+    monkeypatch.setattr(fork_safety, "fork_is_safe", lambda: threading.active_count() == 1)
+
+
 # --- the same calls, the same answers: the same reports ---------------------------------------------------------
 
 @TWO_CPUS
@@ -195,8 +205,6 @@ def _small_bound(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gradcheck_cli.inputs import fork_safety
-
     monkeypatch.setattr(fork_safety, "fork_is_safe", lambda: False)
 
 
