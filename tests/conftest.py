@@ -21,6 +21,17 @@ settings.register_profile("dev")
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "forks: the test needs this process to fork (runs before the others)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `forks` run first, in their order. A test that imports torch or JAX (the framework and tensor
+    tests, in CI) leaves their threads in this process, after which gradcheck rightly forks nothing (JAX warns at
+    every fork): a test that must watch a forked --impl worker cannot run after it."""
+    items.sort(key=lambda item: item.get_closest_marker("forks") is None)
+
+
 @pytest.fixture(autouse=True)
 def _plain_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test sees the same terminal: no colour, 80 columns, no GRADCHECK_* settings from outside."""

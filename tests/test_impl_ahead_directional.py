@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,20 +20,13 @@ import pytest
 from gradcheck_cli.checks import impl, runner, worker
 from gradcheck_cli.checks.returned import Along
 from gradcheck_cli.checks.worker_queue import AnswerQueue
-from gradcheck_cli.inputs import fork_safety
 
+# Forked workers are what these tests watch: run before any test brings torch's or JAX's threads (conftest.py).
+pytestmark = pytest.mark.forks
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "my_softmax.py"
 WORKERS = pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or not worker.can_fork(),
                              reason="calls are asked ahead of a worker process (fork, Linux)")
-
-@pytest.fixture(autouse=True)
-def _forkable(monkeypatch: pytest.MonkeyPatch) -> None:
-    """These tests watch forked workers running numpy functions. A torch or JAX imported by an earlier test of the
-    session (in CI, the tensor-file and framework tests) makes fork_is_safe() say no to every fork, as it must for
-    a user's process; here no thread but this one runs, and the forked workers never touch torch."""
-    monkeypatch.setattr(fork_safety, "fork_is_safe", lambda: threading.active_count() == 1)
-
 
 CASES = [
     ("example:softmax_cross_entropy", ()), ("example:forgot_one_over_n", ()), ("own:one_element", ()),

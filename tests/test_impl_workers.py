@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +28,8 @@ from gradcheck_cli.checks.worker_process import WorkerProcess
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs import fork_safety
 
+# Forked workers are what these tests watch: run before any test brings torch's or JAX's threads (conftest.py).
+pytestmark = pytest.mark.forks
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "my_softmax.py"
 TWO_CPUS = pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2
@@ -130,14 +131,6 @@ def _started(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
     monkeypatch.setattr(impl, "start_another", recorded)
     return started
-
-
-@pytest.fixture(autouse=True)
-def _forkable(monkeypatch: pytest.MonkeyPatch) -> None:
-    """These tests watch forked workers running numpy functions. A torch or JAX imported by an earlier test of the
-    session (in CI, the tensor-file and framework tests) makes fork_is_safe() say no to every fork, as it must for
-    a user's process; here no thread but this one runs, and the forked workers never touch torch."""
-    monkeypatch.setattr(fork_safety, "fork_is_safe", lambda: threading.active_count() == 1)
 
 
 # --- the same calls, the same answers: the same reports ---------------------------------------------------------
