@@ -8,6 +8,7 @@ byte, not merely close. Low-precision decoding has its own oracle: bfloat16 is t
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -23,11 +24,10 @@ from gradcheck_cli.settings import Settings
 safetensors_numpy = pytest.importorskip("safetensors.numpy", reason="the tensors extra (safetensors) is not installed")
 ml_dtypes = pytest.importorskip("ml_dtypes", reason="the tensors extra (ml_dtypes) is not installed")
 
-try:
-    import torch
-except ImportError:
-    torch = None
-needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed (.ci/run installs torch==2.13.0)")
+# torch is imported by the tests that write .pt files, not when this module is collected: its threads in the
+# test process would keep the forked-worker tests (marked `forks`, run first) from forking.
+needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                 reason="torch is not installed (.ci/run installs torch==2.13.0)")
 
 
 def _batch(rows: int = 6, classes: int = 5, seed: int = 0) -> dict[str, np.ndarray]:
@@ -50,6 +50,8 @@ def _write(path: Path, arrays: dict[str, np.ndarray], torch_dtype: str | None = 
     elif path.suffix == ".safetensors":
         safetensors_numpy.save_file({key: np.ascontiguousarray(value) for key, value in arrays.items()}, str(path))
     elif path.suffix == ".pt":
+        import torch
+
         def tensor(value: np.ndarray):
             converted = torch.from_numpy(np.ascontiguousarray(value))
             floating = torch_dtype is not None and converted.is_floating_point()
