@@ -146,10 +146,10 @@ class Implementation:
         where it was asked ahead (_on: the Taylor points split between the workers), read in the order given."""
         self.calls += len(edits)
         callers = [self._on(logits, targets, at, True) for at in edits]
-        streams = {id(caller): caller.arriving(logits, targets, [at for at, to in zip(edits, callers, strict=True)
-                                                                 if to is caller])
-                   for caller in {id(caller): caller for caller in callers}.values()}  # each worker's, in order
-        return (self._checked(next(streams[id(caller)]), logits, reduction).loss for caller in callers)
+        streams = {caller: caller.arriving(logits, targets, [at for at, to in zip(edits, callers, strict=True)
+                                                             if to is caller])
+                   for caller in dict.fromkeys(callers)}  # each worker's answers, in the order it was asked
+        return (self._checked(next(streams[caller]), logits, reduction).loss for caller in callers)
 
     def ahead(self, logits: np.ndarray, targets: np.ndarray, edits: Sequence[Edit | None], loss_only: bool,
               upstream: np.ndarray | None = None, taylor: bool = False) -> None:

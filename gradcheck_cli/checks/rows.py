@@ -64,16 +64,25 @@ class _Piece:
         self.numeric, self.reference, self.rho = numeric, reference, rho
 
 
+def reference_inputs(batch: Batch, held: Settings) -> tuple[Batch, Settings]:
+    """The rows and settings gradcheck's own reference is built from, for values held to `held`: in half precision
+    float64 settings (at the logits rounded to the dtype: see checks/precision.py), and the teacher's logits
+    rounded to the dtype (they are inputs too, seen in it). runner.reference_rows builds the same reference."""
+    if held.dtype not in LOW_PRECISION:
+        return batch, held
+    if batch.teacher_logits is not None:
+        batch = replace(batch, teacher_logits=round_to(batch.teacher_logits, held.dtype).astype(np.float64))
+    return batch, held._replace(dtype="float64")
+
+
 def _check_rows(batch: Batch, settings: Settings, kind: LossKind, normalizer: float) -> RowChecks:
     held = settings  # what the user's values are held to; in half precision gradcheck's own are float64
-    if settings.dtype in LOW_PRECISION:  # at the logits rounded to it: see checks/precision.py
-        settings = settings._replace(dtype="float64")
-    dtype = np.dtype(settings.dtype)
-    low = batch.logits.astype(dtype, copy=False)
-    if held is not settings and batch.dtype_name != held.dtype:  # a file's bfloat16 logits are already rounded
+    low = batch.logits
+    if held.dtype in LOW_PRECISION and batch.dtype_name != held.dtype:  # a file's bfloat16 logits are rounded
         low = round_to(batch.logits, held.dtype)
-    if held is not settings and batch.teacher_logits is not None:  # the teacher's are inputs too, seen in the dtype
-        batch = replace(batch, teacher_logits=round_to(batch.teacher_logits, held.dtype).astype(np.float64))
+    batch, settings = reference_inputs(batch, held)
+    dtype = np.dtype(settings.dtype)
+    low = low.astype(dtype, copy=False)
     logits = low.astype(np.float64, copy=False)
     _refuse_overflow(batch.logits, logits, settings.temperature, held.dtype)
     reference_loss = replace(kind.build(batch, settings, np.dtype(np.float64)), normalizer=normalizer)

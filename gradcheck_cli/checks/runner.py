@@ -21,7 +21,7 @@ from gradcheck_cli.checks.compare import compare, merge
 from gradcheck_cli.checks.kept import Kept as _Kept
 from gradcheck_cli.checks.kept import Lines as _Lines
 from gradcheck_cli.checks.kept import jacobian_blocks as _jacobian_blocks  # noqa: F401  (where tests look for it)
-from gradcheck_cli.checks.rows import check_rows, row_loss_allowance
+from gradcheck_cli.checks.rows import check_rows, reference_inputs, row_loss_allowance
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.numerics import differences
 from gradcheck_cli.numerics.exact import ExactSum
@@ -165,23 +165,19 @@ def _check_implementation(implementation: Implementation, batch: Batch, kind: Lo
 def reference_rows(batch: Batch, logits: np.ndarray, kind: LossKind, settings: Settings,
                    normalizer: float) -> RowLosses | None:
     """The reference's |row loss| at zero logits and at `logits` (rounded as check_rows rounds them), and its
-    scale, built as check_rows builds its reference a chunk at a time (float64, a teacher rounded to a half
-    precision): what impl.Session.chunk will take from those chunks, known before them, so that the directional
-    check's calls can be asked ahead. None where the reference cannot be built (check_rows will say why)."""
+    scale, built from the rows check_rows builds its reference from (rows.reference_inputs) a chunk at a time:
+    what impl.Session.chunk will take from those chunks, known before them, so that the directional check's
+    calls can be asked ahead. None where the reference cannot be built (check_rows will say why)."""
     from dataclasses import replace
 
     from gradcheck_cli.checks.own_loss_model import RowLosses
-    from gradcheck_cli.numerics.precision import round_to
 
-    held, uniform, losses, scale = settings.dtype, np.empty(batch.rows), np.empty(batch.rows), 1.0
-    settings = settings._replace(dtype="float64") if held in LOW_PRECISION else settings
+    uniform, losses, scale = np.empty(batch.rows), np.empty(batch.rows), 1.0
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             for rows in row_chunks(batch.rows, batch.classes):
-                chunk = rows_of(batch, rows)
-                if held in LOW_PRECISION and chunk.teacher_logits is not None:
-                    chunk = replace(chunk, teacher_logits=round_to(chunk.teacher_logits, held).astype(np.float64))
-                loss = replace(kind.build(chunk, settings, np.dtype(np.float64)), normalizer=normalizer)
+                chunk, reference = reference_inputs(rows_of(batch, rows), settings)
+                loss = replace(kind.build(chunk, reference, np.dtype(np.float64)), normalizer=normalizer)
                 uniform[rows] = np.abs(loss.row_losses(np.zeros_like(logits[rows])))
                 losses[rows] = np.abs(loss.row_losses(logits[rows]))
                 scale = loss.scale
