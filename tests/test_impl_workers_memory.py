@@ -1,5 +1,6 @@
-"""The worker's memory between calls (worker_process._keep_freed_memory): what the user's function frees is kept
-for its next call, not given back to the kernel and faulted in again (issue 13, the --impl row at 8 x 50,257)."""
+"""The worker's memory between calls (inputs/readahead.keep_freed_memory, called by every worker): what the
+user's function frees is kept for its next call, not given back to the kernel and faulted in again (issue 13,
+the --impl row at 8 x 50,257)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ FAULTS = textwrap.dedent("""
 
 @pytest.mark.skipif(not worker.can_fork() or not os.path.exists("/proc/self/status"), reason="glibc's malloc, Linux")
 def test_the_worker_keeps_freed_memory_for_the_next_call(tmp_path: Path) -> None:
-    """Protects worker_process._keep_freed_memory: 12 MB of temporaries freed by one call are reused by the next
+    """Protects inputs/readahead.keep_freed_memory, called by every worker: 12 MB of temporaries freed by one call are reused by the next
     without page faults (glibc's default, in a worker forked before its thresholds rose, trims them from the heap,
     and every call faults their 3,000 pages in again: 40-45% of a numpy cross-entropy call at 8 x 50,257 in a
     fresh process). 100: a margin for the few pages the interpreter itself touches."""

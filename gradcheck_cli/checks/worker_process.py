@@ -38,6 +38,7 @@ from gradcheck_cli.checks.worker_wire import (
 )
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.inputs.pipes import framed, write_all
+from gradcheck_cli.inputs.readahead import keep_freed_memory
 
 Handler = Callable[[Any], Any]
 _GRACE = 2.0  # seconds an ended worker's exit status is waited for after its answer pipe closed
@@ -295,7 +296,10 @@ def worker_main(setup: Callable[[], Handler], spec: str, parent: int, ends: tupl
     try:
         requests, answers, output = ends
         _isolate(parent, output)
-        _keep_freed_memory()
+        # The user's temporaries of the logits' size, freed by one call, kept for the next (glibc would trim
+        # them and fault them in again: 2,300 faults, 40-45% of a numpy cross-entropy call at 8 x 50,257 in a
+        # fresh process; a worker forked by the CLI inherits thresholds already raised): every worker alike.
+        keep_freed_memory()
         me = os.getpid()
         if announce:
             _send(answers, ("started", None))
@@ -322,28 +326,6 @@ def worker_main(setup: Callable[[], Handler], spec: str, parent: int, ends: tupl
         status = _CRASHED
     finally:
         os._exit(status)
-
-
-# glibc gives a freed block back to the kernel (munmap, or a trim of the heap's top) until its dynamic thresholds
-# have risen, and the next call's page faults take it again: the user's temporaries of the logits' size, every
-# call. In a fresh process (a spawned worker; one forked before this process freed large arrays itself) that is
-# 2,300 faults and 40-45% of a numpy cross-entropy call at 8 x 50,257 on our 2-core VM (1.08 s for 40 calls,
-# 0.53 s without). A worker forked by the CLI inherits thresholds already raised (the same faults either way at
-# the benchmark's sizes); this makes the behaviour the same for every worker. It keeps blocks up to
-# M_MMAP_THRESHOLD's largest, 32 MB (a 32 x 128k float64 array), in its heap, and up to 256 MB of freed memory
-# there: the memory of its own last calls, never more than its peak. The values the function computes do not
-# change (a np.empty is not zero-filled by the kernel: as in a long-running program).
-_MALLOPT = ((-3, 32 * 2**20), (-1, 256 * 2**20))  # (M_MMAP_THRESHOLD, bytes), (M_TRIM_THRESHOLD, bytes)
-
-
-def _keep_freed_memory() -> None:
-    """The worker's malloc keeps what the function frees for its next call (_MALLOPT); nothing outside glibc."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        mallopt = ctypes.CDLL(None).mallopt
-        for parameter, value in _MALLOPT:
-            mallopt(parameter, value)
 
 
 def _message(error: BaseException, spec: str) -> str:
