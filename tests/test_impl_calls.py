@@ -13,7 +13,7 @@ import pytest
 
 from gradcheck_cli.checks import worker
 from gradcheck_cli.checks.impl import Implementation
-from gradcheck_cli.checks.returned import Along, Direction, Points, moved
+from gradcheck_cli.checks.returned import Along, Direction, Points, moved, rademacher
 from gradcheck_cli.checks.taylor import taylor_test
 from gradcheck_cli.checks.worker_process import WorkerProcess
 
@@ -91,6 +91,20 @@ def test_a_direction_after_another_seed_uses_its_own_signs() -> None:
         expected[2:19] += -2.0**-7 * signs[2:19]
         np.testing.assert_array_equal(_bits(kept.logits(z, at).reshape(-1)), _bits(expected))
 
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 9, 31, 402_056, 1_000_003])
+def test_rademacher_draws_the_signs_integers_draws(size: int) -> None:
+    """Protects returned.rademacher, made from the generator's raw words: for every seed its signs are those
+    default_rng(seed).integers(0, 2, dtype=int8) gives as +1 / -1 (the directions of every earlier report), at
+    sizes ending mid-word, and half of a large draw is +1 (within 5 standard deviations)."""
+    for seed in (0, 1, 12_345, 1_000_003 * 7 + 15, 2**40 + 5):
+        signs = rademacher(seed, size)
+        drawn = np.random.default_rng(seed).integers(0, 2, size, dtype=np.int8)
+        assert signs.dtype == np.int8 and signs.shape == (size,)
+        np.testing.assert_array_equal(signs, 2 * drawn - 1)
+    if size > 1000:
+        assert abs(int(np.count_nonzero(signs == 1)) - size / 2) < 5 * np.sqrt(size) / 2
 
 SCRIBBLER = textwrap.dedent("""
     import numpy as np
