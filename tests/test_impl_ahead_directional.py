@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -128,9 +129,10 @@ def test_nothing_is_asked_ahead_where_each_element_is_differenced(
 def test_reference_rows_are_the_row_losses_the_chunks_give(
         gradcheck: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         options: tuple[str, ...]) -> None:
-    """Protects runner.reference_rows: the row losses and scale it computes up front are exactly (array_equal) those
-    Session.chunk takes from check_rows' reference, chunk by chunk (CHUNK_LOGITS shrunk to 3 rows of 40: 3 chunks),
-    with smoothing and temperature, a half precision, sum, and teachers rounded to the dtype (kl, jsd)."""
+    """Protects runner.reference_rows: the row losses and scale it computes up front (which the check then uses)
+    are exactly (array_equal) those Session.chunk takes from check_rows' reference chunk by chunk where they are
+    not known up front (CHUNK_LOGITS shrunk to 3 rows of 40: 3 chunks), with smoothing and temperature, a half
+    precision, sum, and teachers rounded to the dtype (kl, jsd); and the report is the same either way."""
     rng = np.random.default_rng(5)
     logits = np.round(rng.standard_normal((7, 40)) * 3.0, 6)
     data: dict[str, Any] = {"logits": logits.tolist()}
@@ -142,60 +144,51 @@ def test_reference_rows_are_the_row_losses_the_chunks_give(
         data["labels"] = rng.integers(0, 40, 7).tolist()
     (tmp_path / "in.json").write_text(json.dumps(data))
     monkeypatch.setattr(runner, "CHUNK_LOGITS", 120)
-    early: list[Any] = []
-    late: list[Any] = []
-    reference_rows, finish = runner.reference_rows, impl.Session.finish
-
-    def recorded(*args: Any) -> Any:
-        early.append(reference_rows(*args))
-        return early[-1]
+    used: list[Any] = []
+    finish = impl.Session.finish
 
     def finishing(self: impl.Session, *args: Any) -> Any:
-        late.append(self.rows)
+        used.append(self.rows)
         return finish(self, *args)
 
-    monkeypatch.setattr(runner, "reference_rows", recorded)
     monkeypatch.setattr(impl.Session, "finish", finishing)
-    run = gradcheck("check", "-i", str(tmp_path / "in.json"), "--impl", f"{EXAMPLE}:softmax_cross_entropy",
-                    *extra, *options)
-    assert run.exit_code in (0, 1), run
-    (before,), (after,) = early, late
-    assert before is not None
+    arguments = ("check", "-i", str(tmp_path / "in.json"), "--impl", f"{EXAMPLE}:softmax_cross_entropy",
+                 "-f", "json", *extra, *options)
+    early = gradcheck(*arguments)
+    monkeypatch.setattr(runner, "reference_rows", lambda *args: None)
+    late = gradcheck(*arguments)
+    assert early.exit_code in (0, 1), early
+    before, after = used
     assert np.array_equal(before.uniform, after.uniform) and np.array_equal(before.losses, after.losses)
     assert before.scale == after.scale
     assert np.all(after.losses > 0)  # filled: every row's loss, not the zeros Session starts from
+    assert (early.exit_code, early.stdout, early.stderr) == (late.exit_code, late.stdout, late.stderr)
 
 
 @WORKERS
-def test_the_plan_is_made_once_and_only_reused_when_its_row_losses_are_the_chunks(
+def test_the_plan_is_made_once_and_the_chunks_compute_no_row_losses(
         gradcheck: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Protects Session._plan_ahead: the plan made in __init__ is the one the check runs (own_loss._Directional.plan
-    made once, not again in finish); row losses up front that differ from the chunks' (planted: 10^6 times the
-    losses, which moves the step h by 100, a cube root) give a plan that is dropped and made anew from the chunks',
-    and the report is byte for byte the right one (the calls asked ahead at the other step: answered, never used)."""
-
+    """Protects Session with the row losses known up front (runner.reference_rows): the directional plan is made
+    once, in __init__ (own_loss._Directional.plan, not again in finish), and Session.chunk computes no row losses
+    (the reference's row_losses called only by reference_rows: at zero logits and at the logits)."""
     from gradcheck_cli.checks import own_loss
+    from gradcheck_cli.numerics.losses.cross_entropy import CrossEntropy
 
     made: list[Any] = []
-    plan = own_loss._Directional.plan
+    plan, row_losses = own_loss._Directional.plan, CrossEntropy.row_losses
+    callers: list[str] = []
 
     def counted(self: Any, *args: Any) -> Any:
         made.append(plan(self, *args))
         return made[-1]
 
+    def called(self: Any, *args: Any, **kwargs: Any) -> Any:
+        callers.append(sys._getframe(1).f_code.co_name)
+        return row_losses(self, *args, **kwargs)
+
     monkeypatch.setattr(own_loss._Directional, "plan", counted)
-    arguments = ("check", "-i", str(_input(tmp_path, 2, 40)), "--impl", f"{EXAMPLE}:softmax_cross_entropy",
-                 "-f", "json")
-    ahead = gradcheck(*arguments)
-    assert ahead.exit_code == 0 and len(made) == 1
-    reference_rows = runner.reference_rows
-
-    def planted(*args: Any) -> Any:
-        rows = reference_rows(*args)
-        return rows._replace(losses=1e6 * rows.losses)
-
-    monkeypatch.setattr(runner, "reference_rows", planted)
-    made.clear()
-    replanned = gradcheck(*arguments)
-    assert len(made) == 2 and made[0].h > made[1].h
-    assert (replanned.exit_code, replanned.stdout, replanned.stderr) == (ahead.exit_code, ahead.stdout, ahead.stderr)
+    monkeypatch.setattr(CrossEntropy, "row_losses", called)
+    run = gradcheck("check", "-i", str(_input(tmp_path, 2, 40)), "--impl", f"{EXAMPLE}:softmax_cross_entropy",
+                    "-f", "json")
+    assert run.exit_code == 0 and len(made) == 1
+    assert "chunk" not in callers and callers.count("reference_rows") == 2

@@ -265,9 +265,9 @@ def test_the_taylor_calls_are_asked_exactly_where_the_taylor_check_runs(options:
             asked.append("answer")
             return SimpleNamespace(loss=np.float64(1.0))
 
-        def losses(self, base, targets, reduction, points):
+        def arriving(self, base, targets, reduction, points):
             asked.extend(points)
-            return [np.float64(1.0)] * len(points)
+            return iter([np.float64(1.0)] * len(points))
 
     users.taylor_check(Counting(), logits, TARGETS, settings, {"gradient": np.zeros_like(logits)}, 1e-16, [])
     scale = taylor_plan(logits, settings)

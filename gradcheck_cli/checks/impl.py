@@ -10,9 +10,9 @@ process (checks/worker.py: its output, exits, crashes, forks and endless loops c
 
 Where the machine has a core to spare, the Taylor check's calls run on a second worker of the same kind, beside
 the first (Implementation.start_taylor_side: its conditions), but for the share that evens out the two
-(FIRST_WORKER_TAYLOR); the first computes the directional check's calls while the reference is checked
-(Session). Both compute the same function on the same points, so the answers, and every verdict and number, are
-those of one worker; only the time changes.
+(FIRST_WORKER_TAYLOR); the first computes that share and then the directional check's calls while the reference
+is checked (Session). Both compute the same function on the same points, so the answers, and every verdict and
+number, are those of one worker; only the time changes.
 """
 
 from __future__ import annotations
@@ -44,9 +44,10 @@ if TYPE_CHECKING:
 # calls (each as long as the function, which grows with the logits) stay on one worker and memory as it was.
 TAYLOR_SIDE_BYTES = 64 * 2**20
 # The Taylor points along these signed directions (taylor_points' positions: v1, -v1, v2, ... ) go to the first
-# worker even where a second runs: 8 of the 48, asked after the directional check's calls, which leaves 43 calls
-# on the first worker and 41 on the second (35 and 49 without), so that both end about together. -v1: its v is
-# the first draw of the directions' generator, so the first worker draws no other to reach it (returned.Points).
+# worker even where a second runs: 8 of the 48, asked before the directional check's calls (the Taylor check runs
+# first: runner.py), which leaves 43 calls on the first worker and 41 on the second (35 and 49 without), so that
+# both end about together. -v1: its v is the first draw of the directions' generator, so the first worker draws no
+# other to reach it (returned.Points).
 FIRST_WORKER_TAYLOR = frozenset({1})
 
 
@@ -187,7 +188,9 @@ class Session:
     determinism check), compared with the reference a chunk of rows at a time (chunk(), as runner.py's chunks
     come; impl_rows.py), then differenced along its own loss (finish()). The two calls, and with `taylor` the
     Taylor check's (users.taylor_check, which runner.py runs next), are asked ahead at the start: a worker
-    computes them while the reference is checked here.
+    computes them while the reference is checked here. `rows` computes the reference's row losses up front
+    (runner.reference_rows), while the worker makes the first call: the directional check's calls are then asked
+    too, and the chunks need not compute them; where it is not given or gives None, the chunks compute them.
 
     The reference checks hold the user's loss and gradient to --dtype as supplied values are
     (rows.supplied_reference: the rounding allowance of losses/base.py), the gradient being sum_n g_n grad l_n.
@@ -198,7 +201,7 @@ class Session:
     """
 
     def __init__(self, implementation: Implementation, logits: np.ndarray, targets: np.ndarray, settings: Settings,
-                 notes: list[str], taylor: bool = True, rows: RowLosses | None = None) -> None:
+                 notes: list[str], taylor: bool = True, rows: Callable[[], RowLosses | None] | None = None) -> None:
         from gradcheck_cli.numerics.losses.base import upstream_gradient
 
         assert settings.atol is not None and settings.rtol is not None
@@ -208,15 +211,15 @@ class Session:
         # Both calls on the logits, and (`taylor`: runner.py runs the Taylor check after these) its calls, asked
         # now: the worker computes them while this process checks the reference a chunk at a time.
         implementation.ahead(logits, targets, [None, None], loss_only=False, upstream=upstream)
-        taylor_later = _taylor_ahead(implementation, logits, targets, settings) if taylor else []
+        if taylor:
+            _taylor_ahead(implementation, logits, targets, settings)
+        self.known = None if rows is None else rows()  # the reference's row losses, while the first call runs
         first = implementation.first = implementation.answer(logits, targets, reduction, upstream=upstream, narrow=True)
         self.g = upstream if first.weighted else np.ones_like(upstream)
-        self.planned: tuple[RowLosses, DirectionalPlan] | None = None  # the plan asked ahead, what it was made of
-        if rows is not None:  # the reference's row losses, known now: the directional check's calls asked too
-            plan = _directional_ahead(implementation, logits, targets, first, rows, settings, self.g, upstream)
-            self.planned = None if plan is None else (rows, plan)
-        if taylor_later:  # the first worker's share of the Taylor points, after the directional check's calls
-            implementation.ahead(logits, targets, taylor_later, loss_only=True)
+        self.planned: DirectionalPlan | None = None  # the directional check's plan, its calls asked ahead
+        if self.known is not None:
+            self.planned = _directional_ahead(implementation, logits, targets, first, self.known, settings, self.g,
+                                              upstream)
         # The second answer is let go at once: at 128k classes its gradient is half a GB or more.
         self.determinism = _determinism(first, implementation.answer(logits, targets, reduction, upstream=upstream,
                                                                      narrow=True))
@@ -226,18 +229,8 @@ class Session:
                          f"parameter, so it is checked as the gradient of the plain sum of its losses "
                          f"(--grad-output ones)")
         self.compared = RowsCompared(first, settings, self.g, logits.shape[0])
-        self.rows = RowLosses(np.zeros(logits.shape[0]), np.zeros(logits.shape[0]), 1.0)
-
-    def _plan_ahead(self) -> DirectionalPlan | None:
-        """The directional plan made in __init__, where the chunks gave the row losses it was made of (then it is
-        the plan own_loss_check would make: the same computation on the same numbers); else None (made anew)."""
-        if self.planned is None:
-            return None
-        rows, plan = self.planned
-        self.planned = None  # its point is the size of the logits: not kept past the check
-        same = rows.scale == self.rows.scale and np.array_equal(rows.uniform, self.rows.uniform) \
-            and np.array_equal(rows.losses, self.rows.losses)
-        return plan if same else None
+        self.rows = self.known if self.known is not None else RowLosses(np.zeros(logits.shape[0]),
+                                                                        np.zeros(logits.shape[0]), 1.0)
 
     @property
     def first(self) -> Returned:
@@ -253,9 +246,10 @@ class Session:
     def chunk(self, rows: slice, logits: np.ndarray, reference: Loss) -> CheckResult:
         """The gradient against the reference on these rows (the check's indices within them); `logits` are the
         rows' as the function was given them, `reference` gradcheck's loss of these rows."""
-        self.rows.uniform[rows] = np.abs(reference.row_losses(np.zeros_like(logits)))
-        self.rows.losses[rows] = np.abs(reference.row_losses(logits))
-        self.rows = self.rows._replace(scale=reference.scale)
+        if self.known is None:  # the reference's row losses, from the chunks
+            self.rows.uniform[rows] = np.abs(reference.row_losses(np.zeros_like(logits)))
+            self.rows.losses[rows] = np.abs(reference.row_losses(logits))
+            self.rows = self.rows._replace(scale=reference.scale)
         return self.compared.chunk(rows, logits, reference)
 
     def finish(self, gradient: CheckResult, notes: list[str]) -> list[CheckResult]:
@@ -268,32 +262,32 @@ class Session:
             answer_at=lambda point: implementation.answer(point, targets, reduction, upstream=upstream, narrow=True),
         )
         settings = self.settings
+        plan, self.planned = self.planned, None  # its point is the size of the logits: not kept past the check
         own = own_loss_check(users_loss, self.logits, self.first, self.rows, settings, notes, self.g,
                              settings.directions, settings.seed or 0,  # None: the command line's default seed, 0
-                             plan=self._plan_ahead())
+                             plan=plan)
         return [*self.compared.finish(gradient), own, self.determinism]
 
 
-def _taylor_ahead(implementation: Implementation, logits: np.ndarray, targets: np.ndarray,
-                  settings: Settings) -> list[Along]:
+def _taylor_ahead(implementation: Implementation, logits: np.ndarray, targets: np.ndarray, settings: Settings) -> None:
     """The calls users.taylor_check will make, when it will run (taylor.taylor_plan): the loss at uniform logits,
     then the Taylor points, on a second worker where one can start (Implementation.start_taylor_side), but for
-    those along FIRST_WORKER_TAYLOR's directions: returned, for the first worker, to be asked after the calls
-    the check makes first. Its loss at the logits is the first call's (worker.py), on the first worker. Were it
-    to ask for other calls, these would be answered and never used: time lost, never a wrong answer (each answer
-    is kept under everything it depends on)."""
+    those along FIRST_WORKER_TAYLOR's directions, asked of the first worker after its two calls at the logits. Its
+    loss at the logits is the first call's (worker.py), on the first worker. Were it to ask for other calls, these
+    would be answered and never used: time lost, never a wrong answer (each answer is kept under everything it
+    depends on)."""
     from gradcheck_cli.checks.taylor import taylor_plan, taylor_points
 
     scale = taylor_plan(logits, settings)
     if scale is None:
-        return []
+        return
     two = implementation.start_taylor_side(logits, targets)
     points = taylor_points(scale)
-    later = [point for point in points if two and _first_worker_taylor(point)]
+    first = [point for point in points if two and _first_worker_taylor(point)]
+    implementation.ahead(logits, targets, first, loss_only=True)
     implementation.ahead(np.zeros_like(logits), targets, [None], loss_only=True, taylor=True)
-    implementation.ahead(logits, targets, [point for point in points if point not in later], loss_only=True,
+    implementation.ahead(logits, targets, [point for point in points if point not in first], loss_only=True,
                          taylor=True)
-    return later
 
 
 def _directional_ahead(implementation: Implementation, logits: np.ndarray, targets: np.ndarray, first: Returned,

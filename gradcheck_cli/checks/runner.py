@@ -145,8 +145,8 @@ def _check_implementation(implementation: Implementation, batch: Batch, kind: Lo
     if not batch.rows:
         return  # nothing to call the function on: the report says there are no data rows
     logits = rounded_logits(batch.logits, settings.dtype)
-    rows_ahead = reference_rows(batch, logits, kind, settings, fold.normalizer)
-    session = Session(implementation, logits, batch.targets, settings, fold.notes, rows=rows_ahead)
+    session = Session(implementation, logits, batch.targets, settings, fold.notes,
+                      rows=lambda: reference_rows(batch, logits, kind, settings, fold.normalizer))
     for rows in row_chunks(batch.rows, batch.classes):
         chunk = rows_of(batch, rows)
         part = check_rows(chunk, settings, kind, fold.normalizer)
@@ -155,9 +155,13 @@ def _check_implementation(implementation: Implementation, batch: Batch, kind: Lo
                  session.values(rows))
         if on_rows is not None:
             on_rows(start, chunk, part)
-    checks = session.finish(fold.merged.pop("impl gradient"), fold.notes)  # in the report's order
+    # The Taylor check first, its calls asked first (impl.FIRST_WORKER_TAYLOR), each answer worked on as it comes
+    # while the first worker computes the directional check's; reported after it, as always.
     impl, precision = impl_values(implementation)
-    checks += taylor_check(implementation, logits, batch.targets, settings, impl, precision, fold.notes)
+    taylor_notes: list[str] = []
+    taylor = taylor_check(implementation, logits, batch.targets, settings, impl, precision, taylor_notes)
+    checks = [*session.finish(fold.merged.pop("impl gradient"), fold.notes), *taylor]  # in the report's order
+    fold.notes += taylor_notes
     for check in checks:
         fold.merged[check.name] = check
 
@@ -166,8 +170,9 @@ def reference_rows(batch: Batch, logits: np.ndarray, kind: LossKind, settings: S
                    normalizer: float) -> RowLosses | None:
     """The reference's |row loss| at zero logits and at `logits` (rounded as check_rows rounds them), and its
     scale, built from the rows check_rows builds its reference from (rows.reference_inputs) a chunk at a time:
-    what impl.Session.chunk will take from those chunks, known before them, so that the directional check's
-    calls can be asked ahead. None where the reference cannot be built (check_rows will say why)."""
+    what impl.Session would take from those chunks, known before them, so that the directional check's calls can
+    be asked ahead (and the chunks compute them no more). None where the reference cannot be built (check_rows
+    will say why)."""
     from dataclasses import replace
 
     from gradcheck_cli.checks.own_loss_model import RowLosses

@@ -39,7 +39,7 @@ distance over which the softmax moves by O(1): T, the temperature.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple, overload
 
 import numpy as np
@@ -51,8 +51,8 @@ if TYPE_CHECKING:
     from gradcheck_cli.settings import Settings
 
 # The user's loss at many Taylor points z + t v, all asked at once (sent ahead to a worker, which moves the logits
-# it holds itself): one value per point, in order.
-LossesAt = Callable[[list[Along]], Sequence[float | np.ndarray]]
+# it holds itself): one value per point, in order, each as it comes.
+LossesAt = Callable[[list[Along]], Iterable[float | np.ndarray]]
 
 PASSING_SLOPE = 1.9  # 2 - 0.1, twice the worst deviation of a right gradient (module docstring)
 FLOOR_MARGIN = 200.0  # remainders below this many times the rounding floor are not fitted

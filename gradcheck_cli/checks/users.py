@@ -25,6 +25,8 @@ from gradcheck_cli.report import CheckResult, Diagnosis
 from gradcheck_cli.settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from gradcheck_cli.checks.impl import Implementation
     from gradcheck_cli.checks.returned import Along
     from gradcheck_cli.checks.slip_context import Totals
@@ -256,8 +258,8 @@ def taylor_check(implementation: Implementation, logits: np.ndarray, targets: np
     def users_loss(point: np.ndarray) -> np.ndarray:
         return implementation.answer(point, targets, reduction, loss_only=True).loss
 
-    def losses_at(points: list[Along]) -> list[np.ndarray]:  # sent ahead as edits: the worker moves its logits
-        return implementation.losses(base, targets, reduction, points)
+    def losses_at(points: list[Along]) -> Iterator[np.ndarray]:  # sent ahead as edits: the worker moves its logits
+        return implementation.arriving(base, targets, reduction, points)  # each worked on as it comes
 
     base = np.asarray(logits, dtype=np.float64)  # the z of taylor_test
     result = taylor_test(users_loss, base, values["gradient"], scale=scale, precision=precision, losses_at=losses_at)
