@@ -222,6 +222,18 @@ def test_no_second_worker_where_a_condition_fails(gradcheck: Callable[..., Any],
     assert len(_pids(tmp_path)) <= 1  # the one worker (mse: not the watched function)
 
 
+def test_an_empty_ask_hashes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Protects worker._Worker.ahead with no edits (the first worker's share of the Taylor points where no second
+    worker runs): it returns before any fingerprint, which would hash the logits and targets for nothing (a GB of
+    them at a 128k vocabulary)."""
+    def hashed(array: np.ndarray) -> Any:
+        raise AssertionError("fingerprinted for an empty ask")
+
+    monkeypatch.setattr(worker, "fingerprint", hashed)
+    nobody: Any = None  # returned before the worker itself is touched
+    worker._Worker.ahead(nobody, np.zeros((2, 3)), np.zeros((2, 3)), [], loss_only=True)
+
+
 def test_torch_and_jax_functions_never_get_a_second_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     """Protects the numpy-only rule: with --framework torch or jax (their own threads and device memory are not
     doubled) Implementation.load gives no way to start a second worker; with numpy it does."""

@@ -167,6 +167,8 @@ class _Worker:
     def ahead(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit | None], loss_only: bool,
               upstream: np.ndarray | None = None) -> None:
         """Calls asked for now and answered when a call() or arriving() asks for them (worker_queue.py)."""
+        if not edits:
+            return  # nothing asked: not even the fingerprints (a GB of logits hashed at a 128k vocabulary)
         prints = fingerprint(logits), fingerprint(targets), None if upstream is None else fingerprint(upstream)
         for at in edits:  # the arrays' fingerprints made once (15 ms for 3 MB on a loaded machine), not per edit
             key = self._key(logits, targets, at, loss_only, upstream, prints)[0]
