@@ -166,9 +166,9 @@ def test_one_and_two_workers_give_byte_identical_reports(gradcheck: Callable[...
 def test_the_taylor_calls_run_on_the_second_worker_and_every_other_on_the_first(
         gradcheck: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Protects the routing: of the 84 calls of a 2 x 40 check, 41 of the Taylor check's 49 (its loss at uniform
-    logits and the 40 points along v1, v2, -v2, v3, -v3) are sent to the second worker, and 43 to the first: the two
-    at the logits, the 8 Taylor points along -v1 (impl.FIRST_WORKER_TAYLOR: both workers end about together; the
-    Taylor check runs first), then the directional check's point and 2 x 16 directions, in that order; no call is
+    logits and the 40 points along v1, -v1, v2, -v2, v3) are sent to the second worker, and 43 to the first: the two
+    at the logits, the directional check's point and 2 x 16 directions, then the 8 Taylor points along -v3
+    (impl.FIRST_WORKER_TAYLOR: both workers end about together, and -v3 is read last), in that order; no call is
     made twice (the Taylor check's loss at the logits is still the first call's)."""
     sent: dict[int, list[Any]] = {}
     send = WorkerProcess.send
@@ -182,9 +182,9 @@ def test_the_taylor_calls_run_on_the_second_worker_and_every_other_on_the_first(
     assert run.exit_code == 0, run
     first, second = sent.values()  # in the order each worker was first sent a request
     assert len(first) == 43 and len(second) == 41
-    assert not any(isinstance(message[2], Along) for message in first[:2] + first[10:])
-    assert all(isinstance(message[2], Along) and message[2].position == 1 for message in first[2:10])
-    assert sum(isinstance(message[2], Along) and message[2].position != 1 for message in second) == 40
+    assert not any(isinstance(message[2], Along) for message in first[:35])
+    assert all(isinstance(message[2], Along) and message[2].position == 5 for message in first[35:])
+    assert sum(isinstance(message[2], Along) and message[2].position != 5 for message in second) == 40
     uniform = second[0]  # the loss at uniform logits, loss only, asked first
     assert uniform[2] is None and uniform[3] and not np.any(uniform[0])
 

@@ -10,9 +10,9 @@ process (checks/worker.py: its output, exits, crashes, forks and endless loops c
 
 Where the machine has a core to spare, the Taylor check's calls run on a second worker of the same kind, beside
 the first (Implementation.start_taylor_side: its conditions), but for the share that evens out the two
-(FIRST_WORKER_TAYLOR); the first computes that share and then the directional check's calls while the reference
-is checked (Session). Both compute the same function on the same points, so the answers, and every verdict and
-number, are those of one worker; only the time changes.
+(FIRST_WORKER_TAYLOR); the first computes the directional check's calls while the reference is checked
+(Session), then that share. Both compute the same function on the same points, so the answers, and every verdict
+and number, are those of one worker; only the time changes.
 """
 
 from __future__ import annotations
@@ -43,12 +43,14 @@ if TYPE_CHECKING:
 # check itself already holds several arrays of the logits' size (the gradient, the reference); past it the
 # calls (each as long as the function, which grows with the logits) stay on one worker and memory as it was.
 TAYLOR_SIDE_BYTES = 64 * 2**20
-# The Taylor points along these signed directions (taylor_points' positions: v1, -v1, v2, ... ) go to the first
-# worker even where a second runs: 8 of the 48, asked before the directional check's calls (the Taylor check runs
-# first: runner.py), which leaves 43 calls on the first worker and 41 on the second (35 and 49 without), so that
-# both end about together. -v1: its v is the first draw of the directions' generator, so the first worker draws no
-# other to reach it (returned.Points).
-FIRST_WORKER_TAYLOR = frozenset({1})
+# The Taylor points along these signed directions (taylor_points' positions: v1, -v1, v2, ..., -v3) go to the first
+# worker even where a second runs: 8 of the 48, asked after the directional check's calls, which leaves 43 calls
+# on the first worker and 41 on the second (35 and 49 without), so that both end about together. -v3: the Taylor
+# check reads its points last (their answers as they come), so this process works on the second worker's 40
+# while the first computes these 8, and has one remainder left when the last comes (it had all 48 when the first
+# worker answered -v1). To reach v3 the first worker draws v1 and v2 and drops them (returned.Points: 16 ms at
+# 8 x 50,257).
+FIRST_WORKER_TAYLOR = frozenset({5})
 
 
 class Implementation:
@@ -211,8 +213,7 @@ class Session:
         # Both calls on the logits, and (`taylor`: runner.py runs the Taylor check after these) its calls, asked
         # now: the worker computes them while this process checks the reference a chunk at a time.
         implementation.ahead(logits, targets, [None, None], loss_only=False, upstream=upstream)
-        if taylor:
-            _taylor_ahead(implementation, logits, targets, settings)
+        taylor_later = _taylor_ahead(implementation, logits, targets, settings) if taylor else []
         self.known = None if rows is None else rows()  # the reference's row losses, while the first call runs
         first = implementation.first = implementation.answer(logits, targets, reduction, upstream=upstream, narrow=True)
         self.g = upstream if first.weighted else np.ones_like(upstream)
@@ -220,6 +221,8 @@ class Session:
         if self.known is not None:
             self.planned = _directional_ahead(implementation, logits, targets, first, self.known, settings, self.g,
                                               upstream)
+        # the first worker's share of the Taylor points, after the directional check's calls
+        implementation.ahead(logits, targets, taylor_later, loss_only=True)
         # The second answer is let go at once: at 128k classes its gradient is half a GB or more.
         self.determinism = _determinism(first, implementation.answer(logits, targets, reduction, upstream=upstream,
                                                                      narrow=True))
@@ -269,25 +272,26 @@ class Session:
         return [*self.compared.finish(gradient), own, self.determinism]
 
 
-def _taylor_ahead(implementation: Implementation, logits: np.ndarray, targets: np.ndarray, settings: Settings) -> None:
+def _taylor_ahead(implementation: Implementation, logits: np.ndarray, targets: np.ndarray,
+                  settings: Settings) -> list[Along]:
     """The calls users.taylor_check will make, when it will run (taylor.taylor_plan): the loss at uniform logits,
     then the Taylor points, on a second worker where one can start (Implementation.start_taylor_side), but for
-    those along FIRST_WORKER_TAYLOR's directions, asked of the first worker after its two calls at the logits. Its
-    loss at the logits is the first call's (worker.py), on the first worker. Were it to ask for other calls, these
-    would be answered and never used: time lost, never a wrong answer (each answer is kept under everything it
-    depends on)."""
+    those along FIRST_WORKER_TAYLOR's directions: returned, for the first worker, to be asked after the calls
+    the check makes first. Its loss at the logits is the first call's (worker.py), on the first worker. Were it
+    to ask for other calls, these would be answered and never used: time lost, never a wrong answer (each answer
+    is kept under everything it depends on)."""
     from gradcheck_cli.checks.taylor import taylor_plan, taylor_points
 
     scale = taylor_plan(logits, settings)
     if scale is None:
-        return
+        return []
     two = implementation.start_taylor_side(logits, targets)
     points = taylor_points(scale)
-    first = [point for point in points if two and _first_worker_taylor(point)]
-    implementation.ahead(logits, targets, first, loss_only=True)
+    later = [point for point in points if two and _first_worker_taylor(point)]
     implementation.ahead(np.zeros_like(logits), targets, [None], loss_only=True, taylor=True)
-    implementation.ahead(logits, targets, [point for point in points if point not in first], loss_only=True,
+    implementation.ahead(logits, targets, [point for point in points if point not in later], loss_only=True,
                          taylor=True)
+    return later
 
 
 def _directional_ahead(implementation: Implementation, logits: np.ndarray, targets: np.ndarray, first: Returned,

@@ -155,13 +155,9 @@ def _check_implementation(implementation: Implementation, batch: Batch, kind: Lo
                  session.values(rows))
         if on_rows is not None:
             on_rows(start, chunk, part)
-    # The Taylor check first, its calls asked first (impl.FIRST_WORKER_TAYLOR), each answer worked on as it comes
-    # while the first worker computes the directional check's; reported after it, as always.
+    checks = session.finish(fold.merged.pop("impl gradient"), fold.notes)  # in the report's order
     impl, precision = impl_values(implementation)
-    taylor_notes: list[str] = []
-    taylor = taylor_check(implementation, logits, batch.targets, settings, impl, precision, taylor_notes)
-    checks = [*session.finish(fold.merged.pop("impl gradient"), fold.notes), *taylor]  # in the report's order
-    fold.notes += taylor_notes
+    checks += taylor_check(implementation, logits, batch.targets, settings, impl, precision, fold.notes)
     for check in checks:
         fold.merged[check.name] = check
 
