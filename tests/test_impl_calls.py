@@ -4,7 +4,9 @@ direction's draw made where the function runs exactly as the check makes them.""
 
 from __future__ import annotations
 
+import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,8 @@ from gradcheck_cli.checks.impl import Implementation
 from gradcheck_cli.checks.returned import Along, Direction, Points, moved, rademacher
 from gradcheck_cli.checks.taylor import taylor_test
 from gradcheck_cli.checks.worker_process import WorkerProcess
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "my_softmax.py"
 
 
 def _bits(array: np.ndarray) -> np.ndarray:
@@ -170,3 +174,55 @@ def test_the_taylor_check_sends_the_logits_only_when_they_change(tmp_path: Path,
     along = [message for message in sent if isinstance(message[2], Along)]
     assert len(along) == 48
     assert sum(message[0] is not None for message in sent) == 3
+
+
+MEAN_CROSS_ENTROPY = textwrap.dedent("""
+    import numpy as np
+
+    def f(logits, targets):
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_s = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        rows = logits.shape[0]
+        return float(-(targets * log_s).sum() / rows), (np.exp(log_s) - targets) / rows
+""")
+
+
+def test_a_check_fingerprints_each_array_once(gradcheck: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Protects Implementation.unchanged around a check (runner.py): of the 84 calls of a 2 x 40 check, each worker
+    fingerprints each array it is given once (worker.Prints; it was 30 fingerprints of 4 arrays at 8 x 50,257,
+    the targets 15 times), and at the end those still alive once more, to make sure none was changed."""
+    made: list[tuple[str, int, int]] = []
+    fingerprint = worker.fingerprint
+
+    def recorded(array: np.ndarray) -> Any:
+        caller = sys._getframe(1)
+        made.append((caller.f_code.co_name, id(caller.f_locals.get("self")), id(array)))
+        return fingerprint(array)
+
+    monkeypatch.setattr(worker, "fingerprint", recorded)
+    logits = np.round(np.random.default_rng(2).standard_normal((2, 40)) * 3, 6)
+    rows = [arg for row in logits for arg in ("--logits", ",".join(map(str, row)))]
+    run = gradcheck("check", *rows, "--labels", "3,17", "--impl", f"{EXAMPLE}:softmax_cross_entropy")
+    assert run.exit_code == 0, run
+    assert {name for name, _, _ in made} == {"of", "check_unchanged"}
+    once = [(prints, array) for name, prints, array in made if name == "of"]
+    assert len(once) == len(set(once)) and len(once) >= 3
+
+
+def test_an_array_changed_in_place_is_an_error_inside_unchanged_and_sent_again_outside(tmp_path: Path) -> None:
+    """Protects worker.Prints' soundness: outside Implementation.unchanged every call fingerprints what it is given,
+    so logits changed in place between two calls are sent again and answered anew; inside it, the same change is
+    found at the end and raised (a bug of gradcheck's, exit 3), never answered with the values sent before."""
+    path = tmp_path / "mean.py"
+    path.write_text(MEAN_CROSS_ENTROPY)
+    z = np.random.default_rng(8).standard_normal((3, 6))
+    targets = np.eye(6)[[1, 4, 0]]
+    with Implementation.load(f"{path}:f") as implementation:
+        before = implementation.answer(z, targets, "mean").loss
+        z[0, 0] += 1.0
+        after = implementation.answer(z, targets, "mean").loss
+        assert after == _mean_cross_entropy(z, targets)[0] != before
+        with pytest.raises(RuntimeError, match="changed in place"), implementation.unchanged():
+            implementation.answer(z, targets, "mean")
+            z[1, 2] -= 1.0
+        assert implementation.answer(z, targets, "mean").loss == _mean_cross_entropy(z, targets)[0]

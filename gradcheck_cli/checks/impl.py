@@ -17,6 +17,7 @@ and number, are those of one worker; only the time changes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -67,6 +68,7 @@ class Implementation:
         self.taylor_caller: Caller | None = None  # that second worker, once started: the Taylor check's calls
         self.calls = 0
         self.first: Returned | None = None  # what the last checks() was answered: the values it judged
+        self.steady = False  # inside unchanged(): each array given is fingerprinted once
 
     @classmethod
     def load(cls, spec: str, timeout: float | None = None, calling: Calling = NUMPY_CALLING) -> Implementation:
@@ -86,6 +88,29 @@ class Implementation:
         finally:
             self.caller.close()
 
+    @contextlib.contextmanager
+    def unchanged(self) -> Iterator[None]:
+        """Within it, the arrays given to the function's workers are never changed in place (a check's own logits,
+        targets and points): each is fingerprinted once, not at every call (worker.Prints), and those still alive
+        at the end are checked unchanged (a change is a bug of ours: an error, exit 3, never a stale answer)."""
+        self.steady = True
+        for caller in self._callers():
+            caller.remember()
+        try:
+            yield
+        except BaseException:
+            self._forget(check=False)
+            raise
+        self._forget(check=True)
+
+    def _forget(self, check: bool) -> None:
+        self.steady = False
+        for caller in self._callers():
+            caller.forget(check)
+
+    def _callers(self) -> list[Caller]:
+        return [self.caller] if self.taylor_caller is None else [self.caller, self.taylor_caller]
+
     def start_taylor_side(self, logits: np.ndarray, targets: np.ndarray) -> bool:
         """Start the second worker the Taylor check's calls go to (asked ahead with `taylor`, then answered there),
         where all hold: a worker can be forked for it (worker.start_another; `another`: the numpy calling), at
@@ -93,6 +118,8 @@ class Implementation:
         if self.taylor_caller is None and self.another is not None and _spare_cpu() and \
                 logits.nbytes + targets.nbytes <= TAYLOR_SIDE_BYTES:
             self.taylor_caller = self.another()
+            if self.taylor_caller is not None and self.steady:
+                self.taylor_caller.remember()
         return self.taylor_caller is not None
 
     def _on(self, logits: np.ndarray, targets: np.ndarray, at: Edit | None, loss_only: bool) -> Caller:
@@ -180,9 +207,10 @@ class Implementation:
         self, logits: np.ndarray, targets: np.ndarray, reference: Loss, settings: Settings, notes: list[str]
     ) -> list[CheckResult]:
         """Every check of one call on these logits, all rows at once (runner.py does the same a chunk at a time)."""
-        session = Session(self, logits, targets, settings, notes, taylor=False)  # no Taylor check here
-        gradient = session.chunk(slice(0, logits.shape[0]), logits, reference)
-        return session.finish(gradient, notes)
+        with self.unchanged():
+            session = Session(self, logits, targets, settings, notes, taylor=False)  # no Taylor check here
+            gradient = session.chunk(slice(0, logits.shape[0]), logits, reference)
+            return session.finish(gradient, notes)
 
 
 class Session:

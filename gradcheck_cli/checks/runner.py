@@ -145,19 +145,20 @@ def _check_implementation(implementation: Implementation, batch: Batch, kind: Lo
     if not batch.rows:
         return  # nothing to call the function on: the report says there are no data rows
     logits = rounded_logits(batch.logits, settings.dtype)
-    session = Session(implementation, logits, batch.targets, settings, fold.notes,
-                      rows=lambda: reference_rows(batch, logits, kind, settings, fold.normalizer))
-    for rows in row_chunks(batch.rows, batch.classes):
-        chunk = rows_of(batch, rows)
-        part = check_rows(chunk, settings, kind, fold.normalizer)
-        start = fold.rows
-        fold.add(chunk, part, [*part.checks, session.chunk(rows, part.logits, part.reference_loss)],
-                 session.values(rows))
-        if on_rows is not None:
-            on_rows(start, chunk, part)
-    checks = session.finish(fold.merged.pop("impl gradient"), fold.notes)  # in the report's order
-    impl, precision = impl_values(implementation)
-    checks += taylor_check(implementation, logits, batch.targets, settings, impl, precision, fold.notes)
+    with implementation.unchanged():  # the logits, targets and points given are never changed here
+        session = Session(implementation, logits, batch.targets, settings, fold.notes,
+                          rows=lambda: reference_rows(batch, logits, kind, settings, fold.normalizer))
+        for rows in row_chunks(batch.rows, batch.classes):
+            chunk = rows_of(batch, rows)
+            part = check_rows(chunk, settings, kind, fold.normalizer)
+            start = fold.rows
+            fold.add(chunk, part, [*part.checks, session.chunk(rows, part.logits, part.reference_loss)],
+                     session.values(rows))
+            if on_rows is not None:
+                on_rows(start, chunk, part)
+        checks = session.finish(fold.merged.pop("impl gradient"), fold.notes)  # in the report's order
+        impl, precision = impl_values(implementation)
+        checks += taylor_check(implementation, logits, batch.targets, settings, impl, precision, fold.notes)
     for check in checks:
         fold.merged[check.name] = check
 
