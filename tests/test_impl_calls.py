@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gradcheck_cli.checks import worker
+from gradcheck_cli.checks import worker, worker_keys
 from gradcheck_cli.checks.impl import Implementation
 from gradcheck_cli.checks.returned import Along, Direction, Points, moved, rademacher
 from gradcheck_cli.checks.taylor import taylor_test
@@ -189,17 +189,17 @@ MEAN_CROSS_ENTROPY = textwrap.dedent("""
 
 def test_a_check_fingerprints_each_array_once(gradcheck: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """Protects Implementation.unchanged around a check (runner.py): of the 84 calls of a 2 x 40 check, each worker
-    fingerprints each array it is given once (worker.Prints; it was 30 fingerprints of 4 arrays at 8 x 50,257,
+    fingerprints each array it is given once (worker_keys.Prints; it was 30 fingerprints of 4 arrays at 8 x 50,257,
     the targets 15 times), and at the end those still alive once more, to make sure none was changed."""
     made: list[tuple[str, int, int]] = []
-    fingerprint = worker.fingerprint
+    fingerprint = worker_keys.fingerprint
 
     def recorded(array: np.ndarray) -> Any:
         caller = sys._getframe(1)
         made.append((caller.f_code.co_name, id(caller.f_locals.get("self")), id(array)))
         return fingerprint(array)
 
-    monkeypatch.setattr(worker, "fingerprint", recorded)
+    monkeypatch.setattr(worker_keys, "fingerprint", recorded)
     logits = np.round(np.random.default_rng(2).standard_normal((2, 40)) * 3, 6)
     rows = [arg for row in logits for arg in ("--logits", ",".join(map(str, row)))]
     run = gradcheck("check", *rows, "--labels", "3,17", "--impl", f"{EXAMPLE}:softmax_cross_entropy")
@@ -210,7 +210,7 @@ def test_a_check_fingerprints_each_array_once(gradcheck: Callable[..., Any], mon
 
 
 def test_an_array_changed_in_place_is_an_error_inside_unchanged_and_sent_again_outside(tmp_path: Path) -> None:
-    """Protects worker.Prints' soundness: outside Implementation.unchanged every call fingerprints what it is given,
+    """Protects worker_keys.Prints' soundness: outside Implementation.unchanged every call fingerprints what it is given,
     so logits changed in place between two calls are sent again and answered anew; inside it, the same change is
     found at the end and raised (a bug of gradcheck's, exit 3), never answered with the values sent before."""
     path = tmp_path / "mean.py"

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gradcheck_cli.checks import impl, worker
+from gradcheck_cli.checks import impl, worker, worker_keys
 from gradcheck_cli.checks.impl import Implementation
 from gradcheck_cli.checks.returned import Along, Calling
 from gradcheck_cli.checks.worker_process import WorkerProcess
@@ -229,7 +229,7 @@ def test_an_empty_ask_hashes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     def hashed(array: np.ndarray) -> Any:
         raise AssertionError("fingerprinted for an empty ask")
 
-    monkeypatch.setattr(worker, "fingerprint", hashed)
+    monkeypatch.setattr(worker_keys, "fingerprint", hashed)
     nobody: Any = None  # returned before the worker itself is touched
     worker._Worker.ahead(nobody, np.zeros((2, 3)), np.zeros((2, 3)), [], loss_only=True)
 

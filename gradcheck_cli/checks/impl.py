@@ -30,7 +30,8 @@ from gradcheck_cli.checks.impl_rows import RowsCompared
 from gradcheck_cli.checks.own_loss import DirectionalPlan, directional_plan, own_loss_check
 from gradcheck_cli.checks.own_loss_model import RowLosses, UsersLoss
 from gradcheck_cli.checks.returned import NUMPY_CALLING, Along, Calling, Returned
-from gradcheck_cli.checks.worker import DEFAULT_TIMEOUT, Caller, Edit, InProcess, start, start_another
+from gradcheck_cli.checks.worker import DEFAULT_TIMEOUT, Caller, InProcess, start, start_another
+from gradcheck_cli.checks.worker_keys import Edit
 from gradcheck_cli.errors import InputError
 from gradcheck_cli.report import CheckResult
 
@@ -91,7 +92,7 @@ class Implementation:
     @contextlib.contextmanager
     def unchanged(self) -> Iterator[None]:
         """Within it, the arrays given to the function's workers are never changed in place (a check's own logits,
-        targets and points): each is fingerprinted once, not at every call (worker.Prints), and those still alive
+        targets and points): each is fingerprinted once, not at every call (worker_keys.Prints), and those still alive
         at the end are checked unchanged (a change is a bug of ours: an error, exit 3, never a stale answer)."""
         self.steady = True
         for caller in self._callers():

@@ -28,18 +28,16 @@ import contextlib
 import functools
 import os
 import sys
-import weakref
 from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from gradcheck_cli.checks import worker_keys
 from gradcheck_cli.checks.returned import (
     NUMPY_CALLING,
-    Along,
     Calling,
-    Direction,
     Points,
     Refused,
     Returned,
@@ -50,18 +48,17 @@ from gradcheck_cli.checks.returned import (
     read_signature,
 )
 from gradcheck_cli.checks.worker_import import Target, import_function
+from gradcheck_cli.checks.worker_keys import Edit, Fingerprint, Prints, edit_key
 from gradcheck_cli.checks.worker_process import WorkerProcess, fork_worker
 from gradcheck_cli.checks.worker_queue import AnswerQueue
 from gradcheck_cli.checks.worker_spawn import start_worker
+from gradcheck_cli.checks.worker_wire import edit_on_wire, returned_from_wire, returned_on_wire
 from gradcheck_cli.errors import InputError
 
 # The longest the import of the module, or one call of the function, may take (--impl-timeout). Generous:
 # importing torch on a cold CI machine can take ten seconds, and JAX compiles on its first call.
 DEFAULT_TIMEOUT = 60.0
 
-# Flat indices into the logits and the values they take, or a move along a direction (returned.Direction), or a
-# Taylor point (returned.Along).
-Edit = tuple[np.ndarray, np.ndarray] | Direction | Along
 
 
 class Caller(Protocol):
@@ -216,7 +213,7 @@ class _Worker:
         self.process.close()
 
     def _prints(self, logits: np.ndarray, targets: np.ndarray, upstream: np.ndarray | None) -> _Prints:
-        made = fingerprint if self.prints is None else self.prints.of
+        made = worker_keys.fingerprint if self.prints is None else self.prints.of
         return made(logits), made(targets), None if upstream is None else made(upstream)
 
     def _key(self, logits: np.ndarray, targets: np.ndarray, at: Edit | None, loss_only: bool,
@@ -226,7 +223,7 @@ class _Worker:
         if prints is None:
             prints = self._prints(logits, targets, upstream)
         held = self.sent_upstream if prints[2] is None else prints[2]
-        return (prints[0], prints[1], held, _edit_key(at), loss_only), prints
+        return (prints[0], prints[1], held, edit_key(at), loss_only), prints
 
     def _put(self, key: _Key, prints: _Prints, logits: np.ndarray, targets: np.ndarray, at: Edit | None,
              loss_only: bool, upstream: np.ndarray | None) -> None:
@@ -238,83 +235,17 @@ class _Worker:
         self.sent_logits, self.sent_targets = logits_now, targets_now
         if upstream_now is not None:
             self.sent_upstream = upstream_now
-        self.queue.put(key, (send_logits, send_targets, _edit_on_wire(at), loss_only, send_upstream))
+        self.queue.put(key, (send_logits, send_targets, edit_on_wire(at), loss_only, send_upstream))
 
     def _get(self, key: _Key) -> Returned:
-        answer = _returned_from_wire(self.queue.get(key))
+        answer = returned_from_wire(self.queue.get(key))
         self.process.relay_output()  # what the call printed, before the results it led to are written
         return answer
 
 
-def _edit_key(at: Edit | None) -> Hashable:
-    """An edit as a dictionary key: its kind and values (indices and values by their bytes)."""
-    if at is None:
-        return None
-    if isinstance(at, Direction | Along):
-        return (type(at).__name__, *at)
-    return ("set", at[0].dtype.str, at[0].tobytes(), at[1].dtype.str, at[1].tobytes())
-
-
-# Pickling a small numpy array costs some 20 us, a list of a few numbers 1: a perturbation's edit and a loss
-# of one number cross the pipe as plain Python numbers (exactly: float64 <-> float is lossless).
-_SMALL = 64
-
-
-def _edit_on_wire(at: Edit | None) -> Any:
-    if at is None or isinstance(at, Direction | Along) or at[0].size > _SMALL:
-        return at
-    return at[0].tolist(), at[1].tolist()
-
-
-def _returned_on_wire(answer: Returned) -> tuple[Any, np.ndarray | None, float, bool]:
-    loss = answer.loss.item() if answer.loss.ndim == 0 else answer.loss
-    return loss, answer.gradient, answer.precision, answer.weighted
-
-
-def _returned_from_wire(wire: tuple[Any, np.ndarray | None, float, bool]) -> Returned:
-    loss, gradient, precision, weighted = wire
-    return Returned(np.asarray(loss, dtype=np.float64), gradient, precision, weighted)
-
-
-Fingerprint = tuple[tuple[int, ...], str, bytes]
 _Prints = tuple[Fingerprint, Fingerprint, Fingerprint | None]  # the logits', targets' and upstream's (None: not given)
 _Key = tuple[Fingerprint, Fingerprint, Fingerprint | None, Hashable, bool]  # and the edit's, and loss only
 
-
-class Prints:
-    """Fingerprints made once per array, where the check that gives the arrays changes none of them in place
-    (Implementation.unchanged): a check gives the same few arrays again and again (the targets 15 times at
-    8 x 50,257, each time 2 ms, and 0.7 s at 1,024 x 128k). Kept by identity, without keeping the array alive
-    (a weak reference: an array's id is reused only after it is gone); check_unchanged() makes sure that every
-    array still alive is what was fingerprinted, so that a change would be an error, never a stale answer."""
-
-    def __init__(self) -> None:
-        self.made: dict[int, tuple[weakref.ref[np.ndarray], Fingerprint]] = {}
-
-    def of(self, array: np.ndarray) -> Fingerprint:
-        held = self.made.get(id(array))
-        if held is not None and held[0]() is array:
-            return held[1]
-        made = fingerprint(array)
-        self.made[id(array)] = (weakref.ref(array), made)
-        return made
-
-    def check_unchanged(self) -> None:
-        for kept, made in self.made.values():
-            array = kept()
-            if array is not None and fingerprint(array) != made:
-                raise RuntimeError("an array given to the --impl worker was changed in place after it was sent")
-
-
-def fingerprint(array: np.ndarray) -> Fingerprint:
-    """What tells whether the worker already holds exactly these values: shape, dtype and 128 bits of the SHA-256
-    digest of the bytes (bit for bit: -0.0 is not 0.0 to every function), as fast as comparing with a kept copy
-    without the copy. SHA-256, not BLAKE2b: with the SHA instructions of current x86 and ARM CPUs it hashes 1.5
-    GB/s, BLAKE2b 0.6-0.7 (2.2 against 4.7-5.7 ms for 8 x 50,257 logits, of which a check fingerprints some 25)."""
-    import hashlib
-
-    digest = hashlib.sha256(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data).digest()[:16]
-    return array.shape, array.dtype.str, digest
 
 
 # --- the worker's side -----------------------------------------------------------------------------------------
@@ -339,7 +270,7 @@ def serve(target: Target, calling: Calling = NUMPY_CALLING) -> Callable[[Any], A
         given = _Given(points.logits(state["logits"], at), points.refilled("second", state["second"]),
                        state.get("upstream"), loss_only)
         returned = _call(target.spec, target.function, function, signature, calling, given)
-        return _returned_on_wire(returned)
+        return returned_on_wire(returned)
 
     return answer
 

@@ -1,4 +1,5 @@
-"""Frames on the worker's pipes (checks/worker_process.py): their format, and the memory files large arrays cross in.
+"""Frames on the worker's pipes (checks/worker_process.py): their format, the memory files large arrays cross in,
+and what a request's edit and an answer are in them.
 
 A frame is a little-endian 8-byte length and a pickle: ("ready" | "ok" | "error", value), or a spawned worker's
 ("started", None) and first request ("setup", ...). Arrays of SHARED_BYTES or more (a 128k-vocabulary gradient: a
@@ -11,9 +12,15 @@ from __future__ import annotations
 import mmap
 import os
 import pickle
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from gradcheck_cli.checks.returned import Along, Direction, Returned
 from gradcheck_cli.inputs.pipes import LENGTH, write_all
+
+if TYPE_CHECKING:
+    from gradcheck_cli.checks.worker_keys import Edit
 
 PIPE_BYTES = 1 << 20  # asked of the kernel for each pipe, so that a gradient crosses in a few reads
 SHARED_BYTES = 1 << 20  # arrays from this size cross in a memory file; a pickle through the pipe costs less below
@@ -76,3 +83,24 @@ class Frames:
         frame = bytes(self.buffer[LENGTH.size:end])
         del self.buffer[:end]
         return frame
+
+
+# Pickling a small numpy array costs some 20 us, a list of a few numbers 1: a perturbation's edit and a loss
+# of one number cross the pipe as plain Python numbers (exactly: float64 <-> float is lossless).
+SMALL = 64
+
+
+def edit_on_wire(at: Edit | None) -> Any:
+    if at is None or isinstance(at, Direction | Along) or at[0].size > SMALL:
+        return at
+    return at[0].tolist(), at[1].tolist()
+
+
+def returned_on_wire(answer: Returned) -> tuple[Any, np.ndarray | None, float, bool]:
+    loss = answer.loss.item() if answer.loss.ndim == 0 else answer.loss
+    return loss, answer.gradient, answer.precision, answer.weighted
+
+
+def returned_from_wire(wire: tuple[Any, np.ndarray | None, float, bool]) -> Returned:
+    loss, gradient, precision, weighted = wire
+    return Returned(np.asarray(loss, dtype=np.float64), gradient, precision, weighted)
