@@ -108,7 +108,7 @@ class WorkerProcess:
             raise InputError(_STOPPED.format(spec=self.spec))
         if self.unready is not None:  # the setup's answer comes first (its requests wait in the pipe meanwhile)
             activity_ready, self.unready = self.unready, None
-            _await_ready(self, activity_ready)
+            ready(self, activity_ready)
         kind, value = decode(self._read_answer(activity, self.timeout if timeout is None else timeout))
         if self.in_flight and kind not in ("ready", "started"):  # the worker has mapped what the request sent
             close_all(self.in_flight.popleft())
@@ -271,18 +271,6 @@ def ready(process: WorkerProcess, activity: str, started: float | None = None) -
         process.close()
         raise
     return process
-
-
-def _await_ready(process: WorkerProcess, activity: str) -> None:
-    """The setup's answer of a worker started without waiting (fork_worker): ready, or its failure raised."""
-    try:
-        kind, value = decode(process._read_answer(activity, process.timeout))
-        if kind == "error":
-            raise InputError(value)
-        process._relay_waiting()
-    except BaseException:
-        process.close()
-        raise
 
 
 # --- in the worker ---------------------------------------------------------------------------------------------
