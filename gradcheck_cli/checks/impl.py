@@ -243,12 +243,12 @@ class Session:
         # now: the worker computes them while this process checks the reference a chunk at a time.
         implementation.ahead(logits, targets, [None, None], loss_only=False, upstream=upstream)
         taylor_later = _taylor_ahead(implementation, logits, targets, settings) if taylor else []
-        self.known = None if rows is None else rows()  # the reference's row losses, while the first call runs
+        known = None if rows is None else rows()  # the reference's row losses, while the first call runs
         first = implementation.first = implementation.answer(logits, targets, reduction, upstream=upstream, narrow=True)
         self.g = upstream if first.weighted else np.ones_like(upstream)
         self.planned: DirectionalPlan | None = None  # the directional check's plan, its calls asked ahead
-        if self.known is not None:
-            self.planned = _directional_ahead(implementation, logits, targets, first, self.known, settings, self.g,
+        if known is not None:
+            self.planned = _directional_ahead(implementation, logits, targets, first, known, settings, self.g,
                                               upstream)
         # the first worker's share of the Taylor points, after the directional check's calls
         implementation.ahead(logits, targets, taylor_later, loss_only=True)
@@ -261,8 +261,9 @@ class Session:
                          f"parameter, so it is checked as the gradient of the plain sum of its losses "
                          f"(--grad-output ones)")
         self.compared = RowsCompared(first, settings, self.g, logits.shape[0])
-        self.rows = self.known if self.known is not None else RowLosses(np.zeros(logits.shape[0]),
-                                                                        np.zeros(logits.shape[0]), 1.0)
+        self.from_chunks = known is None  # the row losses, filled by chunk() where they were not known up front
+        self.rows = known if known is not None else RowLosses(np.zeros(logits.shape[0]), np.zeros(logits.shape[0]),
+                                                              1.0)
 
     @property
     def first(self) -> Returned:
@@ -278,7 +279,7 @@ class Session:
     def chunk(self, rows: slice, logits: np.ndarray, reference: Loss) -> CheckResult:
         """The gradient against the reference on these rows (the check's indices within them); `logits` are the
         rows' as the function was given them, `reference` gradcheck's loss of these rows."""
-        if self.known is None:  # the reference's row losses, from the chunks
+        if self.from_chunks:
             self.rows.uniform[rows] = np.abs(reference.row_losses(np.zeros_like(logits)))
             self.rows.losses[rows] = np.abs(reference.row_losses(logits))
             self.rows = self.rows._replace(scale=reference.scale)
@@ -328,8 +329,7 @@ def _directional_ahead(implementation: Implementation, logits: np.ndarray, targe
                        upstream: np.ndarray) -> DirectionalPlan | None:
     """The calls of the directional check (own_loss.directional_plan: the gradient at z~, then 2 per direction),
     asked ahead of the reference's chunks on the first worker, where the check will ask for them. `rows` are the
-    reference's row losses the chunks will give Session.finish (runner.reference_rows): the same plan then, and
-    were they to differ, these calls would be answered and never used (time lost, never a wrong answer)."""
+    reference's row losses (runner.reference_rows), the ones Session.finish then gives the check: the same plan."""
     plan = directional_plan(logits, first, rows, settings, g, settings.directions, settings.seed or 0)
     if plan is not None:
         if not np.array_equal(plan.point, logits):
