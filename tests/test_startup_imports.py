@@ -118,6 +118,17 @@ def test_a_one_row_check_runs_no_garbage_collection(tmp_path: Path) -> None:
     assert int(default) > 10
 
 
+def test_a_run_that_ends_the_process_leaves_its_objects_to_the_system(tmp_path: Path) -> None:
+    """Protects the freeze in cli._fewer_collections: when the command line is the process's (sys.argv), the
+    objects alive at the end are frozen, so Python's shutdown does not walk them in full collections (45-50 ms
+    of a one-row check); the run's output is still all there."""
+    frozen = _run_in_child(ROW, tmp_path, after_main="import gc; sys.stderr.write(str(gc.get_freeze_count()))")
+    assert int(frozen) > 10_000  # numpy's, rich's and gradcheck's objects
+    run = subprocess.run([sys.executable, "-m", "gradcheck_cli", "check", *ROW, "-f", "json"], capture_output=True,
+                         text=True, cwd=tmp_path, env={"PATH": ""}, check=False)
+    assert run.returncode == 0 and json.loads(run.stdout)["passed"] is True, run
+
+
 def test_the_collection_threshold_is_restored(gradcheck, monkeypatch) -> None:
     """Protects a program that calls gradcheck's main in-process: the threshold is GEN0_OBJECTS while the
     command runs and the program's own again afterwards, however the command ends."""
@@ -128,6 +139,7 @@ def test_the_collection_threshold_is_restored(gradcheck, monkeypatch) -> None:
     assert gradcheck("check", "--logits", "1,nan").exit_code == 2
     assert seen and {threshold[0] for threshold in seen} == {cli.GEN0_OBJECTS}
     assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0  # nothing of the calling program's frozen
 
 
 def test_a_short_option_with_an_equals_sign_reads_as_the_long_one(gradcheck, tmp_path: Path) -> None:
