@@ -121,19 +121,17 @@ class Points:
     """The logits (and second argument) each call is given, made where the function runs, call after call.
 
     Each call gets a buffer re-filled from what is held before it is edited: the function may write into its
-    input, so it never sees what an earlier call left there, and a fresh copy per call would be an allocation
-    of the logits' size faulted in page by page (a GB at 131M logits). The signs of the last Direction's seed
-    are kept (its +step and -step calls share them: an eighth of the logits' size), and the Taylor direction
-    being evaluated (its 2 x 8 points share it: one array of the logits' size, dropped at the next call that is
-    not a Taylor point), with where each draw starts in its generator (a few hundred bytes), so a direction
-    costs one draw, not all before it. `keep` False: nothing of the logits' size is kept between calls (in the
-    checking process), and each Taylor point is drawn again."""
+    input, and a fresh copy per call would be faulted in page by page (a GB at 131M logits). Kept: the signs of
+    the last Direction's seed (its +step and -step calls share them), the Taylor direction being evaluated (its
+    2 x 8 points share it; dropped at the next call that is not a Taylor point), and where each draw of a seed
+    and shape starts in its generator, so that a direction costs one draw. `keep` False: nothing of the logits'
+    size is kept between calls (in the checking process), and each Taylor point is drawn again."""
 
     def __init__(self, keep: bool = True) -> None:
         self.keep = keep
         self.buffers: dict[str, np.ndarray] = {}
         self.signs: tuple[int, int, np.ndarray] | None = None  # (seed, size, signs)
-        self.draws: dict[tuple[int, int], Any] = {}  # (seed, draw) -> its generator's state
+        self.draws: dict[tuple[int, tuple[int, ...], int], Any] = {}  # (seed, shape, draw) -> generator state
         self.direction: tuple[int, int, np.ndarray] | None = None  # (seed, draw, v) of the last Taylor point
 
     def logits(self, logits: np.ndarray, at: Any) -> np.ndarray:
@@ -188,7 +186,9 @@ class Points:
         scaled by its largest |v|: kept when `keep`, else drawn into `point`."""
         v = np.empty(shape) if self.keep else point
         self.direction = None
-        self._generator(seed, draw, shape).standard_normal(out=v)
+        generator = self._generator(seed, draw, shape)
+        generator.standard_normal(out=v)
+        self.draws[seed, shape, draw + 1] = generator.bit_generator.state  # where the next starts: no redraw
         v /= np.abs(v).max()
         if self.keep:
             self.direction = (seed, draw, v)
@@ -197,14 +197,14 @@ class Points:
     def _generator(self, seed: int, draw: int, shape: tuple[int, ...]) -> np.random.Generator:
         """The generator of SignedDirections(seed, ...) where its draw number `draw` starts."""
         generator = np.random.default_rng(seed)
-        known = max((d for s, d in self.draws if s == seed and d <= draw), default=0)
+        known = max((d for s, held, d in self.draws if (s, held) == (seed, shape) and d <= draw), default=0)
         if known:
-            generator.bit_generator.state = self.draws[seed, known]
+            generator.bit_generator.state = self.draws[seed, shape, known]
         skipped = np.empty(shape)
         for _ in range(known, draw):  # draws before it not seen yet: drawn and dropped, their ends kept
             generator.standard_normal(out=skipped)
-        self.draws = {key: state for key, state in self.draws.items() if key[0] == seed}
-        self.draws[seed, draw] = generator.bit_generator.state
+        self.draws = {key: state for key, state in self.draws.items() if key[:2] == (seed, shape)}
+        self.draws[seed, shape, draw] = generator.bit_generator.state
         return generator
 
 
