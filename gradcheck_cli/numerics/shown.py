@@ -44,8 +44,8 @@ def _forms() -> tuple[str, ...]:
 # Tuples, made arrays per call (0.1 ms): no module-global array anyone could write to.
 _BODIES = _forms()
 _FORMS = 8
-_ZEROS = ("0.00", "−0.00")  # "%#.3g" of 0.0 and -0.0, after the bodies (ZERO, ZERO + 1)
-ZERO = len(_BODIES)
+_ZEROS = ("0.00", "−0.00")  # "%#.3g" of 0.0 and -0.0, after the bodies (_ZERO, _ZERO + 1)
+_ZERO = len(_BODIES)
 _SUFFIXES = tuple(f"e{'+' if x >= 0 else '−'}{abs(x):02d}" for x in _EXPONENTS)
 
 
@@ -78,7 +78,7 @@ def numbers(values: Any) -> list[str]:
     # Zeros ("0.00", signed) from the table too: a one-hot row is some 50,000 of them.
     zero = x == 0
     written = np.array(_BODIES + _ZEROS, dtype=object)[
-        np.where(fast, form * 900 + digits, np.where(zero, ZERO + np.signbit(x), 0))]
+        np.where(fast, form * 900 + digits, np.where(zero, _ZERO + np.signbit(x), 0))]
     scientific = np.flatnonzero(fast & ~positional)
     if scientific.size:
         written[scientific] += np.array(_SUFFIXES, dtype=object)[exponent[scientific] - _EXPONENTS[0]]
