@@ -177,7 +177,7 @@ def test_a_function_writing_into_its_input_never_sees_it_again(where: str, tmp_p
     edits: list[Any] = [None, (np.array([0, 7]), np.array([2.5, -1.0])), Direction(4, 0.01, 0, 15),
                         Direction(4, -0.01, 0, 15), Along(6, 1, 0.125), Along(6, 0, 0.125), None]
     try:
-        answers = [caller.call(z, targets, at, False) for at in edits] + caller.losses(z, targets, edits)
+        answers = [caller.call(z, targets, at, False) for at in edits] + list(caller.arriving(z, targets, edits))
     finally:
         caller.close()
     expected = [_mean_cross_entropy(moved(z, at), targets) for at in edits]

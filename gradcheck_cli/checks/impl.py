@@ -166,15 +166,11 @@ class Implementation:
             return answer
         return answer._replace(gradient=answer.gradient.astype(np.float64))
 
-    def losses(self, logits: np.ndarray, targets: np.ndarray, reduction: str,
-               edits: Sequence[Edit]) -> list[np.ndarray]:
-        """The loss of one call per edit (each set in a copy of `logits`), shapes checked."""
-        return list(self.arriving(logits, targets, reduction, edits))
-
     def arriving(self, logits: np.ndarray, targets: np.ndarray, reduction: str,
                  edits: Sequence[Edit]) -> Iterator[np.ndarray]:
-        """losses(), each as it comes: the caller works on one while the function computes the next. Each goes
-        where it was asked ahead (_on: the Taylor points split between the workers), read in the order given."""
+        """The loss of one call per edit (each set in a copy of `logits`), shapes checked, each as it comes: the
+        caller works on one while the function computes the next. Each goes where it was asked ahead (_on: the
+        Taylor points split between the workers), read in the order given."""
         self.calls += len(edits)
         callers = [self._on(logits, targets, at, True) for at in edits]
         streams = {caller: caller.arriving(logits, targets, [at for at, to in zip(edits, callers, strict=True)

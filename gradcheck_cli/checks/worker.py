@@ -68,12 +68,9 @@ class Caller(Protocol):
     def call(self, logits: np.ndarray, targets: np.ndarray, at: Edit | None, loss_only: bool,
              upstream: np.ndarray | None = None) -> Returned: ...
 
-    def losses(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit]) -> list[Returned]:
-        """One call per edit, each answering with the loss only (a finite difference's evaluations)."""
-        ...
-
     def arriving(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit]) -> Iterator[Returned]:
-        """losses(), each answer as it comes (the caller works on one while the next is computed)."""
+        """One call per edit, each answering with the loss only (a finite difference's evaluations), each answer
+        as it comes (the caller works on one while the next is computed)."""
         ...
 
     def ahead(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit | None], loss_only: bool,
@@ -194,9 +191,6 @@ class _Worker:
                 self._put(key, prints, logits, targets, at, True, None)
             keys.append(key)
         return (self._get(key) for key in keys)
-
-    def losses(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit]) -> list[Returned]:
-        return list(self.arriving(logits, targets, edits))
 
     def waiting(self, logits: np.ndarray, targets: np.ndarray, at: Edit | None) -> bool:
         return self.queue.waiting(self._key(logits, targets, at, True, None)[0]) > 0
@@ -334,9 +328,6 @@ class InProcess:
         given = _Given(self.points.logits(logits, at), second.copy(), self.upstream, loss_only)
         with _stdout_to_stderr(self.descriptors):
             return _call(self.spec, self.name, self.function, self.signature, self.calling, given)
-
-    def losses(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit]) -> list[Returned]:
-        return list(self.arriving(logits, targets, edits))
 
     def arriving(self, logits: np.ndarray, targets: np.ndarray, edits: list[Edit]) -> Iterator[Returned]:
         return (self.call(logits, targets, at, True) for at in edits)
