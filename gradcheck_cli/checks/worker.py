@@ -60,7 +60,6 @@ from gradcheck_cli.errors import InputError
 DEFAULT_TIMEOUT = 60.0
 
 
-
 class Caller(Protocol):
     """Calls the user's function: on `logits` with `at` (if given) set in a copy, and `targets`; `upstream` is the
     gradient flowing into its loss (g: one number, or one per row), kept for the calls after it (None: unchanged)."""
@@ -239,7 +238,6 @@ class _Worker:
 
 _Prints = tuple[Fingerprint, Fingerprint, Fingerprint | None]  # the logits', targets' and upstream's (None: not given)
 _Key = tuple[Fingerprint, Fingerprint, Fingerprint | None, Hashable, bool]  # and the edit's, and loss only
-
 
 
 # --- the worker's side -----------------------------------------------------------------------------------------
