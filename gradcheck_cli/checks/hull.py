@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 # Off-diagonal elements compared at once (gathered N x columns x candidates), and here the candidate lines
-# evaluated at once: bounds the memory of a block.
-BLOCK = 1 << 19
+# evaluated at once: bounds the memory of a block. 1 MB per float64 array: at 2 x 50,257 in float32 the
+# candidates' comparisons took 0.13 s against 0.22 s at 1 << 19 (4 MB), the hulls 0.03 s against 0.055 s,
+# comparing every element of 2 x 3,000 0.4-0.6 s against 1.3-1.6 s: the passes of a block stay in the caches.
+BLOCK = 1 << 17
 
 
 def hull(s: np.ndarray, d: np.ndarray) -> np.ndarray:
