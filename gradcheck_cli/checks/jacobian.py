@@ -157,12 +157,12 @@ def _scaled(values: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return values * scale
 
 
-def _elements(sides: Sides, n: np.ndarray, i: np.ndarray | None, j: np.ndarray | None, settings: Settings,
+def _elements(sides: Sides, n: np.ndarray, i: np.ndarray | None, j: np.ndarray | slice | None, settings: Settings,
               rho: np.ndarray, naming: tuple[str, str]) -> CheckResult:
     """Off-diagonal elements (row n, i, j), index arrays that broadcast together, compared as an array of their
     broadcast shape (each side gathered at its own shape first: the i side of a row's candidates is small).
-    i or j None is every class (_at). An index with i == j stands for nothing (the diagonal is checked apart):
-    both its sides are 0."""
+    i or j None is every class, j a slice a run of them, along the middle axis (_at). An index with i == j
+    stands for nothing (the diagonal is checked apart): both its sides are 0."""
     assert settings.rtol is not None
     scale = sides.weight[:, 0] / settings.temperature
     every = np.arange(sides.s.shape[1])[None, :, None]
@@ -171,7 +171,7 @@ def _elements(sides: Sides, n: np.ndarray, i: np.ndarray | None, j: np.ndarray |
     analytic = -(low_i * _at(sides.column, n, j))
     numeric = s_i * _at(sides.factor, n, j)
     size = s_i * (_at(sides.s, n, j) * scale[n])
-    i, j = every if i is None else i, every if j is None else j
+    i, j = every if i is None else i, every[:, j] if isinstance(j, slice) else every if j is None else j
     same = np.broadcast_to(i == j, analytic.shape)
     if same.any():
         analytic[same], numeric[same], size[same] = 0.0, 0.0, 0.0
@@ -211,9 +211,12 @@ def _largest_others(sides: Sides, settings: Settings, rho: np.ndarray, naming: t
     return _placed(check, lambda at: (at[0], int(second[at[0]] if at[1] == first[at[0]] else first[at[0]]), at[1]))
 
 
-def _at(values: np.ndarray, n: np.ndarray, k: np.ndarray | None) -> np.ndarray:
-    """values[n, k]; k None is every class of every row, along the middle axis (N x C x 1): nothing gathered."""
-    return values[:, :, None] if k is None else values[n, k]
+def _at(values: np.ndarray, n: np.ndarray, k: np.ndarray | slice | None) -> np.ndarray:
+    """values[n, k]; k None is every class of every row, along the middle axis (N x C x 1), and a slice a run
+    of classes of every row (n is every row) the same way: views, nothing gathered."""
+    if k is None or isinstance(k, slice):
+        return values[:, slice(None) if k is None else k, None]
+    return values[n, k]
 
 
 class _Candidates:
@@ -237,13 +240,10 @@ def _off_diagonal_candidates(sides: Sides, settings: Settings, rho: np.ndarray,
     parts = []
     step = max(1, _BLOCK // max(1, rows * (chosen.first.shape[1] + chosen.neighbours.shape[2])))
     for start in range(0, classes, step):
-        j = np.arange(start, min(classes, start + step))[None, :, None]
+        j = slice(start, start + step)  # a run of columns of every row: views, nothing gathered (_at)
         if chosen.first.size:
             parts.append(_elements(sides, every_row, chosen.first[:, None, :], j, settings, rho, naming))
-        if step >= classes:  # every column at once: nothing to gather on the column side
-            parts.append(_elements(sides, every_row, chosen.neighbours, None, settings, rho, naming))
-        else:
-            parts.append(_elements(sides, every_row, chosen.neighbours[:, j[0, :, 0], :], j, settings, rho, naming))
+        parts.append(_elements(sides, every_row, chosen.neighbours[:, j, :], j, settings, rho, naming))
     pair_rows, pair_columns = np.nonzero(chosen.whole)
     if pair_rows.size:
         others = np.concatenate([chosen.first, chosen.second], axis=1)[pair_rows]
