@@ -108,8 +108,18 @@ def _users_pieces(report: Report, encode: Callable[[np.ndarray], str]) -> Iterat
 
 
 def array_pieces(array: np.ndarray, encode: Callable[[np.ndarray], str]) -> Iterator[str]:
-    """An N x ... array as JSON text a block of rows at a time; the whole is json.dumps(finite_or_none(array))."""
+    """An N x ... array as JSON text a block of rows at a time; the whole is json.dumps(finite_or_none(array)).
+    A row of more than a block (a wide row's C x C Jacobian: 400 million numbers at 20,000 classes) is
+    written the same way, its own rows a block at a time: never one row's text at once."""
     per_row = max(1, int(np.prod(array.shape[1:])))
+    if per_row > BLOCK_NUMBERS:
+        yield "["
+        for row in range(array.shape[0]):
+            if row:
+                yield ", "
+            yield from array_pieces(array[row], encode)
+        yield "]"
+        return
     step = max(1, BLOCK_NUMBERS // per_row)
     yield "["
     for start in range(0, array.shape[0], step):
@@ -154,13 +164,16 @@ def fast_json_text() -> Callable[[np.ndarray], str]:
 
 
 def _release(array: np.ndarray, rows: int) -> None:
-    """Let go of the pages of a mapped array (runner.py's --full spill) once written: memory stays a block's."""
+    """Let go of the pages of a mapped array (runner.py's --full spill) once written: memory stays a block's.
+    The array may be a view anywhere in the map (one row of a Jacobian): its place is counted from the map's
+    first byte, and everything before its written rows goes."""
     import mmap
 
     mapping = getattr(array, "_mmap", None)  # np.memmap's own map of the file, if the array is one
     if mapping is None or not hasattr(mmap, "MADV_DONTNEED"):
         return
-    done = min(rows, array.shape[0]) * array.strides[0] + getattr(array, "offset", 0)
+    first = np.frombuffer(mapping, dtype=np.uint8, count=1).ctypes.data
+    done = array.ctypes.data - first + min(rows, array.shape[0]) * array.strides[0]
     done -= done % mmap.PAGESIZE
     if done > 0:
         mapping.madvise(mmap.MADV_DONTNEED, 0, done)
