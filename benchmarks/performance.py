@@ -296,6 +296,11 @@ def wide_rows(bench: Bench) -> None:
                                        [GRADCHECK, "check", "-i", str(path)])
         print(f"  (the same check with tables: {tables.seconds:.2f} s)")
         bench.absolute(f"check -i 1x{classes} -f json", ours, 1.0, peak_mb=300)
+    # --full writes every number: 1 x 20,000 is 400 million Jacobian entries, 9.7 GB of text (to /dev/null
+    # here). It was killed for memory (one row's text made at once); judged by finishing in a block's memory.
+    for classes in (bench.size(4_000, 2_000), bench.size(20_000, 6_000)):
+        ours = bench.once([GRADCHECK, "check", "-i", str(json_input(bench, 1, classes)), "-f", "json", "--full"])
+        bench.absolute(f"check -i 1x{classes} -f json --full (every number)", ours, bench.args.timeout, peak_mb=300)
     free = shutil.disk_usage(tempfile.gettempdir()).free
     for factor in (2, 3):  # Jacobians 4 and 9 times the free space of the temporary directory
         classes = math.isqrt(factor * factor * free // 8) + 1
